@@ -1,0 +1,92 @@
+"""Write a Lepton artifact: one uncompressed tar of manifest, digest, plan, weights, kernels."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tarfile
+from pathlib import Path
+
+from lepton_runtime import format as fmt
+
+
+def _canonical(obj: object) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode("utf-8")
+
+
+def make_manifest(*, plan: dict, weights: bytes, kernels: bytes, target: dict,
+                  compiler_version: str, tvm_version: str, spec_fingerprint: str | None,
+                  plan_bytes: bytes) -> dict:
+    """The manifest for an artifact's members."""
+    members = {
+        fmt.PLAN: plan_bytes,
+        fmt.WEIGHTS: weights,
+        fmt.KERNELS: kernels,
+    }
+    tensors = plan["tensors"]
+
+    def signature(entries: list[dict]) -> list[dict]:
+        return [
+            {"name": e["name"], "shape": tensors[e["tensor"]]["shape"],
+             "dtype": tensors[e["tensor"]]["dtype"]}
+            for e in entries
+        ]
+
+    return {
+        "format_version": fmt.FORMAT_VERSION,
+        "abi": fmt.ABI,
+        "compiler": {"name": "lepton-compiler", "version": compiler_version},
+        "tvm_version": tvm_version,
+        "target": target,
+        "spec_fingerprint": spec_fingerprint,
+        "inputs": signature(plan["inputs"]),
+        "outputs": signature(plan["outputs"]),
+        "kernels": sorted({c["kernel"] for c in plan["calls"]}),
+        "members": {
+            name: {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+            for name, data in members.items()
+        },
+    }
+
+
+def pack(*, plan: dict, weights: bytes, kernels: bytes, target: dict, compiler_version: str,
+         tvm_version: str, spec_fingerprint: str | None = None) -> bytes:
+    """Serialise an artifact to bytes (deterministic: fixed mtimes, owners and order)."""
+    plan_bytes = _canonical(plan)
+    manifest = make_manifest(
+        plan=plan, weights=weights, kernels=kernels, target=target,
+        compiler_version=compiler_version, tvm_version=tvm_version,
+        spec_fingerprint=spec_fingerprint, plan_bytes=plan_bytes,
+    )
+    manifest_bytes = _canonical(manifest)
+    digest = hashlib.sha256(manifest_bytes).hexdigest().encode("ascii") + b"\n"
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for name, data in (
+            (fmt.MANIFEST, manifest_bytes),
+            (fmt.MANIFEST_DIGEST, digest),
+            (fmt.PLAN, plan_bytes),
+            (fmt.WEIGHTS, weights),
+            (fmt.KERNELS, kernels),
+        ):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = 0o644
+            info.mtime = 0
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def write(path: str | os.PathLike, data: bytes) -> Path:
+    """Write artifact bytes atomically (temp file + rename), so a crash never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path

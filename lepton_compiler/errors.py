@@ -1,0 +1,58 @@
+"""Compiler errors. The hierarchy is rooted at ``LeptonError``, shared with the runtime."""
+
+from __future__ import annotations
+
+from lepton_runtime.errors import (
+    ArtifactError,
+    ArtifactIntegrityError,
+    InputError,
+    KernelError,
+    LeptonError,
+    UnsafeArchiveError,
+    UnsupportedArtifactError,
+)
+
+__all__ = [
+    "ArtifactError",
+    "ArtifactIntegrityError",
+    "CompileError",
+    "InputError",
+    "KernelError",
+    "LeptonError",
+    "ModelLoadError",
+    "OptionError",
+    "UnsafeArchiveError",
+    "UnsupportedArtifactError",
+    "UnsupportedOperatorError",
+]
+
+
+class ModelLoadError(LeptonError):
+    """A model could not be read or fails validation (bad file, bad bytes, invalid graph)."""
+
+
+class UnsupportedOperatorError(LeptonError):
+    """The model uses operators Lepton cannot import. Lists every op type and its nodes.
+
+    Attributes
+    ----------
+    ops : dict[str, list[str]]
+        Each unsupported op type mapped to the names of the nodes that use it.
+    """
+
+    def __init__(self, frontend: str, ops: dict[str, list[str]]) -> None:
+        self.ops = {op: list(nodes) for op, nodes in sorted(ops.items())}
+        lines = [f"{len(self.ops)} unsupported {frontend} operator type(s):"]
+        for op, nodes in self.ops.items():
+            shown = ", ".join(nodes[:8]) + (f", … ({len(nodes)} nodes)" if len(nodes) > 8 else "")
+            lines.append(f"  {op}: used by {shown}")
+        lines.append("Replace these ops in the model, or export it with supported equivalents.")
+        super().__init__("\n".join(lines))
+
+
+class OptionError(LeptonError):
+    """An argument to build/compile is invalid (unknown target, bad example inputs, ...)."""
+
+
+class CompileError(LeptonError):
+    """Compilation failed inside the pipeline; the message names the stage and the kernel."""

@@ -1,0 +1,208 @@
+"""Frontends: PyTorch modules (via torch.export) and ONNX models into Relax.
+
+Both return an :class:`ImportedModel`: a Relax ``IRModule`` whose ``main`` takes the user
+inputs (weights bound as constants) plus the input and output names. Every unsupported
+operator is reported at once in one :class:`UnsupportedOperatorError`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import LeptonError, ModelLoadError, OptionError, UnsupportedOperatorError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ImportedModel:
+    """A model in Relax with the names of its inputs and outputs."""
+
+    mod: Any  # tvm.IRModule
+    input_names: list[str]
+    output_names: list[str]
+    source: str  # "torch" or "onnx"
+
+
+def is_torch_module(model: object) -> bool:
+    """True for a ``torch.nn.Module`` (without importing torch when it is not loaded)."""
+    torch = __import__("sys").modules.get("torch")
+    return torch is not None and isinstance(model, torch.nn.Module)
+
+
+def import_model(model: object, example_inputs: Sequence[Any] | None) -> ImportedModel:
+    """Import a torch module, an ONNX path/bytes/ModelProto into Relax."""
+    if is_torch_module(model):
+        if example_inputs is None:
+            raise OptionError("a PyTorch model needs example_inputs to trace it with torch.export")
+        return from_torch(model, example_inputs)
+    if isinstance(model, (str, os.PathLike, bytes, bytearray)) or _is_onnx_proto(model):
+        return from_onnx(model, example_inputs)
+    raise OptionError(
+        f"cannot compile a {type(model).__name__}: pass a torch.nn.Module, an ONNX file path, "
+        "ONNX bytes or an onnx.ModelProto"
+    )
+
+
+# -- PyTorch ----------------------------------------------------------------------------------
+
+
+def _to_torch_inputs(example_inputs: Sequence[Any]) -> tuple:
+    import torch
+
+    if isinstance(example_inputs, (torch.Tensor, np.ndarray)):
+        example_inputs = (example_inputs,)
+    out = []
+    for i, value in enumerate(example_inputs):
+        if isinstance(value, np.ndarray):
+            value = torch.from_numpy(np.ascontiguousarray(value))
+        if not isinstance(value, torch.Tensor):
+            raise OptionError(
+                f"example input {i} is a {type(value).__name__}; pass torch tensors or numpy arrays"
+            )
+        out.append(value)
+    return tuple(out)
+
+
+def from_torch(module: Any, example_inputs: Sequence[Any]) -> ImportedModel:
+    """Import a ``torch.nn.Module`` through ``torch.export`` (inference mode, weights bound)."""
+    import torch
+    from tvm.relax.frontend.torch import from_exported_program
+    from tvm.relax.frontend.torch.exported_program_translator import ExportedProgramImporter
+
+    inputs = _to_torch_inputs(example_inputs)
+    module = module.eval()
+    try:
+        with torch.no_grad():
+            program = torch.export.export(module, inputs)
+        program = program.run_decompositions()
+    except Exception as err:  # torch raises many types here; report them as one clear error
+        raise ModelLoadError(
+            f"torch.export could not trace {type(module).__name__}: {type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else ''}"
+        ) from err
+    supported = ExportedProgramImporter().create_convert_map()
+    missing: dict[str, list[str]] = defaultdict(list)
+    for node in program.graph.nodes:
+        if node.op == "call_function":
+            name = getattr(node.target, "__name__", str(node.target))
+            if name not in supported:
+                missing[name].append(node.name)
+    if missing:
+        raise UnsupportedOperatorError("PyTorch", missing)
+    try:
+        mod = from_exported_program(program, keep_params_as_input=False,
+                                    run_ep_decomposition=False)
+    except Exception as err:
+        raise ModelLoadError(
+            f"importing {type(module).__name__} into Relax failed: {type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else ''}"
+        ) from err
+    sig = program.graph_signature
+    input_names = [s.arg.name for s in sig.input_specs if s.kind.name == "USER_INPUT"]
+    n_out = len([s for s in sig.output_specs if s.kind.name == "USER_OUTPUT"])
+    output_names = [f"output{i}" for i in range(n_out)]
+    return ImportedModel(mod, input_names, output_names, "torch")
+
+
+# -- ONNX -------------------------------------------------------------------------------------
+
+
+def _is_onnx_proto(model: object) -> bool:
+    onnx = __import__("sys").modules.get("onnx")
+    return onnx is not None and isinstance(model, onnx.ModelProto)
+
+
+def load_onnx(model: str | os.PathLike | bytes | Any) -> Any:
+    """Read an ONNX model from a path, bytes or ModelProto and run the full checker on it."""
+    import onnx
+
+    where = "ONNX model"
+    try:
+        if isinstance(model, (str, os.PathLike)):
+            path = Path(model)
+            where = str(path)
+            if not path.is_file():
+                raise ModelLoadError(f"{path}: no such ONNX file")
+            proto = onnx.load(str(path))
+        elif isinstance(model, (bytes, bytearray)):
+            where = f"ONNX bytes ({len(model)} bytes)"
+            proto = onnx.load_from_string(bytes(model))
+        else:
+            proto = model
+    except LeptonError:
+        raise
+    except Exception as err:  # protobuf DecodeError and friends
+        raise ModelLoadError(
+            f"{where}: not a readable ONNX model ({type(err).__name__}: {err}); the file is "
+            "truncated or not ONNX"
+        ) from None
+    if not proto.graph.node and not proto.graph.output:
+        raise ModelLoadError(f"{where}: the ONNX graph is empty; the file is not a valid model")
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except Exception as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ModelLoadError(f"{where}: fails the ONNX checker: {first}") from None
+    return proto
+
+
+def from_onnx(model: Any, example_inputs: Sequence[Any] | None = None) -> ImportedModel:
+    """Import an ONNX model (path, bytes or ModelProto) into Relax."""
+    from tvm.relax.frontend.onnx import from_onnx as tvm_from_onnx
+    from tvm.relax.frontend.onnx.onnx_frontend import _get_convert_map
+
+    proto = load_onnx(model)
+    supported = set(_get_convert_map()) | {"If", "Constant"}
+    missing: dict[str, list[str]] = defaultdict(list)
+    for i, node in enumerate(proto.graph.node):
+        if node.op_type not in supported:
+            missing[node.op_type].append(node.name or f"#{i}")
+    if missing:
+        raise UnsupportedOperatorError("ONNX", missing)
+    initializers = {t.name for t in proto.graph.initializer}
+    graph_inputs = [i for i in proto.graph.input if i.name not in initializers]
+    shape_dict = _onnx_input_shapes(graph_inputs, example_inputs)
+    try:
+        mod = tvm_from_onnx(proto, shape_dict=shape_dict, keep_params_in_input=False)
+    except Exception as err:
+        raise ModelLoadError(
+            f"importing the ONNX model into Relax failed: {type(err).__name__}: "
+            f"{str(err).strip().splitlines()[0] if str(err).strip() else ''}"
+        ) from None
+    return ImportedModel(
+        mod,
+        [i.name for i in graph_inputs],
+        [o.name for o in proto.graph.output],
+        "onnx",
+    )
+
+
+def _onnx_input_shapes(graph_inputs: list, example_inputs: Sequence[Any] | None) -> dict:
+    """Static shapes for every graph input: from the model, else from example inputs."""
+    examples = list(example_inputs) if example_inputs is not None else None
+    if examples is not None and len(examples) != len(graph_inputs):
+        raise OptionError(
+            f"the ONNX model has {len(graph_inputs)} input(s), got {len(examples)} example input(s)"
+        )
+    shapes = {}
+    for i, value in enumerate(graph_inputs):
+        dims = value.type.tensor_type.shape.dim
+        if examples is not None:
+            shapes[value.name] = list(np.shape(examples[i]))
+        elif all(d.HasField("dim_value") and d.dim_value > 0 for d in dims):
+            shapes[value.name] = [d.dim_value for d in dims]
+        else:
+            raise OptionError(
+                f"ONNX input {value.name!r} has a dynamic shape; pass example_inputs (or "
+                "--input-shape on the command line) to fix it"
+            )
+    return shapes

@@ -1,0 +1,162 @@
+"""Lower an imported Relax module to scheduled TIR kernels and a flat call chain.
+
+Stages (each a named step, sequenced by the driver):
+``simplify`` (fold batch-norm, decompose for inference, fold constants) →
+``layout`` (NHWC activations / HWIO weights for conv2d, the layout the host schedules tile) →
+``fuse`` (legalize to TIR, FuseOps/FuseTIR) → ``schedule`` (host schedules per kernel) →
+``codegen`` (LLVM for the host CPU, linked with the artifact's parallel runtime).
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from . import tvm_compat
+from .errors import CompileError
+
+logger = logging.getLogger(__name__)
+
+
+def simplify(mod: Any) -> Any:
+    """Inference simplifications on the graph, before layout and fusion."""
+    import tvm
+    from tvm import relax
+
+    from .passes.fold_batch_norm import FoldBatchNorm
+
+    seq = tvm.transform.Sequential(
+        [
+            FoldBatchNorm(),
+            relax.transform.DecomposeOpsForInference(),
+            relax.transform.FoldConstant(),
+            relax.transform.DeadCodeElimination(),
+        ]
+    )
+    return seq(mod)
+
+
+def convert_layout(mod: Any) -> Any:
+    """conv2d to NHWC/HWIO; transposes at the edges fold into constants or stay as kernels."""
+    import tvm
+    from tvm import relax
+
+    seq = tvm.transform.Sequential(
+        [
+            relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "HWIO"]}),
+            relax.transform.Normalize(),
+            relax.transform.FoldConstant(),
+        ]
+    )
+    return seq(mod)
+
+
+def fuse(mod: Any) -> Any:
+    """Legalize to TIR and fuse; main becomes a flat chain of call_tir over kernels."""
+    import tvm
+    from tvm import relax
+
+    seq = tvm.transform.Sequential(
+        [
+            relax.transform.LegalizeOps(),
+            relax.transform.AnnotateTIROpPattern(),
+            relax.transform.FoldConstant(),
+            relax.transform.FuseOps(),
+            relax.transform.FuseTIR(),
+            relax.transform.DeadCodeElimination(),
+            relax.transform.RewriteDataflowReshape(),
+        ]
+    )
+    mod = seq(mod)
+    _check_legalized(mod)
+    return mod
+
+
+def _check_legalized(mod: Any) -> None:
+    from tvm import relax
+
+    leftovers: dict[str, int] = {}
+    main = mod["main"]
+
+    def visit(expr):
+        if isinstance(expr, relax.Call) and hasattr(expr.op, "name"):
+            name = expr.op.name
+            if name not in ("relax.call_tir", "relax.reshape"):
+                leftovers[name] = leftovers.get(name, 0) + 1
+
+    relax.analysis.post_order_visit(main.body, visit)
+    if leftovers:
+        listed = ", ".join(f"{op} ({n}x)" for op, n in sorted(leftovers.items()))
+        raise CompileError(
+            f"operators with no host lowering remain after legalization: {listed}; "
+            "they cannot be compiled for the host yet"
+        )
+
+
+def kernels_of(mod: Any) -> dict[str, Any]:
+    """The prim_funcs of a fused module by name."""
+    from tvm import tirx
+
+    return {
+        gv.name_hint: func
+        for gv, func in mod.functions.items()
+        if isinstance(func, tirx.PrimFunc)
+    }
+
+
+def schedule(kernels: dict[str, Any], config: Any) -> dict[str, Any]:
+    """Apply host schedules to every kernel."""
+    from .target.host_schedule import schedule_prim_func
+
+    return {name: schedule_prim_func(func, config) for name, func in kernels.items()}
+
+
+def _runtime_object(workdir: Path) -> str:
+    """Compile the artifact's parallel runtime (C) to an object file for linking."""
+    import subprocess
+
+    source = resources.files("lepton_compiler").joinpath("csrc/lepton_parallel.c")
+    obj = workdir / "lepton_parallel.o"
+    cmd = ["cc", "-c", "-O2", "-fPIC", "-std=gnu11", "-o", str(obj), str(source)]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise CompileError(f"compiling the artifact runtime failed: {result.stderr.strip()}")
+    return str(obj)
+
+
+def codegen(kernels: dict[str, Any], fallback: dict[str, Any], target: Any) -> bytes:
+    """Compile kernels to one shared library and return its bytes.
+
+    A kernel whose schedule fails to compile is recompiled from ``fallback`` (unscheduled),
+    so a schedule bug costs speed, never a build.
+    """
+    import tvm
+
+    def module_of(funcs: dict[str, Any]) -> Any:
+        return tvm.IRModule(
+            {name: f.with_attr("global_symbol", name) for name, f in funcs.items()}
+        )
+
+    funcs = dict(kernels)
+    try:
+        lib = tvm_compat.compile_tir(module_of(funcs), target)
+    except Exception:
+        for name in list(funcs):
+            try:
+                tvm_compat.compile_tir(module_of({name: funcs[name]}), target)
+            except Exception as err:
+                logger.warning("schedule of kernel %s does not compile (%s); using the "
+                               "unscheduled kernel", name, str(err).splitlines()[0])
+                funcs[name] = fallback[name]
+        try:
+            lib = tvm_compat.compile_tir(module_of(funcs), target)
+        except Exception as err:
+            raise CompileError(f"code generation failed: {err}") from None
+    with tempfile.TemporaryDirectory(prefix="lepton-build-") as tmp:
+        workdir = Path(tmp)
+        so_path = workdir / "kernels.so"
+        tvm_compat.export_library(lib, str(so_path), [_runtime_object(workdir)])
+        return so_path.read_bytes()

@@ -1,0 +1,80 @@
+"""Version-sensitive TVM calls, kept in one place so a TVM upgrade touches one file."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def call_tir_op():
+    import tvm
+
+    return tvm.ir.Op.get("relax.call_tir")
+
+
+def reshape_op():
+    import tvm
+
+    return tvm.ir.Op.get("relax.reshape")
+
+
+def shape_of(ty: Any) -> tuple[int, ...]:
+    """Static shape of a Relax TensorType (raises ValueError when it is not static)."""
+    shape = ty.shape
+    if shape is None:
+        raise ValueError("tensor has no static shape")
+    dims = []
+    for d in shape.values:
+        try:
+            dims.append(int(d))
+        except TypeError:
+            raise ValueError(f"dimension {d} is symbolic") from None
+    return tuple(dims)
+
+
+def dtype_of(ty: Any) -> str:
+    return str(ty.dtype)
+
+
+def tensor_type_class():
+    from tvm import relax
+
+    return relax.TensorType
+
+
+def tuple_type_class():
+    from tvm import relax
+
+    return relax.TupleType
+
+
+def compile_tir(mod: Any, target: Any) -> Any:
+    """Compile an IRModule of scheduled prim_funcs for ``target``."""
+    import tvm
+
+    return tvm.compile(mod, target=target)
+
+
+def export_library(lib: Any, path: str, extra_objects: list[str]) -> None:
+    lib.export_library(path, addons=extra_objects, options=["-O2", "-pthread"])
+
+
+def tvm_version() -> str:
+    import tvm
+
+    return str(tvm.__version__)
+
+
+def constant_class():
+    """The class of Relax constants (``relax.Constant`` became ``tvm.ir.expr.Constant``)."""
+    from tvm.ir.expr import Constant
+
+    return Constant
+
+
+def is_constant(expr: Any) -> bool:
+    return isinstance(expr, constant_class())
+
+
+def constant_numpy(expr: Any) -> Any:
+    """The value of a Relax constant as a numpy array."""
+    return expr.value.numpy()

@@ -1,0 +1,148 @@
+"""Validation of an artifact's execution plan before anything runs from it."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import format as fmt
+from .errors import ArtifactError
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One tensor of the plan: its shape, dtype and where its bytes live."""
+
+    id: int
+    shape: tuple[int, ...]
+    dtype: str
+    kind: str
+    offset: int = 0
+    index: int = 0
+    base: int = -1
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * np.dtype(self.dtype).itemsize
+
+
+@dataclass(frozen=True)
+class Call:
+    """One kernel invocation: a kernel name and the tensor ids it takes, outputs last."""
+
+    kernel: str
+    args: tuple[int, ...]
+    ops: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A validated plan: tensors, calls, graph inputs and outputs, arena size."""
+
+    arena_bytes: int
+    tensors: tuple[TensorSpec, ...]
+    calls: tuple[Call, ...]
+    inputs: tuple[tuple[str, int], ...]
+    outputs: tuple[tuple[str, int], ...]
+
+
+def _fail(path: Path, what: str) -> ArtifactError:
+    return ArtifactError(f"{path}: invalid plan: {what}")
+
+
+def _int(path: Path, value: object, what: str, minimum: int = 0) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise _fail(path, f"{what} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _tensor(path: Path, i: int, raw: object) -> TensorSpec:
+    if not isinstance(raw, dict):
+        raise _fail(path, f"tensor {i} is not an object")
+    shape = raw.get("shape")
+    if not isinstance(shape, list):
+        raise _fail(path, f"tensor {i} has no shape list")
+    dims = tuple(_int(path, d, f"tensor {i} dimension") for d in shape)
+    dtype = raw.get("dtype")
+    if dtype not in fmt.DTYPES:
+        raise _fail(path, f"tensor {i} has unsupported dtype {dtype!r}")
+    kind = raw.get("kind")
+    if kind not in fmt.TENSOR_KINDS:
+        raise _fail(path, f"tensor {i} has unknown kind {kind!r}")
+    return TensorSpec(
+        id=i,
+        shape=dims,
+        dtype=dtype,
+        kind=kind,
+        offset=_int(path, raw.get("offset", 0), f"tensor {i} offset"),
+        index=_int(path, raw.get("index", 0), f"tensor {i} index"),
+        base=_int(path, raw.get("base", -1), f"tensor {i} base", minimum=-1),
+    )
+
+
+def _check_storage(path: Path, t: TensorSpec, tensors: list[TensorSpec], plan: dict,
+                   weights_bytes: int) -> None:
+    arena = plan["arena_bytes"]
+    if t.kind in ("arena", "weight"):
+        limit = arena if t.kind == "arena" else weights_bytes
+        if t.offset % fmt.ALIGNMENT or t.offset + t.nbytes > limit:
+            raise _fail(path, f"tensor {t.id} ({t.kind}) lies outside its buffer or is unaligned")
+    if t.kind == "view":
+        if not 0 <= t.base < t.id or tensors[t.base].kind == "view":
+            raise _fail(path, f"view tensor {t.id} must refer to an earlier non-view tensor")
+        if tensors[t.base].nbytes != t.nbytes or tensors[t.base].dtype != t.dtype:
+            raise _fail(path, f"view tensor {t.id} does not match its base's size and dtype")
+
+
+def parse_plan(path: Path, plan: object, weights_bytes: int) -> Plan:
+    """Check every field, index, offset and size of a plan; return it typed."""
+    if not isinstance(plan, dict) or plan.get("version") != fmt.PLAN_VERSION:
+        raise _fail(path, f"expected a version {fmt.PLAN_VERSION} plan object")
+    _int(path, plan.get("arena_bytes"), "arena_bytes")
+    raw_tensors = plan.get("tensors")
+    if not isinstance(raw_tensors, list):
+        raise _fail(path, "tensors must be a list")
+    tensors: list[TensorSpec] = []
+    for i, raw in enumerate(raw_tensors):
+        tensors.append(_tensor(path, i, raw))
+        _check_storage(path, tensors[-1], tensors, plan, weights_bytes)
+
+    def tensor_ref(value: object, what: str) -> int:
+        ref = _int(path, value, what)
+        if ref >= len(tensors):
+            raise _fail(path, f"{what} refers to missing tensor {ref}")
+        return ref
+
+    calls = []
+    for n, raw in enumerate(plan.get("calls") or []):
+        if not isinstance(raw, dict) or not isinstance(raw.get("kernel"), str):
+            raise _fail(path, f"call {n} has no kernel name")
+        args = tuple(tensor_ref(a, f"call {n} argument") for a in raw.get("args") or [])
+        ops = tuple(str(op) for op in raw.get("ops") or [])
+        calls.append(Call(raw["kernel"], args, ops))
+
+    def signature(key: str, kind: str) -> tuple[tuple[str, int], ...]:
+        entries = plan.get(key)
+        if not isinstance(entries, list):
+            raise _fail(path, f"{key} must be a list")
+        out = []
+        for k, entry in enumerate(entries):
+            if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+                raise _fail(path, f"{key}[{k}] has no name")
+            ref = tensor_ref(entry.get("tensor"), f"{key}[{k}]")
+            if kind == "input" and (tensors[ref].kind != "input" or tensors[ref].index != k):
+                raise _fail(path, f"input {entry['name']!r} must be input tensor {k}")
+            out.append((entry["name"], ref))
+        return tuple(out)
+
+    inputs = signature("inputs", "input")
+    outputs = signature("outputs", "output")
+    output_slots = [t.index for t in tensors if t.kind == "output"]
+    if sorted(output_slots) != sorted(set(output_slots)) or any(
+        s >= len(outputs) for s in output_slots
+    ):
+        raise _fail(path, "output tensors must have distinct indices within the outputs")
+    return Plan(plan["arena_bytes"], tuple(tensors), tuple(calls), inputs, outputs)

@@ -1,0 +1,278 @@
+"""Load a verified artifact and run its plan through tvm_ffi with zero-copy DLPack tensors."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import archive, compat
+from . import format as fmt
+from .errors import ArtifactError, InputError, KernelError
+from .plan import Plan, TensorSpec, parse_plan
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """Name, shape and dtype of one model input or output."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.dtype}[{', '.join(map(str, self.shape))}]"
+
+
+def aligned_empty(shape: Sequence[int], dtype: str | np.dtype) -> np.ndarray:
+    """An uninitialised C-contiguous array whose data starts on an ALIGNMENT-byte boundary."""
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    raw = np.empty(nbytes + fmt.ALIGNMENT, dtype=np.uint8)
+    start = (-raw.ctypes.data) % fmt.ALIGNMENT
+    return raw[start : start + nbytes].view(dtype).reshape(tuple(shape))
+
+
+def _as_numpy(value: Any, name: str) -> np.ndarray:
+    """Accept numpy arrays and anything exporting DLPack on the CPU (e.g. torch tensors)."""
+    if isinstance(value, np.ndarray):
+        return value
+    if hasattr(value, "__dlpack__"):
+        if hasattr(value, "detach"):  # a tensor that may require grad
+            value = value.detach()
+        try:
+            return np.from_dlpack(value)
+        except (BufferError, RuntimeError, TypeError) as err:
+            raise InputError(f"input {name!r}: cannot read it as a CPU array ({err})") from None
+    if isinstance(value, (int, float, bool, list, tuple)):
+        return np.asarray(value)
+    raise InputError(
+        f"input {name!r}: expected a numpy array or CPU tensor, got {type(value).__name__}"
+    )
+
+
+class Session:
+    """A loaded artifact, ready to run. Create it with :func:`lepton_runtime.load`.
+
+    Calls are serialised with a lock because the plan reuses one memory arena.
+    """
+
+    def __init__(self, path: Path, manifest: dict, plan: Plan, weights: np.ndarray,
+                 module: Any) -> None:
+        import tvm_ffi
+
+        self.path = path
+        self.manifest = manifest
+        self._plan = plan
+        self._lock = threading.Lock()
+        self._module = module
+        self._from_dlpack = tvm_ffi.from_dlpack
+        self._arena = aligned_empty((plan.arena_bytes,), np.uint8)
+        self._weights = weights
+        self.inputs = tuple(self._info(name, tid) for name, tid in plan.inputs)
+        self.outputs = tuple(self._info(name, tid) for name, tid in plan.outputs)
+        self._staging = [aligned_empty(i.shape, i.dtype) for i in self.inputs]
+        self._arrays: list[np.ndarray | None] = [None] * len(plan.tensors)
+        self._ffi: list[Any] = [None] * len(plan.tensors)
+        self._dynamic = [t for t in plan.tensors if self._is_dynamic(t)]
+        for t in plan.tensors:
+            if not self._is_dynamic(t):
+                self._arrays[t.id] = self._static_array(t)
+                self._ffi[t.id] = self._from_dlpack(self._arrays[t.id])
+        self._calls = []
+        for call in plan.calls:
+            try:
+                fn = module[call.kernel]
+            except Exception:
+                raise ArtifactError(
+                    f"{path}: plan calls kernel {call.kernel!r}, which kernels.so does not define"
+                ) from None
+            self._calls.append((call, fn))
+
+    def _info(self, name: str, tid: int) -> TensorInfo:
+        t = self._plan.tensors[tid]
+        return TensorInfo(name, t.shape, t.dtype)
+
+    def _is_dynamic(self, t: TensorSpec) -> bool:
+        if t.kind == "view":
+            return self._plan.tensors[t.base].kind == "output"
+        return t.kind == "output"
+
+    def _static_array(self, t: TensorSpec) -> np.ndarray:
+        if t.kind == "arena":
+            return self._arena[t.offset : t.offset + t.nbytes].view(t.dtype).reshape(t.shape)
+        if t.kind == "weight":
+            return self._weights[t.offset : t.offset + t.nbytes].view(t.dtype).reshape(t.shape)
+        if t.kind == "input":
+            return self._staging[t.index]
+        base = self._arrays[t.base]
+        return base.reshape(t.shape)
+
+    # -- calling convention -------------------------------------------------------------------
+
+    def _bind(self, args: tuple, kwargs: Mapping[str, Any]) -> list[np.ndarray]:
+        names = [i.name for i in self.inputs]
+        if args and kwargs:
+            raise InputError("pass inputs either all positionally or all by name, not both")
+        if len(args) == 1 and isinstance(args[0], Mapping):
+            kwargs, args = args[0], ()
+        if kwargs:
+            unknown = [k for k in kwargs if k not in names]
+            if unknown:
+                raise InputError(
+                    f"unknown input name(s) {', '.join(map(repr, unknown))}; the model's inputs "
+                    f"are {', '.join(map(repr, names))}"
+                )
+            missing = [n for n in names if n not in kwargs]
+            if missing:
+                raise InputError(f"missing input(s) {', '.join(map(repr, missing))}")
+            args = tuple(kwargs[n] for n in names)
+        if len(args) != len(names):
+            raise InputError(
+                f"the model takes {len(names)} input(s) ({', '.join(map(str, self.inputs))}), "
+                f"got {len(args)}"
+            )
+        arrays = []
+        for info, value in zip(self.inputs, args, strict=True):
+            array = _as_numpy(value, info.name)
+            if array.dtype != np.dtype(info.dtype):
+                raise InputError(
+                    f"input {info.name!r}: expected dtype {info.dtype}, got {array.dtype}; "
+                    f"convert it with .astype('{info.dtype}')"
+                )
+            if tuple(array.shape) != info.shape:
+                raise InputError(
+                    f"input {info.name!r}: expected shape {list(info.shape)}, got "
+                    f"{list(array.shape)}"
+                )
+            arrays.append(array)
+        return arrays
+
+    def run(self, *args: Any, **kwargs: Any) -> np.ndarray | tuple[np.ndarray, ...]:
+        """Run the model.
+
+        Parameters
+        ----------
+        *args, **kwargs
+            The inputs, positionally in signature order, by name, or as one mapping. numpy
+            arrays or CPU tensors exporting DLPack (e.g. torch tensors), with exactly the
+            dtype and shape of :attr:`inputs`.
+
+        Returns
+        -------
+        numpy.ndarray or tuple of numpy.ndarray
+            One array for a single-output model, else a tuple in :attr:`outputs` order. The
+            arrays are owned by the caller.
+        """
+        arrays = self._bind(args, kwargs)
+        with self._lock:
+            for staging, array in zip(self._staging, arrays, strict=True):
+                np.copyto(staging, array, casting="no")
+            fresh = {}
+            for t in self._dynamic:
+                if t.kind == "output":
+                    fresh[t.index] = array = aligned_empty(t.shape, t.dtype)
+                else:
+                    array = self._arrays[t.base].reshape(t.shape)
+                self._arrays[t.id] = array
+                self._ffi[t.id] = self._from_dlpack(array)
+            ffi = self._ffi
+            for call, fn in self._calls:
+                try:
+                    fn(*[ffi[i] for i in call.args])
+                except Exception as err:
+                    raise KernelError(f"kernel {call.kernel!r} failed: {err}") from None
+            results = []
+            for slot, (_, tid) in enumerate(self._plan.outputs):
+                t = self._plan.tensors[tid]
+                if t.kind == "output" and t.index == slot:
+                    results.append(fresh[slot])
+                else:
+                    results.append(np.array(self._arrays[tid], copy=True))
+        return results[0] if len(results) == 1 else tuple(results)
+
+    __call__ = run
+
+    def describe(self) -> str:
+        """A one-paragraph summary of the artifact: signature, kernels, versions."""
+        lines = [f"artifact: {self.path}"]
+        lines += [f"  input  {i}" for i in self.inputs]
+        lines += [f"  output {o}" for o in self.outputs]
+        lines.append(f"  kernels: {len(self._calls)} calls")
+        return "\n".join(lines)
+
+
+def _load_kernels(path: Path, data: bytes) -> Any:
+    import tvm_ffi
+
+    tmpdir = tempfile.mkdtemp(prefix="lepton-kernels-")
+    try:
+        so_path = os.path.join(tmpdir, fmt.KERNELS)
+        fd = os.open(so_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o500)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        try:
+            return tvm_ffi.load_module(so_path)
+        except Exception as err:
+            raise ArtifactError(f"{path}: cannot load {fmt.KERNELS}: {err}") from None
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def load(path: str | os.PathLike) -> Session:
+    """Load, verify and prepare an artifact for running.
+
+    Every member's sha256 is checked against the manifest, the format version, kernel ABI,
+    platform and CPU features are checked, and the plan is validated — all before
+    ``kernels.so`` is loaded. Nothing is unpickled.
+
+    Parameters
+    ----------
+    path
+        A ``.lepton`` file written by ``CompiledModel.export`` or ``lepton compile``.
+
+    Returns
+    -------
+    Session
+        Call :meth:`Session.run` (or the session itself) with the model's inputs.
+
+    Raises
+    ------
+    ArtifactError
+        The file is missing, malformed, modified, unsafe or unsupported here (see subclasses).
+    """
+    path = Path(path)
+    members = archive.list_members(path)
+    manifest = archive.read_manifest(path, members)
+    compat.check_manifest(path, manifest)
+    archive.verify_members(path, members, manifest)
+    try:
+        raw_plan = json.loads(archive.read_member(path, members[fmt.PLAN]).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ArtifactError(f"{path}: {fmt.PLAN} is not valid JSON ({err})") from None
+    weights_member = members[fmt.WEIGHTS]
+    plan = parse_plan(path, raw_plan, weights_member.size)
+    if weights_member.size:
+        weights = np.memmap(path, dtype=np.uint8, mode="c", offset=weights_member.offset,
+                            shape=(weights_member.size,))
+        if weights.ctypes.data % fmt.ALIGNMENT:  # pragma: no cover - tar data is 512-aligned
+            aligned = aligned_empty(weights.shape, np.uint8)
+            aligned[...] = weights
+            weights = aligned
+    else:
+        weights = aligned_empty((0,), np.uint8)
+    # The .so is written from bytes that were hashed; re-verify what we hand to the loader.
+    kernels = archive.read_member(path, members[fmt.KERNELS])
+    if hashlib.sha256(kernels).hexdigest() != manifest["members"][fmt.KERNELS]["sha256"]:
+        raise ArtifactError(f"{path}: {fmt.KERNELS} changed while loading")
+    module = _load_kernels(path, kernels)
+    return Session(path, manifest, plan, weights, module)

@@ -1,0 +1,242 @@
+"""Host CPU schedules for the fused TIR kernels: parallel over 2+ cores, vectorised.
+
+TVM's CPU dlight rules cover only GEMV and reductions, so the dense kernels that dominate
+CNNs and MLPs (NHWC conv2d, matmul) get register-tiled schedules here, and everything else a
+generic one: producers inlined, outer loops fused and parallel, the innermost loop vectorised.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class HostScheduleConfig:
+    """Knobs of the host schedules (vector width in elements, register tile sizes)."""
+
+    vector_lanes: int = 16
+    tile_cols_vectors: int = 2   # output-channel tile = tile_cols_vectors * vector_lanes
+    tile_rows: int = 6           # output pixels (conv) or rows (matmul) per register tile
+    parallel_min_extent: int = 2
+
+
+def schedule_prim_func(func, config: HostScheduleConfig):
+    """Return ``func`` scheduled for the host; unschedulable blocks are left as they are."""
+    from tvm import s_tir
+
+    sch = s_tir.Schedule(func)
+    _inline_producers(sch)
+    main = _find_dense_block(sch)
+    if main is not None:
+        try:
+            _schedule_dense(sch, main, config)
+            _schedule_rest(sch, config, skip={main_name(sch, main)})
+            return sch.mod["main"]
+        except Exception as err:  # fall back to the generic schedule, never fail the build
+            logger.debug("dense schedule failed for %s: %s", func, err)
+            sch = s_tir.Schedule(func)
+            _inline_producers(sch)
+    _schedule_rest(sch, config, skip=set())
+    return sch.mod["main"]
+
+
+def main_name(sch, block) -> str:
+    return sch.get(block).name_hint
+
+
+def _blocks(sch):
+    root = sch.get_sblock("root") if _has_root(sch) else None
+    return list(sch.get_child_blocks(root)) if root is not None else []
+
+
+def _has_root(sch) -> bool:
+    try:
+        sch.get_sblock("root")
+        return True
+    except Exception:
+        return False
+
+
+def _is_reduction(sch, block) -> bool:
+    from tvm.tirx import IterVar
+
+    return any(iv.iter_type == IterVar.CommReduce for iv in sch.get(block).iter_vars)
+
+
+def _inline_producers(sch) -> None:
+    """Inline every elementwise/injective block into its consumers, then epilogues upward."""
+    blocks = _blocks(sch)
+    for block in blocks[:-1]:
+        if _is_reduction(sch, block) or _is_pad(sch, block):
+            continue
+        try:
+            sch.compute_inline(block)
+        except Exception:
+            pass
+    for block in reversed(_blocks(sch)):
+        if _is_reduction(sch, block):
+            continue
+        try:
+            sch.reverse_compute_inline(block)
+        except Exception:
+            pass
+
+
+def _is_pad(sch, block) -> bool:
+    return "pad" in sch.get(block).name_hint
+
+
+def _find_dense_block(sch):
+    """The conv2d_nhwc or matmul reduction block, if the function has one."""
+    for block in _blocks(sch):
+        name = sch.get(block).name_hint
+        if _is_reduction(sch, block) and (name.startswith("conv2d_nhwc") or name in
+                                          ("matmul", "T_matmul_NN", "T_dense", "NT_matmul")):
+            return block
+    return None
+
+
+def _extent(sch, loop) -> int | None:
+    from tvm.tirx import IntImm
+
+    ext = sch.get(loop).extent
+    return int(ext) if isinstance(ext, IntImm) else None
+
+
+def _split_divisor(extent: int, want: int) -> int:
+    for f in range(min(want, extent), 0, -1):
+        if extent % f == 0:
+            return f
+    return 1
+
+
+def _schedule_dense(sch, block, config: HostScheduleConfig) -> None:
+    """Register-tile a conv2d_nhwc / matmul block: [rows x (k*lanes)] accumulators."""
+    loops = sch.get_loops(block)
+    iter_types = [iv.iter_type for iv in sch.get(block).iter_vars]
+    from tvm.tirx import IterVar
+
+    spatial = [lp for lp, it in zip(loops, iter_types, strict=True) if it == IterVar.DataPar]
+    reduce_ = [lp for lp, it in zip(loops, iter_types, strict=True) if it == IterVar.CommReduce]
+    col = spatial[-1]
+    row = spatial[-2] if len(spatial) >= 2 else None
+    col_ext = _extent(sch, col)
+    if col_ext is None or row is None:
+        raise ValueError("dense schedule needs static row and column loops")
+    lanes = config.vector_lanes
+    col_tile = _split_divisor(col_ext, config.tile_cols_vectors * lanes)
+    if col_tile < 4:
+        raise ValueError("too few output columns to vectorise")
+    row_ext = _extent(sch, row)
+    row_tile = _split_divisor(row_ext, config.tile_rows)
+    co, ci = sch.split(col, [None, col_tile])
+    ro, ri = sch.split(row, [None, row_tile])
+    outer = spatial[:-2]
+    sch.reorder(*outer, ro, co, *reduce_, ri, ci)
+    cache = sch.cache_write(block, 0, "local")
+    sch.reverse_compute_at(cache, co, preserve_unit_loops=True)
+    # Epilogue (bias, activation) was reverse-inlined into `cache`'s consumer chain already;
+    # inline what follows the write-back so it is computed on the tile in registers.
+    for consumer in sch.get_consumers(cache):
+        try:
+            sch.reverse_compute_inline(consumer)
+        except Exception:
+            pass
+    fused = sch.fuse(*outer, ro) if outer else ro
+    sch.parallel(fused)
+    init = sch.decompose_reduction(block, reduce_[0])
+    sch.vectorize(sch.get_loops(init)[-1])
+    sch.unroll(ri)
+    sch.vectorize(ci)
+    wb_loops = sch.get_loops(cache)
+    sch.vectorize(wb_loops[-1])
+    for blk in _blocks(sch):
+        if _is_pad(sch, blk):
+            _schedule_spatial(sch, blk, config)
+
+
+def _schedule_spatial(sch, block, config: HostScheduleConfig) -> None:
+    loops = sch.get_loops(block)
+    if not loops:
+        return
+    inner_ext = _extent(sch, loops[-1])
+    if inner_ext is not None and inner_ext >= 4 and len(loops) >= 2:
+        outer = sch.fuse(*loops[:-1])
+        sch.parallel(outer)
+        if inner_ext <= 256:
+            sch.vectorize(loops[-1])
+        else:
+            _, vi = sch.split(loops[-1], [None, config.vector_lanes])
+            sch.vectorize(vi)
+        return
+    fused = sch.fuse(*loops) if len(loops) > 1 else loops[0]
+    ext = _extent(sch, fused)
+    if ext is not None and ext >= config.vector_lanes * 2:
+        po, vi = sch.split(fused, [None, config.vector_lanes])
+        sch.parallel(po)
+        sch.vectorize(vi)
+    elif ext is not None and ext >= config.parallel_min_extent:
+        sch.parallel(fused)
+
+
+def _schedule_reduction(sch, block, config: HostScheduleConfig) -> None:
+    from tvm.tirx import IterVar
+
+    loops = sch.get_loops(block)
+    kinds = [iv.iter_type for iv in sch.get(block).iter_vars]
+    if len(loops) != len(kinds):
+        return
+    spatial = [lp for lp, k in zip(loops, kinds, strict=True) if k == IterVar.DataPar]
+    reduce_ = [lp for lp, k in zip(loops, kinds, strict=True) if k == IterVar.CommReduce]
+    if not spatial:
+        return
+    last_ext = _extent(sch, spatial[-1])
+    channel_inner = last_ext is not None and last_ext >= 8 and _reads_last_spatial_innermost(
+        sch, block
+    )
+    if channel_inner:  # e.g. NHWC pooling: reduce over window, vectorise channels
+        sch.reorder(*spatial[:-1], *reduce_, spatial[-1])
+        if len(spatial) > 1:
+            fused = sch.fuse(*spatial[:-1])
+            sch.parallel(fused)
+        init = sch.decompose_reduction(block, reduce_[0])
+        sch.vectorize(sch.get_loops(init)[-1])
+        sch.vectorize(spatial[-1])
+        return
+    fused = sch.fuse(*spatial) if len(spatial) > 1 else spatial[0]
+    ext = _extent(sch, fused)
+    if ext is not None and ext >= config.parallel_min_extent:
+        sch.parallel(fused)
+
+
+def _reads_last_spatial_innermost(sch, block) -> bool:
+    stmt = sch.get(block)
+    last_var = [iv.var for iv in stmt.iter_vars if iv.iter_type == 0][-1]
+    for region in stmt.reads:
+        innermost = region.region[-1].min if region.region else None
+        if innermost is not None and innermost.same_as(last_var):
+            return True
+    return False
+
+
+def _schedule_rest(sch, config: HostScheduleConfig, skip: set[str]) -> None:
+    for block in _blocks(sch):
+        name = sch.get(block).name_hint
+        if name in skip or _already_scheduled(sch, block):
+            continue
+        try:
+            if _is_reduction(sch, block):
+                _schedule_reduction(sch, block, config)
+            else:
+                _schedule_spatial(sch, block, config)
+        except Exception as err:
+            logger.debug("generic schedule skipped block %s: %s", name, err)
+
+
+def _already_scheduled(sch, block) -> bool:
+    from tvm.tirx import ForKind
+
+    return any(sch.get(lp).kind != ForKind.SERIAL for lp in sch.get_loops(block))
