@@ -87,9 +87,9 @@ def build(
         kernels = lowering.kernels_of(mod)
     with _stage("schedule", timings):
         host = resolve_host(cpu, num_threads)
-        scheduled = lowering.schedule(kernels, HostScheduleConfig())
+        mod = lowering.schedule(mod, HostScheduleConfig())
     with _stage("codegen", timings):
-        kernels_so = lowering.codegen(scheduled, kernels, host.tvm_target())
+        kernels_so = lowering.codegen(lowering.kernels_of(mod), kernels, host.tvm_target())
     with _stage("plan", timings):
         built = plan_builder.build_plan(mod["main"], imported.input_names,
                                         imported.output_names)

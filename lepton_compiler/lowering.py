@@ -107,11 +107,28 @@ def kernels_of(mod: Any) -> dict[str, Any]:
     }
 
 
-def schedule(kernels: dict[str, Any], config: Any) -> dict[str, Any]:
-    """Apply host schedules to every kernel."""
+def schedule(mod: Any, config: Any) -> Any:
+    """Apply host schedules to every kernel; pre-pack constant weights at compile time.
+
+    Kernels whose weights are constants get a layout-rewrite stage that is split out of the
+    kernel and folded into the weights, so the artifact stores them already tiled.
+    """
+    import tvm
+    from tvm import relax
+
     from .target.host_schedule import schedule_prim_func
 
-    return {name: schedule_prim_func(func, config) for name, func in kernels.items()}
+    mod = relax.transform.AttachAttrLayoutFreeBuffers()(mod)
+    for name, func in kernels_of(mod).items():
+        mod[name] = schedule_prim_func(func, config)
+    seq = tvm.transform.Sequential(
+        [
+            relax.transform.SplitLayoutRewritePreproc(),
+            relax.transform.FoldConstant(),
+            relax.transform.DeadCodeElimination(),
+        ]
+    )
+    return seq(mod)
 
 
 def _runtime_object(workdir: Path) -> str:
@@ -148,6 +165,10 @@ def codegen(kernels: dict[str, Any], fallback: dict[str, Any], target: Any) -> b
             try:
                 tvm_compat.compile_tir(module_of({name: funcs[name]}), target)
             except Exception as err:
+                if name not in fallback:
+                    raise CompileError(
+                        f"kernel {name} does not compile: {str(err).splitlines()[0]}"
+                    ) from None
                 logger.warning("schedule of kernel %s does not compile (%s); using the "
                                "unscheduled kernel", name, str(err).splitlines()[0])
                 funcs[name] = fallback[name]

@@ -19,7 +19,7 @@ class HostScheduleConfig:
 
     vector_lanes: int = 16
     tile_cols_vectors: int = 2   # output-channel tile = tile_cols_vectors * vector_lanes
-    tile_rows: int = 6           # output pixels (conv) or rows (matmul) per register tile
+    tile_rows: int = 7           # output pixels (conv) or rows (matmul) per register tile
     parallel_min_extent: int = 2
 
 
@@ -32,6 +32,7 @@ def schedule_prim_func(func, config: HostScheduleConfig):
     main = _find_dense_block(sch)
     if main is not None:
         try:
+            _prepack_weights(sch, main, func, config)
             _schedule_dense(sch, main, config)
             _schedule_rest(sch, config, skip={main_name(sch, main)})
             return sch.mod["main"]
@@ -41,6 +42,36 @@ def schedule_prim_func(func, config: HostScheduleConfig):
             _inline_producers(sch)
     _schedule_rest(sch, config, skip=set())
     return sch.mod["main"]
+
+
+def _prepack_weights(sch, block, func, config: HostScheduleConfig) -> None:
+    """Pack a constant weight [..., N] to [N / T, ..., T] so the tile's loads are contiguous.
+
+    The packing is a layout-rewrite block that ``SplitLayoutRewritePreproc`` moves out of the
+    kernel and ``FoldConstant`` applies to the weights at compile time.
+    """
+    free = func.attrs.get("layout_free_buffers") if func.attrs is not None else None
+    if not free:
+        return
+    # Parameters and their buffers share a name in TVMScript-built and fused prim_funcs.
+    free_names = {func.params[int(i)].name for i in free}
+    col_ext = None
+    for iv in sch.get(block).iter_vars:
+        if iv.iter_type == 0:
+            col_ext = int(iv.dom.extent)
+    tile = _split_divisor(col_ext or 1, config.tile_cols_vectors * config.vector_lanes)
+    if tile < 4:
+        return
+    for index, region in enumerate(sch.get(block).reads):
+        buf = region.source if hasattr(region, "source") else region.buffer  # TVM 0.27 naming
+        if buf.name in free_names and len(buf.shape) >= 2 and int(buf.shape[-1]) == col_ext:
+            packed = sch.cache_read(block, index, "global")
+            sch.annotate(packed, "meta_schedule.layout_rewrite_preproc", True)
+            sch.transform_layout(
+                block, ("read", index),
+                lambda *idx: (idx[-1] // tile, *idx[:-1], idx[-1] % tile),
+            )
+            return
 
 
 def main_name(sch, block) -> str:
@@ -115,9 +146,10 @@ def _split_divisor(extent: int, want: int) -> int:
 
 def _schedule_dense(sch, block, config: HostScheduleConfig) -> None:
     """Register-tile a conv2d_nhwc / matmul block: [rows x (k*lanes)] accumulators."""
+    from tvm.tirx import ForKind, IterVar
+
     loops = sch.get_loops(block)
     iter_types = [iv.iter_type for iv in sch.get(block).iter_vars]
-    from tvm.tirx import IterVar
 
     spatial = [lp for lp, it in zip(loops, iter_types, strict=True) if it == IterVar.DataPar]
     reduce_ = [lp for lp, it in zip(loops, iter_types, strict=True) if it == IterVar.CommReduce]
@@ -135,24 +167,27 @@ def _schedule_dense(sch, block, config: HostScheduleConfig) -> None:
     co, ci = sch.split(col, [None, col_tile])
     ro, ri = sch.split(row, [None, row_tile])
     outer = spatial[:-2]
-    sch.reorder(*outer, ro, co, *reduce_, ri, ci)
+    # Output-channel tiles outermost: each thread streams its own slice of the weights once,
+    # and the (smaller) activation tile is re-read from cache for each channel tile.
+    sch.reorder(co, *outer, ro, *reduce_, ri, ci)
+    fused = sch.fuse(co, *outer, ro)
+    sch.parallel(fused)
     cache = sch.cache_write(block, 0, "local")
-    sch.reverse_compute_at(cache, co, preserve_unit_loops=True)
-    # Epilogue (bias, activation) was reverse-inlined into `cache`'s consumer chain already;
-    # inline what follows the write-back so it is computed on the tile in registers.
+    sch.reverse_compute_at(cache, fused, preserve_unit_loops=True)
     for consumer in sch.get_consumers(cache):
         try:
             sch.reverse_compute_inline(consumer)
         except Exception:
             pass
-    fused = sch.fuse(*outer, ro) if outer else ro
-    sch.parallel(fused)
-    init = sch.decompose_reduction(block, reduce_[0])
-    sch.vectorize(sch.get_loops(init)[-1])
     sch.unroll(ri)
     sch.vectorize(ci)
     wb_loops = sch.get_loops(cache)
     sch.vectorize(wb_loops[-1])
+    # Vectorize before decomposing: afterwards the update block is no longer a reduction block.
+    init = sch.decompose_reduction(block, reduce_[0])
+    init_loops = sch.get_loops(init)
+    if sch.get(init_loops[-1]).kind != ForKind.VECTORIZED:
+        sch.vectorize(init_loops[-1])
     for blk in _blocks(sch):
         if _is_pad(sch, blk):
             _schedule_spatial(sch, blk, config)
@@ -183,7 +218,7 @@ def _schedule_spatial(sch, block, config: HostScheduleConfig) -> None:
 
 
 def _schedule_reduction(sch, block, config: HostScheduleConfig) -> None:
-    from tvm.tirx import IterVar
+    from tvm.tirx import ForKind, IterVar
 
     loops = sch.get_loops(block)
     kinds = [iv.iter_type for iv in sch.get(block).iter_vars]
@@ -202,9 +237,11 @@ def _schedule_reduction(sch, block, config: HostScheduleConfig) -> None:
         if len(spatial) > 1:
             fused = sch.fuse(*spatial[:-1])
             sch.parallel(fused)
-        init = sch.decompose_reduction(block, reduce_[0])
-        sch.vectorize(sch.get_loops(init)[-1])
         sch.vectorize(spatial[-1])
+        init = sch.decompose_reduction(block, reduce_[0])
+        init_loop = sch.get_loops(init)[-1]
+        if sch.get(init_loop).kind != ForKind.VECTORIZED:
+            sch.vectorize(init_loop)
         return
     fused = sch.fuse(*spatial) if len(spatial) > 1 else spatial[0]
     ext = _extent(sch, fused)

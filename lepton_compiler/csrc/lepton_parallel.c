@@ -46,6 +46,7 @@ static struct {
   atomic_uint generation;   /* bumped once per launch */
   atomic_int next_task;
   atomic_int done_tasks;
+  atomic_int finished;      /* workers that have left this launch */
   FTVMParallelLambda fn;
   void* cdata;
   int num_task;
@@ -53,7 +54,7 @@ static struct {
   lepton_barrier_t barrier;
   atomic_int error;
   pthread_mutex_t launch_mu; /* one launch at a time per library */
-} g_pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0};
+} g_pool = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
 
 static __thread int t_in_task = 0;
 
@@ -92,7 +93,7 @@ static void run_tasks(void) {
 
 static void* worker_main(void* arg) {
   (void)arg;
-  unsigned seen = atomic_load(&g_pool.generation);
+  unsigned seen = 0; /* workers start before the first launch bumps the generation */
   for (;;) {
     int spins = 0;
     while (atomic_load_explicit(&g_pool.generation, memory_order_acquire) == seen) {
@@ -106,6 +107,9 @@ static void* worker_main(void* arg) {
     }
     seen = atomic_load(&g_pool.generation);
     run_tasks();
+    /* The launcher waits for every worker, so no worker can still be inside run_tasks (and
+       read a half-written job) when the next launch is being set up. */
+    atomic_fetch_add_explicit(&g_pool.finished, 1, memory_order_release);
   }
   return NULL;
 }
@@ -151,6 +155,7 @@ int LeptonBackendParallelLaunch(FTVMParallelLambda flambda, void* cdata, int num
   atomic_store(&g_pool.barrier.sense, 0);
   atomic_store(&g_pool.error, 0);
   atomic_store(&g_pool.done_tasks, 0);
+  atomic_store(&g_pool.finished, 0);
   atomic_store(&g_pool.next_task, 0);
   pthread_mutex_lock(&g_pool.mu);
   atomic_fetch_add_explicit(&g_pool.generation, 1, memory_order_release);
@@ -158,6 +163,8 @@ int LeptonBackendParallelLaunch(FTVMParallelLambda flambda, void* cdata, int num
   pthread_mutex_unlock(&g_pool.mu);
   run_tasks();
   while (atomic_load_explicit(&g_pool.done_tasks, memory_order_acquire) < num_task) cpu_relax();
+  while (atomic_load_explicit(&g_pool.finished, memory_order_acquire) < g_pool.num_threads - 1)
+    cpu_relax();
   int err = atomic_load(&g_pool.error);
   pthread_mutex_unlock(&g_pool.launch_mu);
   return err ? -1 : 0;
@@ -192,13 +199,27 @@ int LeptonBackendFreeWorkspace(int device_type, int device_id, void* ptr) {
   return 0;
 }
 
-__attribute__((constructor)) static void lepton_install_backend(void) {
-  if (&__TVMBackendParallelLaunch && !__TVMBackendParallelLaunch)
+static void install_backend(int force) {
+  if (&__TVMBackendParallelLaunch && (force || !__TVMBackendParallelLaunch))
     __TVMBackendParallelLaunch = (void*)&LeptonBackendParallelLaunch;
-  if (&__TVMBackendParallelBarrier && !__TVMBackendParallelBarrier)
+  if (&__TVMBackendParallelBarrier && (force || !__TVMBackendParallelBarrier))
     __TVMBackendParallelBarrier = (void*)&LeptonBackendParallelBarrier;
-  if (&__TVMBackendAllocWorkspace && !__TVMBackendAllocWorkspace)
+  if (&__TVMBackendAllocWorkspace && (force || !__TVMBackendAllocWorkspace))
     __TVMBackendAllocWorkspace = (void*)&LeptonBackendAllocWorkspace;
-  if (&__TVMBackendFreeWorkspace && !__TVMBackendFreeWorkspace)
+  if (&__TVMBackendFreeWorkspace && (force || !__TVMBackendFreeWorkspace))
     __TVMBackendFreeWorkspace = (void*)&LeptonBackendFreeWorkspace;
+}
+
+__attribute__((constructor)) static void lepton_install_backend_at_load(void) { install_backend(0); }
+
+/*
+ * tvm-ffi packed function `lepton_install_backend`: a loader that links libtvm_runtime may fill
+ * the backend pointers with its own implementation after our constructor ran; the Lepton runtime
+ * calls this after loading so every artifact runs on its own pool, in any process.
+ */
+int __tvm_ffi_lepton_install_backend(void* self, const void* args, int32_t num_args,
+                                     void* result) {
+  (void)self; (void)args; (void)num_args; (void)result;
+  install_backend(1);
+  return 0;
 }

@@ -221,9 +221,17 @@ def _load_kernels(path: Path, data: bytes) -> Any:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         try:
-            return tvm_ffi.load_module(so_path)
+            module = tvm_ffi.load_module(so_path)
         except Exception as err:
             raise ArtifactError(f"{path}: cannot load {fmt.KERNELS}: {err}") from None
+        try:
+            install = module["lepton_install_backend"]
+        except Exception:
+            raise ArtifactError(
+                f"{path}: {fmt.KERNELS} lacks the Lepton parallel runtime; re-export the model"
+            ) from None
+        install()
+        return module
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
 

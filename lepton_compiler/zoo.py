@@ -1,0 +1,148 @@
+"""Reference models built in the repository (random weights, fixed seed).
+
+Used by ``lepton demo``, the tests and ``benchmarks/``; no download is ever needed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _torch():
+    import torch
+
+    return torch
+
+
+def _randomize_batch_norm(model: Any, seed: int) -> None:
+    """Give batch-norm layers non-trivial statistics so folding them is really exercised."""
+    torch = _torch()
+    gen = torch.Generator().manual_seed(seed)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            n = module.num_features
+            module.running_mean.copy_(torch.rand(n, generator=gen) - 0.5)
+            module.running_var.copy_(torch.rand(n, generator=gen) + 0.5)
+            module.weight.data.copy_(torch.rand(n, generator=gen) + 0.5)
+            module.bias.data.copy_(torch.rand(n, generator=gen) * 0.4 - 0.2)
+
+
+def mlp(in_features: int = 64, hidden: int = 128, out_features: int = 10, depth: int = 3,
+        seed: int = 0) -> Any:
+    """A ReLU MLP: ``depth`` linear layers."""
+    torch = _torch()
+    torch.manual_seed(seed)
+    layers: list[Any] = []
+    width = in_features
+    for _ in range(depth - 1):
+        layers += [torch.nn.Linear(width, hidden), torch.nn.ReLU()]
+        width = hidden
+    layers.append(torch.nn.Linear(width, out_features))
+    return torch.nn.Sequential(*layers).eval()
+
+
+def small_cnn(num_classes: int = 10, width: int = 16, seed: int = 0) -> Any:
+    """Conv, batch-norm, ReLU, max and average pooling, a residual add, flatten, linear.
+
+    Takes ``[N, 3, 16, 16]`` images.
+    """
+    torch = _torch()
+    nn = torch.nn
+
+    class SmallCNN(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem = nn.Conv2d(3, width, 3, padding=1)
+            self.bn0 = nn.BatchNorm2d(width)
+            self.pool = nn.MaxPool2d(2)
+            self.conv1 = nn.Conv2d(width, width, 3, padding=1, bias=False)
+            self.bn1 = nn.BatchNorm2d(width)
+            self.conv2 = nn.Conv2d(width, width, 3, padding=1, bias=False)
+            self.bn2 = nn.BatchNorm2d(width)
+            self.avg = nn.AvgPool2d(2)
+            self.fc = nn.Linear(width * 4 * 4, num_classes)
+
+        def forward(self, x):
+            x = self.pool(torch.relu(self.bn0(self.stem(x))))
+            y = torch.relu(self.bn1(self.conv1(x)))
+            x = torch.relu(x + self.bn2(self.conv2(y)))
+            return self.fc(torch.flatten(self.avg(x), 1))
+
+    torch.manual_seed(seed)
+    model = SmallCNN()
+    _randomize_batch_norm(model, seed)
+    return model.eval()
+
+
+def transformer_block(dim: int = 64, heads: int = 4, ff: int = 128, seed: int = 0) -> Any:
+    """A pre-norm transformer encoder block: layer norm, multi-head attention, GELU MLP.
+
+    Takes ``[N, seq, dim]``.
+    """
+    torch = _torch()
+    nn = torch.nn
+
+    class Block(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.ln1 = nn.LayerNorm(dim)
+            self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
+            self.ln2 = nn.LayerNorm(dim)
+            self.ff = nn.Sequential(nn.Linear(dim, ff), nn.GELU(), nn.Linear(ff, dim))
+
+        def forward(self, x):
+            h = self.ln1(x)
+            a, _ = self.attn(h, h, h, need_weights=False)
+            x = x + a
+            return x + self.ff(self.ln2(x))
+
+    torch.manual_seed(seed)
+    return Block().eval()
+
+
+def resnet18(num_classes: int = 1000, seed: int = 0) -> Any:
+    """ResNet-18 (the torchvision architecture), random weights. Takes ``[N, 3, 224, 224]``."""
+    torch = _torch()
+    nn = torch.nn
+
+    class BasicBlock(nn.Module):
+        def __init__(self, cin: int, cout: int, stride: int) -> None:
+            super().__init__()
+            self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+            self.bn1 = nn.BatchNorm2d(cout)
+            self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+            self.bn2 = nn.BatchNorm2d(cout)
+            self.down = None
+            if stride != 1 or cin != cout:
+                self.down = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
+                                          nn.BatchNorm2d(cout))
+
+        def forward(self, x):
+            identity = x if self.down is None else self.down(x)
+            y = torch.relu(self.bn1(self.conv1(x)))
+            return torch.relu(self.bn2(self.conv2(y)) + identity)
+
+    class ResNet18(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
+            self.bn1 = nn.BatchNorm2d(64)
+            self.maxpool = nn.MaxPool2d(3, 2, 1)
+            blocks = []
+            cin = 64
+            for cout, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+                blocks += [BasicBlock(cin, cout, stride), BasicBlock(cout, cout, 1)]
+                cin = cout
+            self.layers = nn.Sequential(*blocks)
+            self.avgpool = nn.AdaptiveAvgPool2d(1)
+            self.fc = nn.Linear(512, num_classes)
+
+        def forward(self, x):
+            x = self.maxpool(torch.relu(self.bn1(self.conv1(x))))
+            x = self.avgpool(self.layers(x))
+            return self.fc(torch.flatten(x, 1))
+
+    torch.manual_seed(seed)
+    model = ResNet18()
+    _randomize_batch_norm(model, seed)
+    return model.eval()
