@@ -30,6 +30,7 @@ def simplify(mod: Any) -> Any:
 
     seq = tvm.transform.Sequential(
         [
+            relax.transform.FoldConstant(),  # e.g. reshape(bias) -> constant, for the patterns
             FoldBatchNorm(),
             relax.transform.DecomposeOpsForInference(),
             relax.transform.FoldConstant(),
@@ -39,11 +40,29 @@ def simplify(mod: Any) -> Any:
     return seq(mod)
 
 
+def _uses_op(mod: Any, op_name: str) -> bool:
+    from tvm import relax
+
+    found = []
+    relax.analysis.post_order_visit(
+        mod["main"].body,
+        lambda e: found.append(True)
+        if isinstance(e, relax.Call) and getattr(e.op, "name", None) == op_name else None,
+    )
+    return bool(found)
+
+
 def convert_layout(mod: Any) -> Any:
-    """conv2d to NHWC/HWIO; transposes at the edges fold into constants or stay as kernels."""
+    """conv2d to NHWC/HWIO; transposes at the edges fold into constants or stay as kernels.
+
+    Layout is an optimisation, never a requirement: a graph without conv2d is returned as it
+    is, and one that TVM's ConvertLayout cannot handle keeps its original layout.
+    """
     import tvm
     from tvm import relax
 
+    if not _uses_op(mod, "relax.nn.conv2d"):
+        return mod
     seq = tvm.transform.Sequential(
         [
             relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "HWIO"]}),
@@ -51,7 +70,12 @@ def convert_layout(mod: Any) -> Any:
             relax.transform.FoldConstant(),
         ]
     )
-    return seq(mod)
+    try:
+        return seq(mod)
+    except Exception as err:  # TVM raises InternalError (even bad_alloc) on some graphs
+        logger.warning("keeping NCHW layout: ConvertLayout failed (%s)",
+                       str(err).splitlines()[0] if str(err) else type(err).__name__)
+        return mod
 
 
 def fuse(mod: Any) -> Any:

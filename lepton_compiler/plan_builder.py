@@ -48,7 +48,7 @@ class _Builder:
         self.tensors: list[_Tensor] = []
         self.calls: list[dict] = []
         self.values: dict[Any, Any] = {}  # relax Var -> tensor id or tuple of ids
-        self.weight_ids: dict[int, int] = {}  # id(constant) -> tensor id
+        self.weight_ids: list[tuple[Any, int]] = []  # (constant, tensor id), matched by same_as
         self.weight_blobs: list[tuple[int, bytes]] = []
         self.weight_size = 0
         self.input_names = input_names
@@ -63,16 +63,17 @@ class _Builder:
         return len(self.tensors) - 1
 
     def constant(self, const: Any) -> int:
-        key = id(const)
-        if key not in self.weight_ids:
-            array = np.ascontiguousarray(tvm_compat.constant_numpy(const))
-            data = array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
-            offset = (self.weight_size + ALIGNMENT - 1) // ALIGNMENT * ALIGNMENT
-            self.weight_size = offset + len(data)
-            self.weight_blobs.append((offset, data))
-            tid = self.new(const.ty, "weight", offset=offset)
-            self.weight_ids[key] = tid
-        return self.weight_ids[key]
+        for seen, tid in self.weight_ids:
+            if seen.same_as(const):  # Python wrappers are transient: compare the IR objects
+                return tid
+        array = np.ascontiguousarray(tvm_compat.constant_numpy(const))
+        data = array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
+        offset = (self.weight_size + ALIGNMENT - 1) // ALIGNMENT * ALIGNMENT
+        self.weight_size = offset + len(data)
+        self.weight_blobs.append((offset, data))
+        tid = self.new(const.ty, "weight", offset=offset)
+        self.weight_ids.append((const, tid))
+        return tid
 
     def arg(self, expr: Any, call_index: int) -> int:
         from tvm import relax

@@ -13,7 +13,7 @@ from .errors import (
     UnsupportedArtifactError,
 )
 from .format import FORMAT_VERSION, SUPPORTED_FORMAT_VERSIONS
-from .session import Session, TensorInfo, aligned_empty, load
+from .session import Session, TensorInfo, aligned_empty, inspect, load
 
 __version__ = "0.1.0"
 
@@ -30,5 +30,6 @@ __all__ = [
     "UnsafeArchiveError",
     "UnsupportedArtifactError",
     "aligned_empty",
+    "inspect",
     "load",
 ]

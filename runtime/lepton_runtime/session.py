@@ -284,3 +284,29 @@ def load(path: str | os.PathLike) -> Session:
         raise ArtifactError(f"{path}: {fmt.KERNELS} changed while loading")
     module = _load_kernels(path, kernels)
     return Session(path, manifest, plan, weights, module)
+
+
+def inspect(path: str | os.PathLike) -> dict:
+    """Verify an artifact (manifest, hashes, plan) without loading its kernels; describe it.
+
+    Returns
+    -------
+    dict
+        ``manifest`` (the parsed manifest), ``members`` (name → size in bytes), ``calls``
+        (kernel name per plan call, in order) and ``arena_bytes``.
+    """
+    path = Path(path)
+    members = archive.list_members(path)
+    manifest = archive.read_manifest(path, members)
+    archive.verify_members(path, members, manifest)
+    try:
+        raw_plan = json.loads(archive.read_member(path, members[fmt.PLAN]).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ArtifactError(f"{path}: {fmt.PLAN} is not valid JSON ({err})") from None
+    plan = parse_plan(path, raw_plan, members[fmt.WEIGHTS].size)
+    return {
+        "manifest": manifest,
+        "members": {name: m.size for name, m in members.items()},
+        "calls": [c.kernel for c in plan.calls],
+        "arena_bytes": plan.arena_bytes,
+    }

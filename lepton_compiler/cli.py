@@ -1,0 +1,201 @@
+"""The ``lepton`` command line: compile, run, inspect, demo.
+
+Errors print one line (``error: ...``) and exit with status 1; ``--verbose`` adds the
+traceback and the compiler's stage log. Usage errors exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+
+def _parse_shape(text: str) -> tuple[str | None, list[int]]:
+    name, sep, dims = text.rpartition("=")
+    try:
+        shape = [int(d) for d in dims.split(",") if d.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"bad --input-shape {text!r}; expected NAME=1,3,224,224 or 1,3,224,224"
+        ) from None
+    return (name if sep else None), shape
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    from . import build
+    from .errors import OptionError
+
+    examples = None
+    if args.input_shape:
+        examples = [np.zeros(shape, dtype=np.float32) for _, shape in args.input_shape]
+    model = Path(args.model)
+    if model.suffix.lower() != ".onnx":
+        raise OptionError(f"{model}: `lepton compile` takes an .onnx file")
+    start = time.perf_counter()
+    compiled = build(str(model), examples, cpu=args.cpu)
+    out = compiled.export(args.output)
+    info = compiled.build_info
+    print(f"compiled {model} -> {out} ({out.stat().st_size / 1e6:.2f} MB, "
+          f"{info['kernels']} kernels, {time.perf_counter() - start:.1f}s)")
+    for i in compiled.inputs:
+        print(f"  input  {i}")
+    for o in compiled.outputs:
+        print(f"  output {o}")
+    return 0
+
+
+def _load_inputs(session, specs: Sequence[str]) -> dict[str, np.ndarray]:
+    from lepton_runtime import InputError
+
+    names = [i.name for i in session.inputs]
+    arrays: dict[str, np.ndarray] = {}
+    for k, spec in enumerate(specs):
+        name, sep, file = spec.rpartition("=")
+        if not sep:
+            if k >= len(names):
+                raise InputError(f"too many --input files: the model takes {len(names)}")
+            name = names[k]
+        try:
+            arrays[name] = np.load(file, allow_pickle=False)
+        except (OSError, ValueError) as err:
+            raise InputError(f"cannot read input {name!r} from {file}: {err}") from None
+    return arrays
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import lepton_runtime
+
+    session = lepton_runtime.load(args.artifact)
+    inputs = _load_inputs(session, args.input or [])
+    result = session.run(**inputs)
+    outputs = result if isinstance(result, tuple) else (result,)
+    named = {o.name: arr for o, arr in zip(session.outputs, outputs, strict=True)}
+    if args.output:
+        out = Path(args.output)
+        if out.suffix == ".npz":
+            np.savez(out, **named)
+        elif len(named) == 1:
+            np.save(out, outputs[0])
+        else:
+            raise lepton_runtime.InputError(
+                f"the model has {len(named)} outputs; write them with --output FILE.npz"
+            )
+        print(f"wrote {out}")
+    for name, arr in named.items():
+        flat = arr.reshape(-1)
+        preview = np.array2string(flat[:6], precision=4, separator=", ")
+        print(f"{name}: {arr.dtype}{list(arr.shape)} {preview}{' ...' if flat.size > 6 else ''}")
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    import lepton_runtime
+
+    info = lepton_runtime.inspect(args.artifact)
+    m = info["manifest"]
+    target = m.get("target", {})
+    print(f"artifact: {args.artifact}")
+    print(f"  format v{m.get('format_version')}, abi {m.get('abi')}, compiler "
+          f"{m.get('compiler', {}).get('version')}, tvm {m.get('tvm_version')}")
+    print(f"  target: {target.get('kind')} ({target.get('system')}/{target.get('machine')}, "
+          f"cpu {target.get('mcpu')})")
+    for i in m.get("inputs", []):
+        print(f"  input  {i['name']}: {i['dtype']}{i['shape']}")
+    for o in m.get("outputs", []):
+        print(f"  output {o['name']}: {o['dtype']}{o['shape']}")
+    print(f"  kernels: {len(m.get('kernels', []))} ({len(info['calls'])} calls)")
+    if args.kernels:
+        for k, name in enumerate(info["calls"]):
+            print(f"    {k:3d} {name}")
+    sizes = ", ".join(f"{name} {size / 1e3:.1f} kB" for name, size in info["members"].items())
+    print(f"  members: {sizes}")
+    print(f"  arena: {info['arena_bytes'] / 1e3:.1f} kB")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    print("Lepton demo: compiling the bundled CNN (conv, batch-norm, pooling, residual, linear) "
+          "for the host CPU ...")
+    r = run_demo(batch=args.batch)
+    print(f"  compiled in {r.compile_s:.1f}s: {r.kernels} kernels, artifact "
+          f"{r.artifact_bytes / 1e3:.0f} kB")
+    print(f"  max |lepton - torch| = {r.max_abs_error:.2e} (relative {r.relative_error:.2e})")
+    print(f"  exported artifact reloaded by lepton_runtime: "
+          f"{'bit-identical' if r.artifact_matches else 'MISMATCH'}")
+    print(f"  latency: lepton {r.latency_ms:.3f} ms, torch eager {r.reference_ms:.3f} ms "
+          f"(batch {args.batch})")
+    print(f"  predicted classes: {r.top1}")
+    print("demo passed" if r.ok else "demo FAILED")
+    return 0 if r.ok else 1
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lepton", description="Lepton Compiler: compile, run and inspect models."
+    )
+    parser.add_argument("--verbose", "-v", action="store_true",
+                        help="show the stage log and full tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("compile", help="compile an ONNX model to a .lepton artifact")
+    p.add_argument("model", help="the .onnx file")
+    p.add_argument("-o", "--output", required=True, help="artifact to write (.lepton)")
+    p.add_argument("--input-shape", action="append", type=_parse_shape, metavar="[NAME=]DIMS",
+                   help="fix a dynamic input shape, e.g. 1,3,224,224 (once per input, in order)")
+    p.add_argument("--cpu", default=None,
+                   help="LLVM cpu for the kernels (default: this machine's)")
+    p.set_defaults(func=cmd_compile)
+
+    p = sub.add_parser("run", help="run an artifact on .npy inputs")
+    p.add_argument("artifact")
+    p.add_argument("--input", "-i", action="append", metavar="[NAME=]FILE.npy",
+                   help="an input array (once per input, in order or by name)")
+    p.add_argument("--output", "-o", help="write the output (.npy) or all outputs (.npz)")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("inspect", help="verify an artifact and show its signature and kernels")
+    p.add_argument("artifact")
+    p.add_argument("--kernels", action="store_true", help="list every kernel call in order")
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("demo", help="compile and run the bundled model, check it against torch")
+    p.add_argument("--batch", type=int, default=4, help="batch size (default 4)")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if not args.verbose:  # third-party deprecation chatter is not the user's concern
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=UserWarning)
+    from lepton_runtime.errors import LeptonError
+
+    try:
+        return args.func(args)
+    except LeptonError as err:
+        if args.verbose:
+            raise
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        print(f"error: {'; '.join(lines) or type(err).__name__}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""``lepton demo``: compile the bundled model, run it, check it against its reference."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass
+class DemoResult:
+    """What the demo measured."""
+
+    max_abs_error: float
+    relative_error: float
+    artifact_matches: bool
+    compile_s: float
+    latency_ms: float
+    reference_ms: float
+    top1: list[int]
+    artifact_bytes: int
+    kernels: int
+
+    @property
+    def ok(self) -> bool:
+        return self.relative_error <= 1e-4 and self.artifact_matches
+
+
+def run_demo(batch: int = 4, seed: int = 0, repeats: int = 20) -> DemoResult:
+    """Compile the bundled CNN for the host, run it, and compare with PyTorch eager."""
+    import lepton_runtime
+    import torch
+
+    from . import build, zoo
+
+    model = zoo.small_cnn(seed=seed)
+    x = torch.from_numpy(np.random.default_rng(seed).standard_normal((batch, 3, 16, 16))
+                         .astype(np.float32))
+    start = time.perf_counter()
+    compiled = build(model, (x,))
+    compile_s = time.perf_counter() - start
+    with torch.no_grad():
+        reference = model(x).numpy()
+    y = compiled(x)
+    err = float(np.abs(y - reference).max())
+    scale = float(np.abs(reference).max()) or 1.0
+    with tempfile.TemporaryDirectory() as tmp:
+        path = compiled.export(Path(tmp) / "demo.lepton")
+        size = path.stat().st_size
+        session = lepton_runtime.load(path)
+        same = bool(np.array_equal(session.run(x.numpy()), y))
+    xn = x.numpy()
+    latency = _median_ms(lambda: compiled(xn), repeats)
+    with torch.no_grad():
+        ref_ms = _median_ms(lambda: model(x), repeats)
+    return DemoResult(err, err / scale, same, compile_s, latency, ref_ms,
+                      [int(i) for i in y.argmax(axis=1)], size, compiled.build_info["kernels"])
+
+
+def _median_ms(fn, repeats: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return float(np.median(times) * 1e3)

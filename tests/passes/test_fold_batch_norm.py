@@ -1,0 +1,74 @@
+"""FoldBatchNorm: structure, numerics, and the nothing-matches case."""
+
+from __future__ import annotations
+
+import numpy as np
+import tvm
+from tvm import relax
+from tvm.script import ir as I
+from tvm.script import relax as R
+
+from lepton_compiler.passes import FoldBatchNorm
+
+
+def _module(with_bias: bool):
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((4, 3, 3, 3)).astype("float32")
+    b = rng.standard_normal((1, 4, 1, 1)).astype("float32")
+    gamma, beta = rng.random(4).astype("float32") + 0.5, rng.standard_normal(4).astype("float32")
+    mean, var = rng.standard_normal(4).astype("float32"), rng.random(4).astype("float32") + 0.5
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, 3, 8, 8), "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            y = bb.emit(relax.op.nn.conv2d(x, relax.const(w), padding=1))
+            if with_bias:
+                y = bb.emit(relax.op.add(y, relax.const(b)))
+            bn = bb.emit(relax.op.nn.batch_norm(y, *(relax.const(a) for a in
+                                                     (gamma, beta, mean, var)),
+                                                axis=1, training=False))
+            out = bb.emit_output(relax.TupleGetItem(bn, 0))
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+def _run(mod, x):
+    mod = relax.transform.DecomposeOpsForInference()(mod)
+    mod = relax.transform.LegalizeOps()(mod)
+    ex = tvm.compile(mod, target=tvm.target.Target({"kind": "llvm"}))
+    vm = relax.VirtualMachine(ex, tvm.cpu())
+    return vm["main"](tvm.runtime.tensor(x)).numpy()
+
+
+def _ops(mod) -> list[str]:
+    names = []
+    relax.analysis.post_order_visit(
+        mod["main"].body,
+        lambda e: names.append(e.op.name) if isinstance(e, relax.Call) and hasattr(e.op, "name")
+        else None,
+    )
+    return names
+
+
+def test_batch_norm_is_removed_and_numerics_hold():
+    x = np.random.default_rng(1).standard_normal((1, 3, 8, 8)).astype("float32")
+    for with_bias in (False, True):
+        before = _module(with_bias)
+        after = FoldBatchNorm()(before)
+        assert "relax.nn.batch_norm" in _ops(before)
+        assert "relax.nn.batch_norm" not in _ops(after)
+        assert _ops(after).count("relax.nn.conv2d") == 1
+        np.testing.assert_allclose(_run(after, x), _run(before, x), rtol=1e-5, atol=1e-5)
+
+
+def test_nothing_matches_leaves_module_unchanged():
+    @I.ir_module
+    class Before:
+        @R.function
+        def main(x: R.Tensor((2, 4), "float32")) -> R.Tensor((2, 4), "float32"):
+            with R.dataflow():
+                y = R.nn.relu(x)
+                R.output(y)
+            return y
+
+    tvm.ir.assert_structural_equal(FoldBatchNorm()(Before), Before)

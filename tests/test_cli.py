@@ -1,0 +1,88 @@
+"""The `lepton` console script, exercised as a user would run it."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+
+from .conftest import to_onnx_bytes
+
+LEPTON = shutil.which("lepton")
+pytestmark = pytest.mark.skipif(LEPTON is None, reason="console script not installed")
+
+
+def lepton(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([LEPTON, *args], capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def onnx_model(tmp_path_factory):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(),
+                                torch.nn.Linear(32, 4)).eval()
+    x = torch.randn(3, 16)
+    path = tmp_path_factory.mktemp("cli") / "mlp.onnx"
+    path.write_bytes(to_onnx_bytes(model, (x,)))
+    return model, path
+
+
+def test_help_for_every_command():
+    for args in ([], ["compile"], ["run"], ["inspect"], ["demo"]):
+        result = lepton(*args, "--help")
+        assert result.returncode == 0 and "usage: lepton" in result.stdout
+
+
+def test_compile_run_inspect(onnx_model, tmp_path):
+    model, path = onnx_model
+    out = tmp_path / "mlp.lepton"
+    result = lepton("compile", str(path), "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    assert out.is_file() and "input  in0: float32[3, 16]" in result.stdout
+
+    x = np.random.default_rng(0).standard_normal((3, 16)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    result = lepton("run", str(out), "--input", str(tmp_path / "x.npy"),
+                    "--output", str(tmp_path / "y.npy"))
+    assert result.returncode == 0, result.stderr
+    with torch.no_grad():
+        expected = model(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), expected, rtol=1e-4, atol=1e-5)
+
+    result = lepton("inspect", str(out), "--kernels")
+    assert result.returncode == 0, result.stderr
+    assert "format v1" in result.stdout and "kernels:" in result.stdout
+
+
+def test_errors_are_one_line_without_traceback(onnx_model, tmp_path):
+    _, path = onnx_model
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"definitely not protobuf \xff\x00" * 5)
+    result = lepton("compile", str(garbage), "-o", str(tmp_path / "g.lepton"))
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: ") and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+    result = lepton("run", str(tmp_path / "absent.lepton"))
+    assert result.returncode == 1 and "no such artifact" in result.stderr
+
+    result = lepton("--verbose", "run", str(tmp_path / "absent.lepton"))
+    assert result.returncode != 0 and "Traceback" in result.stderr
+
+
+def test_run_rejects_wrong_input_shape(onnx_model, tmp_path):
+    _, path = onnx_model
+    out = tmp_path / "m.lepton"
+    assert lepton("compile", str(path), "-o", str(out)).returncode == 0
+    np.save(tmp_path / "bad.npy", np.zeros((5, 16), np.float32))
+    result = lepton("run", str(out), "--input", str(tmp_path / "bad.npy"))
+    assert result.returncode == 1 and "expected shape [3, 16]" in result.stderr
+
+
+def test_demo():
+    result = lepton("demo")
+    assert result.returncode == 0, result.stderr
+    assert "demo passed" in result.stdout and "bit-identical" in result.stdout
