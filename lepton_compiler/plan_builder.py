@@ -76,7 +76,6 @@ class _Builder:
         return tid
 
     def arg(self, expr: Any, call_index: int) -> int:
-        from tvm import relax
 
         if tvm_compat.is_constant(expr):
             tid = self.constant(expr)

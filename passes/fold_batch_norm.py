@@ -21,9 +21,9 @@ from __future__ import annotations
 import numpy as np
 import tvm
 from tvm import relax
+from tvm.relax.dpl import is_const, is_op, is_tuple_get_item, wildcard
 
 from lepton_compiler import tvm_compat
-from tvm.relax.dpl import is_const, is_op, is_tuple_get_item, wildcard
 
 
 def _patterns():

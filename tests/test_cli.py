@@ -57,8 +57,7 @@ def test_compile_run_inspect(onnx_model, tmp_path):
     assert "format v1" in result.stdout and "kernels:" in result.stdout
 
 
-def test_errors_are_one_line_without_traceback(onnx_model, tmp_path):
-    _, path = onnx_model
+def test_errors_are_one_line_without_traceback(tmp_path):
     garbage = tmp_path / "garbage.onnx"
     garbage.write_bytes(b"definitely not protobuf \xff\x00" * 5)
     result = lepton("compile", str(garbage), "-o", str(tmp_path / "g.lepton"))

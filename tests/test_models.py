@@ -46,7 +46,7 @@ def test_onnx_model_matches_onnxruntime(case, tmp_path):
 
 
 def test_calling_conventions(cnn_compiled):
-    model, x, compiled = cnn_compiled
+    _, x, compiled = cnn_compiled
     (info,) = compiled.inputs
     by_position = compiled(x)
     by_name = compiled(**{info.name: x.numpy()})

@@ -8,10 +8,9 @@ import json
 import tarfile
 from pathlib import Path
 
+import lepton_runtime
 import numpy as np
 import pytest
-
-import lepton_runtime
 from lepton_runtime import format as fmt
 from lepton_runtime import session as session_module
 from lepton_runtime.errors import (
@@ -112,7 +111,7 @@ def test_flipped_byte_in_any_member_is_refused_before_loading(cnn_artifact, memb
     data[pos] ^= 0x01
     members[member] = bytes(data)
     bad = _write(tmp_path / "bad.lepton", members)
-    with pytest.raises(ArtifactIntegrityError, match="modified or corrupted|fails its sha256"):
+    with pytest.raises(ArtifactIntegrityError, match=r"modified or corrupted|fails its sha256"):
         lepton_runtime.load(bad)
 
 
@@ -121,7 +120,8 @@ def test_unknown_format_version_names_supported_versions(cnn_artifact, tmp_path,
     manifest = json.loads(members[fmt.MANIFEST])
     manifest["format_version"] = 99
     bad = _write(tmp_path / "v99.lepton", _resign(members, manifest))
-    with pytest.raises(UnsupportedArtifactError, match=r"version 99 .* reads format version\(s\) 1"):
+    expected = r"version 99 .* reads format version\(s\) 1"
+    with pytest.raises(UnsupportedArtifactError, match=expected):
         lepton_runtime.load(bad)
 
 
@@ -137,7 +137,7 @@ def test_foreign_platform_is_refused(cnn_artifact, tmp_path, no_kernel_load):
     members = _members(cnn_artifact)
     manifest = json.loads(members[fmt.MANIFEST])
     manifest["target"]["machine"] = "riscv64"
-    with pytest.raises(UnsupportedArtifactError, match="built for .*riscv64"):
+    with pytest.raises(UnsupportedArtifactError, match=r"built for .*riscv64"):
         lepton_runtime.load(_write(tmp_path / "rv.lepton", _resign(members, manifest)))
 
 
@@ -170,7 +170,7 @@ def test_other_unsafe_or_unexpected_members(cnn_artifact, tmp_path, kind, no_ker
         info.size = 3
     bad = _write(tmp_path / f"{kind}.lepton", _members(cnn_artifact), [info])
     expected = ArtifactIntegrityError if kind == "extra" else UnsafeArchiveError
-    with pytest.raises(expected, match="absolute|link|device|unexpected member"):
+    with pytest.raises(expected, match=r"absolute|link|device|unexpected member"):
         lepton_runtime.load(bad)
 
 
