@@ -10,6 +10,7 @@ Public API::
 
 __version__ = "0.1.0"
 
+from . import zoo
 from .compiled_model import CompiledModel
 from .driver import build
 from .errors import (
@@ -33,4 +34,5 @@ __all__ = [
     "UnsupportedOperatorError",
     "__version__",
     "build",
+    "zoo",
 ]
