@@ -18,8 +18,9 @@ class HostScheduleConfig:
     """Knobs of the host schedules (vector width in elements, register tile sizes)."""
 
     vector_lanes: int = 16
-    tile_cols_vectors: int = 2   # output-channel tile = tile_cols_vectors * vector_lanes
-    tile_rows: int = 7           # output pixels (conv) or rows (matmul) per register tile
+    tile_rows: int = 7           # row tile when the columns are narrower than one vector
+    max_tile_vectors: int = 4    # widest register tile, in vectors
+    accumulator_budget: int = 24  # vector registers held as accumulators (of 32 with AVX-512)
     parallel_min_extent: int = 2
 
 
@@ -55,11 +56,11 @@ def _prepack_weights(sch, block, func, config: HostScheduleConfig) -> None:
         return
     # Parameters and their buffers share a name in TVMScript-built and fused prim_funcs.
     free_names = {func.params[int(i)].name for i in free}
-    col_ext = None
-    for iv in sch.get(block).iter_vars:
-        if iv.iter_type == 0:
-            col_ext = int(iv.dom.extent)
-    tile = _split_divisor(col_ext or 1, config.tile_cols_vectors * config.vector_lanes)
+    spatial = [int(iv.dom.extent) for iv in sch.get(block).iter_vars if iv.iter_type == 0]
+    if len(spatial) < 2:
+        return
+    col_ext = spatial[-1]
+    tile, _ = _register_tile(col_ext, spatial[-2], config)  # the tile _schedule_dense uses
     if tile < 4:
         return
     for index, region in enumerate(sch.get(block).reads):
@@ -144,6 +145,24 @@ def _split_divisor(extent: int, want: int) -> int:
     return 1
 
 
+def _register_tile(cols: int, rows: int, config: HostScheduleConfig) -> tuple[int, int]:
+    """(column tile, row tile) with the most accumulators that fit the register budget.
+
+    Ties prefer wider column tiles: fewer broadcasts per FMA.
+    """
+    lanes = config.vector_lanes
+    best = (0, 0, 0)
+    for vectors in range(config.max_tile_vectors, 0, -1):
+        col_tile = vectors * lanes
+        if cols % col_tile:
+            continue
+        row_tile = _split_divisor(rows, max(1, config.accumulator_budget // vectors))
+        best = max(best, (vectors * row_tile, vectors, row_tile))
+    if best[0] == 0:  # fewer columns than one vector: scalar-width tile
+        return _split_divisor(cols, lanes), _split_divisor(rows, config.tile_rows)
+    return best[1] * lanes, best[2]
+
+
 def _schedule_dense(sch, block, config: HostScheduleConfig) -> None:
     """Register-tile a conv2d_nhwc / matmul block: [rows x (k*lanes)] accumulators."""
     from tvm.tirx import ForKind, IterVar
@@ -158,12 +177,10 @@ def _schedule_dense(sch, block, config: HostScheduleConfig) -> None:
     col_ext = _extent(sch, col)
     if col_ext is None or row is None:
         raise ValueError("dense schedule needs static row and column loops")
-    lanes = config.vector_lanes
-    col_tile = _split_divisor(col_ext, config.tile_cols_vectors * lanes)
+    row_ext = _extent(sch, row)
+    col_tile, row_tile = _register_tile(col_ext, row_ext or 1, config)
     if col_tile < 4:
         raise ValueError("too few output columns to vectorise")
-    row_ext = _extent(sch, row)
-    row_tile = _split_divisor(row_ext, config.tile_rows)
     co, ci = sch.split(col, [None, col_tile])
     ro, ri = sch.split(row, [None, row_tile])
     outer = spatial[:-2]
