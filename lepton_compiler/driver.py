@@ -40,6 +40,7 @@ def build(
     target: str = "host",
     cpu: str | None = None,
     num_threads: int | None = None,
+    verify: bool = True,
 ) -> CompiledModel:
     """Compile a model ahead of time.
 
@@ -58,6 +59,8 @@ def build(
     num_threads
         Cores the kernels are scheduled for (default: the cores this process may use). The
         thread count at run time is ``LEPTON_NUM_THREADS`` (default: all online CPUs).
+    verify
+        Check the IR is well formed after every stage (cheap; on by default).
 
     Returns
     -------
@@ -78,16 +81,21 @@ def build(
     timings: dict[str, float] = {}
     with _stage("import", timings):
         imported = frontend.import_model(model, example_inputs)
+    check = lowering.check_well_formed if verify else (lambda mod, stage: None)
     with _stage("simplify", timings):
         mod = lowering.simplify(imported.mod)
+        check(mod, "simplify")
     with _stage("layout", timings):
         mod = lowering.convert_layout(mod)
+        check(mod, "layout")
     with _stage("fuse", timings):
         mod = lowering.fuse(mod)
+        check(mod, "fuse")
         kernels = lowering.kernels_of(mod)
     with _stage("schedule", timings):
         host = resolve_host(cpu, num_threads)
         mod = lowering.schedule(mod, HostScheduleConfig())
+        check(mod, "schedule")
     with _stage("codegen", timings):
         kernels_so = lowering.codegen(lowering.kernels_of(mod), kernels, host.tvm_target())
     with _stage("plan", timings):

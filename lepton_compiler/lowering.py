@@ -21,6 +21,18 @@ from .errors import CompileError
 logger = logging.getLogger(__name__)
 
 
+def check_well_formed(mod: Any, stage: str) -> None:
+    """Raise CompileError when ``mod`` is not well formed after ``stage``."""
+    from tvm import relax
+
+    try:
+        relax.analysis.well_formed(mod)  # raises on the first violation (TVM 0.27)
+    except Exception as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CompileError(f"the IR is not well formed after stage '{stage}' ({first}); "
+                           "this is a compiler bug, please report it with the model") from None
+
+
 def simplify(mod: Any) -> Any:
     """Inference simplifications on the graph, before layout and fusion."""
     import tvm

@@ -47,3 +47,15 @@ def plan_arena(buffers: list[Interval]) -> tuple[list[int], int]:
         placed.append(i)
         total = max(total, offset + size)
     return offsets, total
+
+
+def find_overlap(buffers: list[Interval], offsets: list[int]) -> tuple[int, int] | None:
+    """The first pair of simultaneously live buffers that share bytes, or None."""
+    for i, a in enumerate(buffers):
+        for j in range(i):
+            b = buffers[j]
+            if not (a.start <= b.end and b.start <= a.end) or not (a.size and b.size):
+                continue
+            if offsets[i] < offsets[j] + b.size and offsets[j] < offsets[i] + a.size:
+                return j, i
+    return None

@@ -15,7 +15,7 @@ from lepton_runtime.format import ALIGNMENT, PLAN_VERSION
 
 from . import tvm_compat
 from .errors import CompileError
-from .memory_plan import Interval, plan_arena
+from .memory_plan import Interval, find_overlap, plan_arena
 
 
 @dataclass
@@ -190,10 +190,13 @@ def build_plan(main: Any, input_names: list[str], output_names: list[str]) -> Bu
         else:
             b.touch(tid, end)
     arena = [i for i, t in enumerate(b.tensors) if t.kind == "arena"]
-    offsets, arena_bytes = plan_arena(
-        [Interval(b.tensors[i].nbytes, b.tensors[i].producer, b.tensors[i].last_use)
-         for i in arena]
-    )
+    intervals = [Interval(b.tensors[i].nbytes, b.tensors[i].producer, b.tensors[i].last_use)
+                 for i in arena]
+    offsets, arena_bytes = plan_arena(intervals)
+    clash = find_overlap(intervals, offsets)  # invariant: live tensors never share bytes
+    if clash is not None:
+        raise CompileError(f"memory plan overlaps live tensors {arena[clash[0]]} and "
+                           f"{arena[clash[1]]}; this is a compiler bug, please report it")
     for i, off in zip(arena, offsets, strict=True):
         b.tensors[i].offset = off
     weights = bytearray(b.weight_size)

@@ -85,3 +85,30 @@ def test_demo():
     result = lepton("demo")
     assert result.returncode == 0, result.stderr
     assert "demo passed" in result.stdout and "bit-identical" in result.stdout
+
+
+def test_compile_with_input_shape_and_npz_output(tmp_path):
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])
+    outs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", 4])
+            for n in ("pos", "neg")]
+    nodes = [helper.make_node("Relu", ["x"], ["pos"], name="relu"),
+             helper.make_node("Neg", ["x"], ["neg"], name="neg")]
+    model = helper.make_model(helper.make_graph(nodes, "g", [x], outs),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    path = tmp_path / "dyn.onnx"
+    path.write_bytes(model.SerializeToString())
+    out = tmp_path / "dyn.lepton"
+    result = lepton("compile", str(path), "-o", str(out))
+    assert result.returncode == 1 and "--input-shape" in result.stderr
+    result = lepton("compile", str(path), "-o", str(out), "--input-shape", "x=2,4")
+    assert result.returncode == 0, result.stderr
+    data = np.arange(8, dtype=np.float32).reshape(2, 4) - 4
+    np.save(tmp_path / "x.npy", data)
+    result = lepton("run", str(out), "--input", f"x={tmp_path / 'x.npy'}",
+                    "--output", str(tmp_path / "y.npz"))
+    assert result.returncode == 0, result.stderr
+    got = np.load(tmp_path / "y.npz")
+    np.testing.assert_array_equal(got["pos"], np.maximum(data, 0))
+    np.testing.assert_array_equal(got["neg"], -data)

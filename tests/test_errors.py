@@ -100,3 +100,29 @@ def test_run_time_input_errors(cnn_compiled):
         compiled(np.zeros((2, 3, 16, 16), np.float64))
     with pytest.raises(InputError, match="expected a numpy array"):
         compiled(object())
+
+
+def _dynamic_batch_model() -> onnx.ModelProto:
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])
+    node = helper.make_node("Relu", ["x"], ["y"], name="relu0")
+    return helper.make_model(helper.make_graph([node], "g", [x], [y]),
+                             opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_dynamic_onnx_shape_needs_example_inputs():
+    with pytest.raises(OptionError, match="'x' has a dynamic shape; pass example_inputs"):
+        lepton_compiler.build(_dynamic_batch_model())
+
+
+def test_dynamic_onnx_shape_fixed_by_example_inputs():
+    x = np.random.default_rng(0).standard_normal((5, 4)).astype(np.float32)
+    compiled = lepton_compiler.build(_dynamic_batch_model(), [x])
+    assert compiled.inputs[0].shape == (5, 4)
+    np.testing.assert_array_equal(compiled(x), np.maximum(x, 0))
+
+
+def test_example_input_count_must_match_onnx_inputs():
+    x = np.zeros((5, 4), np.float32)
+    with pytest.raises(OptionError, match=r"1 input\(s\), got 2 example"):
+        lepton_compiler.build(_dynamic_batch_model(), [x, x])

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from lepton_runtime.format import ALIGNMENT
 
-from lepton_compiler.memory_plan import Interval, plan_arena
+from lepton_compiler.memory_plan import Interval, find_overlap, plan_arena
 
 intervals = st.lists(
     st.tuples(st.integers(0, 5000), st.integers(0, 30), st.integers(0, 10)).map(
@@ -32,3 +32,9 @@ def test_live_buffers_never_overlap(buffers):
 def test_disjoint_lifetimes_share_memory():
     offsets, total = plan_arena([Interval(1024, 0, 1), Interval(1024, 2, 3)])
     assert offsets == [0, 0] and total == 1024
+
+
+def test_find_overlap_detects_a_clash():
+    buffers = [Interval(128, 0, 2), Interval(128, 1, 3)]
+    assert find_overlap(buffers, [0, 64]) == (0, 1)
+    assert find_overlap(buffers, [0, 128]) is None

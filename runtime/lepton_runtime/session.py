@@ -202,14 +202,6 @@ class Session:
 
     __call__ = run
 
-    def describe(self) -> str:
-        """A one-paragraph summary of the artifact: signature, kernels, versions."""
-        lines = [f"artifact: {self.path}"]
-        lines += [f"  input  {i}" for i in self.inputs]
-        lines += [f"  output {o}" for o in self.outputs]
-        lines.append(f"  kernels: {len(self._calls)} calls")
-        return "\n".join(lines)
-
 
 def _load_kernels(path: Path, data: bytes) -> Any:
     import tvm_ffi
