@@ -78,3 +78,13 @@ def is_constant(expr: Any) -> bool:
 def constant_numpy(expr: Any) -> Any:
     """The value of a Relax constant as a numpy array."""
     return expr.value.numpy()
+
+
+def region_buffer(region: Any) -> Any:
+    """The buffer a TIR block read/write region refers to (``.source`` since TVM 0.27)."""
+    return region.source if hasattr(region, "source") else region.buffer
+
+
+def param_name(var: Any) -> str:
+    """The name of a prim_func parameter (a Var carrying its buffer's name in TVM 0.27)."""
+    return var.name if hasattr(var, "name") else var.name_hint

@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from lepton_compiler import tvm_compat
+
 logger = logging.getLogger(__name__)
 
 
@@ -55,7 +57,7 @@ def _prepack_weights(sch, block, func, config: HostScheduleConfig) -> None:
     if not free:
         return
     # Parameters and their buffers share a name in TVMScript-built and fused prim_funcs.
-    free_names = {func.params[int(i)].name for i in free}
+    free_names = {tvm_compat.param_name(func.params[int(i)]) for i in free}
     spatial = [int(iv.dom.extent) for iv in sch.get(block).iter_vars if iv.iter_type == 0]
     if len(spatial) < 2:
         return
@@ -64,7 +66,7 @@ def _prepack_weights(sch, block, func, config: HostScheduleConfig) -> None:
     if tile < 4:
         return
     for index, region in enumerate(sch.get(block).reads):
-        buf = region.source if hasattr(region, "source") else region.buffer  # TVM 0.27 naming
+        buf = tvm_compat.region_buffer(region)
         if buf.name in free_names and len(buf.shape) >= 2 and int(buf.shape[-1]) == col_ext:
             packed = sch.cache_read(block, index, "global")
             sch.annotate(packed, "meta_schedule.layout_rewrite_preproc", True)
