@@ -21,6 +21,7 @@ __all__ = [
     "LeptonError",
     "ModelLoadError",
     "OptionError",
+    "SpecError",
     "UnsafeArchiveError",
     "UnsupportedArtifactError",
     "UnsupportedOperatorError",
@@ -52,6 +53,10 @@ class UnsupportedOperatorError(LeptonError):
 
 class OptionError(LeptonError):
     """An argument to build/compile is invalid (unknown target, bad example inputs, ...)."""
+
+
+class SpecError(LeptonError):
+    """A Lepton NPU spec is invalid; the message names the file and the field."""
 
 
 class CompileError(LeptonError):

@@ -1,0 +1,58 @@
+"""Target registration: ``target="lepton"`` as a TVM target carrying the spec.
+
+The TVM target is the host's LLVM target (the NPU's instructions are tensor intrinsics whose
+implementations are linked into the artifact) with the ``lepton`` key first, so
+key-dispatched rules select Lepton schedules, and the spec identity in ``model``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .host import HostTarget, resolve_host
+from .spec import LeptonSpec, load_spec
+
+TARGET_KEY = "lepton"
+
+
+@dataclass(frozen=True)
+class LeptonTarget:
+    """The NPU target: a spec plus the host CPU that runs the fallback and the emulation."""
+
+    spec: LeptonSpec
+    host: HostTarget
+
+    @property
+    def model(self) -> str:
+        """``<spec name>-<fingerprint>``: the spec identity recorded in the TVM target."""
+        return f"{self.spec.name}-{self.spec.fingerprint()}"
+
+    def tvm_target(self) -> Any:
+        import tvm
+
+        return tvm.target.Target(
+            {
+                "kind": "llvm",
+                "keys": [TARGET_KEY, "cpu"],
+                "mcpu": self.host.mcpu,
+                "num-cores": self.host.num_cores,
+                "model": self.model,
+            }
+        )
+
+    def manifest(self) -> dict:
+        """Target description for an artifact manifest."""
+        return {**self.host.manifest(), "kind": TARGET_KEY, "spec": self.spec.name,
+                "spec_fingerprint": self.spec.fingerprint()}
+
+
+def resolve_lepton(spec: Any = None, cpu: str | None = None,
+                   num_cores: int | None = None) -> LeptonTarget:
+    """The Lepton target for ``spec`` (bundled v1 by default; a path, dict or spec)."""
+    return LeptonTarget(load_spec(spec), resolve_host(cpu, num_cores))
+
+
+def is_lepton_target(target: Any) -> bool:
+    """True for a TVM target whose keys mark it as a Lepton target."""
+    return TARGET_KEY in [str(k) for k in getattr(target, "keys", ())]
