@@ -167,7 +167,7 @@ def schedule(mod: Any, config: Any) -> Any:
     return seq(mod)
 
 
-def _runtime_object(workdir: Path) -> str:
+def runtime_object(workdir: Path) -> str:
     """Compile the artifact's parallel runtime (C) to an object file for linking."""
     import subprocess
 
@@ -215,5 +215,5 @@ def codegen(kernels: dict[str, Any], fallback: dict[str, Any], target: Any) -> b
     with tempfile.TemporaryDirectory(prefix="lepton-build-") as tmp:
         workdir = Path(tmp)
         so_path = workdir / "kernels.so"
-        tvm_compat.export_library(lib, str(so_path), [_runtime_object(workdir)])
+        tvm_compat.export_library(lib, str(so_path), [runtime_object(workdir)])
         return so_path.read_bytes()

@@ -1,0 +1,112 @@
+/*
+ * Lepton NPU instructions as host code, linked into artifacts that use the NPU.
+ *
+ * Two execution modes with bit-identical results, chosen at load time:
+ *   fast (0): the instruction's arithmetic as vectorisable host code;
+ *   sim  (1): the same arithmetic plus cycle and byte accounting from the spec.
+ *
+ * Every hardware number comes from the spec through -D flags set by the compiler
+ * (LEPTON_TILE_M/N/K); none is spelled here.
+ */
+#include <stdint.h>
+#include <string.h>
+
+#include <tvm/ffi/c_api.h>
+
+#if !defined(LEPTON_TILE_M) || !defined(LEPTON_TILE_N) || !defined(LEPTON_TILE_K)
+#error "compile with the spec's -D flags (see lepton_compiler.target.npu_codegen)"
+#endif
+
+enum { LEPTON_MODE_FAST = 0, LEPTON_MODE_SIM = 1 };
+
+/* Counters of the sim mode; indices are part of the runtime ABI (see npu_counters). */
+enum { C_GEMM_CALLS, C_MACS_ISSUED, C_COMPUTE_CYCLES, C_COUNT };
+
+static int g_mode = LEPTON_MODE_FAST;
+static int64_t g_counters[C_COUNT];
+
+/* C[m x n] (int32, row stride ldc) += A[m x k] (int8, lda) * B[k x n] (int8, ldb).
+ * m <= tile_m, n <= tile_n, k <= tile_k: one tile of the matrix engine. */
+int lepton_gemm_i8(const int8_t* A, const int8_t* B, int32_t* C, int32_t lda, int32_t ldb,
+                   int32_t ldc, int32_t m, int32_t n, int32_t k) {
+  for (int32_t i = 0; i < m; ++i) {
+    int32_t* c = C + (int64_t)i * ldc;
+    const int8_t* a = A + (int64_t)i * lda;
+    if (n == LEPTON_TILE_N) { /* full tile: constant trip count, vectorised */
+      int32_t acc[LEPTON_TILE_N];
+      memcpy(acc, c, sizeof(acc));
+      for (int32_t kk = 0; kk < k; ++kk) {
+        const int32_t av = a[kk];
+        const int8_t* b = B + (int64_t)kk * ldb;
+        for (int32_t j = 0; j < LEPTON_TILE_N; ++j) acc[j] += av * (int32_t)b[j];
+      }
+      memcpy(c, acc, sizeof(acc));
+    } else {
+      for (int32_t kk = 0; kk < k; ++kk) {
+        const int32_t av = a[kk];
+        const int8_t* b = B + (int64_t)kk * ldb;
+        for (int32_t j = 0; j < n; ++j) c[j] += av * (int32_t)b[j];
+      }
+    }
+  }
+  if (g_mode == LEPTON_MODE_SIM) {
+    /* The engine retires one tile_m x tile_n x 1 slice per cycle whatever m, n: padding
+       rows and columns are issued but not useful (useful MACs are the compiler's to know).
+       DMA is to be accounted by the DMA instructions. */
+    /* Kernels run tiles in parallel: count atomically so sim totals are deterministic. */
+    __atomic_fetch_add(&g_counters[C_GEMM_CALLS], 1, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&g_counters[C_MACS_ISSUED], (int64_t)LEPTON_TILE_M * LEPTON_TILE_N * k,
+                       __ATOMIC_RELAXED);
+    __atomic_fetch_add(&g_counters[C_COMPUTE_CYCLES], (int64_t)k, __ATOMIC_RELAXED);
+  }
+  return 0;
+}
+
+/* ---- tvm-ffi packed functions the runtime calls ------------------------------------------ */
+
+static int read_int(const TVMFFIAny* arg, int64_t* out) {
+  if (arg->type_index == kTVMFFIInt || arg->type_index == kTVMFFIBool) {
+    *out = arg->v_int64;
+    return 0;
+  }
+  return -1;
+}
+
+static void set_int(TVMFFIAny* result, int64_t value) {
+  result->type_index = kTVMFFIInt;
+  result->zero_padding = 0;
+  result->v_int64 = value;
+}
+
+/* lepton_npu_set_mode(mode: int) -> previous mode */
+int __tvm_ffi_lepton_npu_set_mode(void* self, const TVMFFIAny* args, int32_t num_args,
+                                  TVMFFIAny* result) {
+  (void)self;
+  int64_t mode;
+  if (num_args != 1 || read_int(&args[0], &mode) != 0 ||
+      (mode != LEPTON_MODE_FAST && mode != LEPTON_MODE_SIM)) {
+    TVMFFIErrorSetRaisedFromCStr("ValueError", "lepton_npu_set_mode expects 0 (fast) or 1 (sim)");
+    return -1;
+  }
+  set_int(result, g_mode);
+  g_mode = (int)mode;
+  return 0;
+}
+
+/* lepton_npu_counter(index: int) -> int64; index == -1 resets all and returns their count */
+int __tvm_ffi_lepton_npu_counter(void* self, const TVMFFIAny* args, int32_t num_args,
+                                 TVMFFIAny* result) {
+  (void)self;
+  int64_t index;
+  if (num_args != 1 || read_int(&args[0], &index) != 0 || index < -1 || index >= C_COUNT) {
+    TVMFFIErrorSetRaisedFromCStr("ValueError", "lepton_npu_counter: bad counter index");
+    return -1;
+  }
+  if (index == -1) {
+    memset(g_counters, 0, sizeof(g_counters));
+    set_int(result, C_COUNT);
+  } else {
+    set_int(result, g_counters[index]);
+  }
+  return 0;
+}
