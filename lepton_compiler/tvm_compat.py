@@ -47,11 +47,18 @@ def tuple_type_class():
     return relax.TupleType
 
 
-def compile_tir(mod: Any, target: Any) -> Any:
-    """Compile an IRModule of scheduled prim_funcs for ``target``."""
+def compile_tir(mod: Any, target: Any, *, storage_rewrite: bool = True) -> Any:
+    """Compile an IRModule of scheduled prim_funcs for ``target``.
+
+    ``storage_rewrite=False`` works around TVM 0.27's StorageRewrite merging an int8
+    intermediate with an int32 buffer behind a tensorized ``tvm_access_ptr`` ("element type
+    must match the source buffer"); NPU kernels compile with it off.
+    """
     import tvm
 
-    return tvm.compile(mod, target=target)
+    config = {} if storage_rewrite else {"tirx.disable_storage_rewrite": True}
+    with tvm.transform.PassContext(config=config):
+        return tvm.compile(mod, target=target)
 
 
 def export_library(lib: Any, path: str, extra_objects: list[str]) -> None:

@@ -21,18 +21,26 @@ class IntrinsicNames:
     gemm: str
 
 
-def intrinsic_names(spec: LeptonSpec) -> IntrinsicNames:
-    """Names of the spec's intrinsics: unique per spec fingerprint, spelled only here."""
+def intrinsic_names(spec: LeptonSpec, depth: int | None = None) -> IntrinsicNames:
+    """Names of the spec's intrinsics: unique per spec fingerprint, spelled only here.
+
+    ``depth`` is the reduction length one GEMM instruction streams (a multiple of tile_k;
+    default tile_k): the engine consumes a ``tile_m x depth`` strip of A and a
+    ``depth x tile_n`` strip of B, one ``tile_m x tile_n x 1`` slice per cycle.
+    """
     m = spec.matrix
+    k = depth or m.tile_k
+    if k % m.tile_k:
+        raise ValueError(f"GEMM depth {k} is not a multiple of tile_k={m.tile_k}")
     return IntrinsicNames(
-        gemm=f"lepton_{spec.fingerprint()}_gemm_{m.tile_m}x{m.tile_n}x{m.tile_k}",
+        gemm=f"lepton_{spec.fingerprint()}_gemm_{m.tile_m}x{m.tile_n}x{k}",
     )
 
 
-def _gemm(spec: LeptonSpec):
+def _gemm(spec: LeptonSpec, depth: int):
     from tvm.script import tirx as T
 
-    m, n, k = spec.matrix.tile_m, spec.matrix.tile_n, spec.matrix.tile_k
+    m, n, k = spec.matrix.tile_m, spec.matrix.tile_n, depth
     a_dt, b_dt, c_dt = spec.matrix.input_dtype, spec.matrix.weight_dtype, \
         spec.matrix.accumulator_dtype
 
@@ -66,14 +74,15 @@ def _gemm(spec: LeptonSpec):
     return desc, impl
 
 
-def register_intrinsics(spec: LeptonSpec) -> IntrinsicNames:
+def register_intrinsics(spec: LeptonSpec, depth: int | None = None) -> IntrinsicNames:
     """Register the spec's intrinsics with TVM (a no-op for names already registered)."""
     from tvm.s_tir import TensorIntrin
 
-    names = intrinsic_names(spec)
+    names = intrinsic_names(spec, depth)
+    depth = depth or spec.matrix.tile_k
     for name, make in ((names.gemm, _gemm),):
         if TensorIntrin.get(name, allow_missing=True) is not None:
             continue
-        desc, impl = make(spec)
+        desc, impl = make(spec, depth)
         TensorIntrin.register(name, desc, impl)
     return names

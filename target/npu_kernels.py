@@ -38,31 +38,132 @@ def int8_matmul_func(m: int, n: int, k: int) -> Any:
     return matmul
 
 
-def build_matmul(m: int, n: int, k: int, spec: LeptonSpec | None = None,
-                 cpu: str | None = None) -> NpuKernel:
-    """Compile an int8 matmul for the NPU (tensorized, linked with both execution modes)."""
+@dataclass(frozen=True)
+class Conv2dShape:
+    """An NHWC int8 conv2d (groups = 1) and the GEMM it lowers to."""
+
+    n: int
+    h: int
+    w: int
+    cin: int
+    cout: int
+    kh: int
+    kw: int
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[int, int, int, int] = (0, 0, 0, 0)  # top, left, bottom, right
+    dilation: tuple[int, int] = (1, 1)
+
+    @property
+    def out_hw(self) -> tuple[int, int]:
+        top, left, bottom, right = self.padding
+        oh = (self.h + top + bottom - self.dilation[0] * (self.kh - 1) - 1) // self.stride[0] + 1
+        ow = (self.w + left + right - self.dilation[1] * (self.kw - 1) - 1) // self.stride[1] + 1
+        return oh, ow
+
+    @property
+    def gemm(self) -> tuple[int, int, int]:
+        """(M, N, K): output pixels, output channels, window size x input channels."""
+        oh, ow = self.out_hw
+        return self.n * oh * ow, self.cout, self.kh * self.kw * self.cin
+
+
+def int8_conv2d_func(shape: Conv2dShape) -> Any:
+    """TIR for an int8 NHWC conv2d as ``im2col`` (window gather) + int8 matmul.
+
+    ``im2col`` is the address generation the DMA engine performs: it gathers each output
+    pixel's window (any kernel size, stride, dilation, zero padding) into one row, so the
+    product runs on the GEMM instruction. Returns ``C[N*OH*OW, Cout]`` (NHWC memory order).
+    """
+    from tvm.script import tirx as T
+
+    s = shape
+    oh, ow = s.out_hw
+    m, n_out, k = s.gemm
+    sh, sw = s.stride
+    dh, dw = s.dilation
+    top, left = s.padding[0], s.padding[1]
+    h, w, cin, kw_ = s.h, s.w, s.cin, s.kw
+
+    @T.prim_func(s_tir=True)
+    def conv2d(X: T.Buffer((s.n, s.h, s.w, s.cin), "int8"),
+               W: T.Buffer((k, n_out), "int8"),
+               C: T.Buffer((m, n_out), "int32")) -> None:
+        cols = T.sblock_alloc_buffer((m, k), "int8")
+        for r, q in T.grid(m, k):
+            with T.sblock("im2col"):
+                vr, vq = T.axis.remap("SS", [r, q])
+                # row vr = (b, oy, ox); column vq = (ky, kx, c); source pixel (y, x) may be padding
+                cols[vr, vq] = T.if_then_else(
+                    0 <= vr % (oh * ow) // ow * sh + vq // (kw_ * cin) * dh - top
+                    and vr % (oh * ow) // ow * sh + vq // (kw_ * cin) * dh - top < h
+                    and 0 <= vr % ow * sw + vq % (kw_ * cin) // cin * dw - left
+                    and vr % ow * sw + vq % (kw_ * cin) // cin * dw - left < w,
+                    X[vr // (oh * ow),
+                      T.max(T.min(vr % (oh * ow) // ow * sh + vq // (kw_ * cin) * dh - top,
+                                  h - 1), 0),
+                      T.max(T.min(vr % ow * sw + vq % (kw_ * cin) // cin * dw - left, w - 1), 0),
+                      vq % cin],
+                    T.int8(0))
+        for i, j, kk in T.grid(m, n_out, k):
+            with T.sblock("matmul"):
+                vi, vj, vk = T.axis.remap("SSR", [i, j, kk])
+                with T.init():
+                    C[vi, vj] = 0
+                C[vi, vj] = C[vi, vj] + T.cast(cols[vi, vk], "int32") * T.cast(W[vk, vj], "int32")
+
+    return conv2d
+
+
+def _compile(func: Any, entry: str, spec: LeptonSpec, cpu: str | None) -> bytes:
     import tvm
-    from tvm import s_tir
 
     from lepton_compiler import lowering, tvm_compat
 
     from .host import resolve_host
     from .npu_codegen import npu_object
+
+    host = resolve_host(cpu)
+    lib = tvm_compat.compile_tir(tvm.IRModule({entry: func.with_attr("global_symbol", entry)}),
+                                 host.tvm_target(), storage_rewrite=False)
+    with tempfile.TemporaryDirectory(prefix="lepton-npu-") as tmp:
+        workdir = Path(tmp)
+        so_path = workdir / "kernel.so"
+        objects = [lowering.runtime_object(workdir), npu_object(spec, workdir, host.mcpu)]
+        tvm_compat.export_library(lib, str(so_path), objects)
+        return so_path.read_bytes()
+
+
+def build_matmul(m: int, n: int, k: int, spec: LeptonSpec | None = None,
+                 cpu: str | None = None) -> NpuKernel:
+    """Compile an int8 matmul for the NPU (tensorized, linked with both execution modes)."""
+    from tvm import s_tir
+
     from .npu_schedule import plan_gemm, schedule_matmul
 
     spec = load_spec(spec)
     plan = plan_gemm(m, n, k, spec)
     sch = s_tir.Schedule(int8_matmul_func(m, n, k))
     schedule_matmul(sch, sch.get_sblock("matmul"), spec, plan)
-    host = resolve_host(cpu)
-    func = sch.mod["main"].with_attr("global_symbol", "matmul")
-    lib = tvm_compat.compile_tir(tvm.IRModule({"matmul": func}), host.tvm_target())
-    with tempfile.TemporaryDirectory(prefix="lepton-npu-") as tmp:
-        workdir = Path(tmp)
-        so_path = workdir / "kernel.so"
-        objects = [lowering.runtime_object(workdir), npu_object(spec, workdir, host.mcpu)]
-        tvm_compat.export_library(lib, str(so_path), objects)
-        return NpuKernel(so_path.read_bytes(), plan, spec)
+    return NpuKernel(_compile(sch.mod["main"], "matmul", spec, cpu), plan, spec,
+                     (m, n), "matmul")
+
+
+def build_conv2d(shape: Conv2dShape, spec: LeptonSpec | None = None,
+                 cpu: str | None = None) -> NpuKernel:
+    """Compile an int8 NHWC conv2d for the NPU: window gather on the host side, GEMM on the
+    matrix engine. Run it with ``kernel.run(x_nhwc, w_hwio)``."""
+    from tvm import s_tir
+
+    from .npu_schedule import plan_gemm, schedule_matmul
+
+    spec = load_spec(spec)
+    plan = plan_gemm(*shape.gemm, spec)
+    sch = s_tir.Schedule(int8_conv2d_func(shape))
+    schedule_matmul(sch, sch.get_sblock("matmul"), spec, plan)
+    gather = sch.get_sblock("im2col")
+    sch.parallel(sch.get_loops(gather)[0])
+    return NpuKernel(_compile(sch.mod["main"], "conv2d", spec, cpu), plan, spec,
+                     (shape.gemm[0], shape.cout), "conv2d", shape)
 
 
 @dataclass
@@ -72,6 +173,9 @@ class NpuKernel:
     so_bytes: bytes
     plan: Any
     spec: LeptonSpec
+    out_shape: tuple[int, int]
+    entry: str
+    conv: Conv2dShape | None = None
 
     def __post_init__(self) -> None:
         import tvm_ffi
@@ -84,21 +188,27 @@ class NpuKernel:
         finally:
             os.unlink(name)
         self._module["lepton_install_backend"]()
-        self._fn = self._module["matmul"]
+        self._fn = self._module[self.entry]
         self._from_dlpack = tvm_ffi.from_dlpack
 
     def run(self, a: np.ndarray, b: np.ndarray, mode: str = "fast") -> np.ndarray:
-        """``a @ b`` on the NPU kernel in ``mode`` ("fast" or "sim")."""
+        """Run in ``mode`` ("fast" or "sim"): ``a @ b`` for a matmul; for a conv2d, ``a`` is
+        the NHWC input and ``b`` the HWIO weights, and the result is NHWC int32."""
         from lepton_runtime import aligned_empty
 
         self._module["lepton_npu_set_mode"](MODES[mode])
+        if self.conv is not None:
+            b = b.reshape(self.plan.k, self.plan.n)  # HWIO is [KH*KW*Cin, Cout] row-major
         args = []
         for x in (a, b):
             buf = aligned_empty(x.shape, x.dtype)
             buf[...] = x
             args.append(buf)
-        out = aligned_empty((a.shape[0], b.shape[1]), np.int32)
+        out = aligned_empty(self.out_shape, np.int32)
         self._fn(*(self._from_dlpack(t) for t in (*args, out)))
+        if self.conv is not None:
+            oh, ow = self.conv.out_hw
+            return out.reshape(self.conv.n, oh, ow, self.conv.cout)
         return out
 
     def counters(self, reset: bool = False) -> dict[str, int]:

@@ -51,8 +51,12 @@ def plan_gemm(m: int, n: int, k: int, spec: LeptonSpec) -> GemmPlan:
     """
     mat = spec.matrix
     pm, pn, pk = _round_up(m, mat.tile_m), _round_up(n, mat.tile_n), _round_up(k, mat.tile_k)
+    # The deepest strip that divides the padded K and fits the input and weight SRAM.
     k_block = pk
     while k_block >= mat.tile_k:
+        if pk % k_block:
+            k_block -= mat.tile_k
+            continue
         if (mat.tile_m * k_block <= spec.sram.input_bytes
                 and k_block * mat.tile_n <= spec.sram.weight_bytes
                 and mat.accumulator_tile_bytes <= spec.sram.accumulator_bytes):
@@ -85,7 +89,7 @@ def check_working_set(plan: GemmPlan, spec: LeptonSpec) -> None:
 def schedule_matmul(sch, block, spec: LeptonSpec, plan: GemmPlan) -> None:
     """Tensorize an int8 matmul block in ``sch`` onto the spec's GEMM instruction."""
     check_working_set(plan, spec)
-    names = register_intrinsics(spec)
+    names = register_intrinsics(spec, plan.k_block)
     mat = spec.matrix
     main_name = sch.get(block).name_hint
     if (plan.m, plan.n, plan.k) != plan.padded:
@@ -96,8 +100,7 @@ def schedule_matmul(sch, block, spec: LeptonSpec, plan: GemmPlan) -> None:
     io, ii = sch.split(i, [None, mat.tile_m])
     jo, ji = sch.split(j, [None, mat.tile_n])
     kb, kr = sch.split(k, [None, plan.k_block])
-    ko, ki = sch.split(kr, [None, mat.tile_k])
-    sch.reorder(io, jo, kb, ko, ii, ji, ki)
+    sch.reorder(io, jo, kb, ii, ji, kr)
     sch.parallel(sch.fuse(io, jo))
     sch.decompose_reduction(block, kb)
     sch.tensorize(ii, names.gemm)

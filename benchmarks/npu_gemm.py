@@ -1,0 +1,110 @@
+"""Lepton NPU int8 GEMM in fast mode vs numpy fp32 (BLAS) and onnxruntime int8 MatMulInteger.
+
+    python -m benchmarks.npu_gemm [--threads 2] [--repeats 20]
+
+All systems run in one process with the same thread count; throughput in GOP/s (2 ops per
+MAC) and the ratio to onnxruntime int8. Sim mode figures (cycles, MAC utilisation) for the
+same shapes come from the kernel's counters. Results go to benchmarks/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+RESULTS = Path(__file__).resolve().parent / "results"
+SHAPES = [(256, 256, 256), (512, 512, 512)]
+
+
+def _median_s(fn, repeats: int) -> float:
+    for _ in range(3):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def _ort_matmul_integer(m: int, n: int, k: int, threads: int):
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    a = helper.make_tensor_value_info("a", TensorProto.INT8, [m, k])
+    b = helper.make_tensor_value_info("b", TensorProto.INT8, [k, n])
+    y = helper.make_tensor_value_info("y", TensorProto.INT32, [m, n])
+    node = helper.make_node("MatMulInteger", ["a", "b"], ["y"])
+    model = helper.make_model(helper.make_graph([node], "g", [a, b], [y]),
+                              opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    return ort.InferenceSession(model.SerializeToString(), options,
+                                providers=["CPUExecutionProvider"])
+
+
+def _measure(m: int, n: int, k: int, spec, args, build_matmul) -> dict:
+    rng = np.random.default_rng(0)
+    a = rng.integers(-128, 128, (m, k), dtype=np.int8)
+    b = rng.integers(-128, 128, (k, n), dtype=np.int8)
+    kernel = build_matmul(m, n, k)
+    assert np.array_equal(kernel.run(a, b), a.astype(np.int32) @ b.astype(np.int32))
+    ops = 2.0 * m * n * k
+    session = _ort_matmul_integer(m, n, k, args.threads)
+    af, bf = a.astype(np.float32), b.astype(np.float32)
+    t_lepton = _median_s(lambda: kernel.run(a, b), args.repeats)
+    t_ort = _median_s(lambda: session.run(None, {"a": a, "b": b}), args.repeats)
+    t_blas = _median_s(lambda: af @ bf, args.repeats)
+    kernel.counters(reset=True)
+    kernel.run(a, b, "sim")
+    sim = kernel.counters(reset=True)
+    return {
+        "shape": [m, n, k],
+        "lepton_fast_gops": ops / t_lepton / 1e9,
+        "onnxruntime_int8_gops": ops / t_ort / 1e9,
+        "numpy_fp32_gops": ops / t_blas / 1e9,
+        "ratio_to_onnxruntime": t_ort / t_lepton,
+        "sim_compute_cycles": sim["compute_cycles"],
+        "sim_mac_utilisation_compute_only": m * n * k / (sim["compute_cycles"]
+                                                         * spec.matrix.macs_per_cycle),
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=20)
+    args = parser.parse_args(argv)
+    os.environ["LEPTON_NUM_THREADS"] = str(args.threads)
+    os.environ["OMP_NUM_THREADS"] = str(args.threads)
+
+    from lepton_compiler.target.npu_kernels import build_matmul
+    from lepton_compiler.target.spec import load_spec
+
+    spec = load_spec()
+    rows = [_measure(m, n, k, spec, args, build_matmul) for m, n, k in SHAPES]
+    report = {"benchmark": "npu_gemm", "threads": args.threads, "spec": spec.name,
+              "spec_fingerprint": spec.fingerprint(),
+              "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+              "rows": rows}
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"npu_gemm_{dt.date.today().isoformat()}.json"
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"{'shape':<14}{'lepton GOP/s':>13}{'ORT int8':>10}{'np fp32':>9}{'vs ORT':>8}"
+          f"{'sim util':>10}")
+    for r in rows:
+        print(f"{'x'.join(map(str, r['shape'])):<14}{r['lepton_fast_gops']:>13.1f}"
+              f"{r['onnxruntime_int8_gops']:>10.1f}{r['numpy_fp32_gops']:>9.1f}"
+              f"{r['ratio_to_onnxruntime']:>7.2f}x{r['sim_mac_utilisation_compute_only']:>10.0%}")
+    print(f"wrote {out}")
+    return report
+
+
+if __name__ == "__main__":
+    main()
