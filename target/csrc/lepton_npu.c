@@ -25,23 +25,70 @@ enum { C_GEMM_CALLS, C_MACS_ISSUED, C_COMPUTE_CYCLES, C_COUNT };
 static int g_mode = LEPTON_MODE_FAST;
 static int64_t g_counters[C_COUNT];
 
+#if defined(__AVX512BW__) && LEPTON_TILE_N == 16
+#include <immintrin.h>
+/* A full tile with AVX-512: 16 output columns are one zmm of int32 per row, two k steps per
+   vpmaddwd. Exact: int8 x int8 products and the sum of two fit in int32. */
+static void gemm_full_tile(const int8_t* A, const int8_t* B, int32_t* C, int32_t lda,
+                           int32_t ldb, int32_t ldc, int32_t k) {
+  __m512i acc[LEPTON_TILE_M];
+  for (int i = 0; i < LEPTON_TILE_M; ++i) acc[i] = _mm512_loadu_si512(C + (int64_t)i * ldc);
+  int32_t kk = 0;
+  for (; kk + 1 < k; kk += 2) {
+    __m256i b0 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)(B + (int64_t)kk * ldb)));
+    __m256i b1 = _mm256_cvtepi8_epi16(
+        _mm_loadu_si128((const __m128i*)(B + (int64_t)(kk + 1) * ldb)));
+    __m256i lo = _mm256_unpacklo_epi16(b0, b1); /* columns 0-3 | 8-11 */
+    __m256i hi = _mm256_unpackhi_epi16(b0, b1); /* columns 4-7 | 12-15 */
+    __m512i pairs = _mm512_inserti64x4(
+        _mm512_castsi256_si512(_mm256_permute2x128_si256(lo, hi, 0x20)),
+        _mm256_permute2x128_si256(lo, hi, 0x31), 1);
+    for (int i = 0; i < LEPTON_TILE_M; ++i) {
+      const int8_t* a = A + (int64_t)i * lda + kk;
+      uint32_t packed = (uint16_t)(int16_t)a[0] | ((uint32_t)(uint16_t)(int16_t)a[1] << 16);
+      acc[i] = _mm512_add_epi32(acc[i],
+                                _mm512_madd_epi16(_mm512_set1_epi32((int)packed), pairs));
+    }
+  }
+  if (kk < k) { /* odd k: the last step alone */
+    __m512i b = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i*)(B + (int64_t)kk * ldb)));
+    for (int i = 0; i < LEPTON_TILE_M; ++i)
+      acc[i] = _mm512_add_epi32(
+          acc[i], _mm512_mullo_epi32(_mm512_set1_epi32(A[(int64_t)i * lda + kk]), b));
+  }
+  for (int i = 0; i < LEPTON_TILE_M; ++i) _mm512_storeu_si512(C + (int64_t)i * ldc, acc[i]);
+}
+#else
+/* Portable full tile: each B row is widened once and reused by every A row. */
+static void gemm_full_tile(const int8_t* A, const int8_t* B, int32_t* C, int32_t lda,
+                           int32_t ldb, int32_t ldc, int32_t k) {
+  int32_t acc[LEPTON_TILE_M][LEPTON_TILE_N];
+  for (int32_t i = 0; i < LEPTON_TILE_M; ++i)
+    memcpy(acc[i], C + (int64_t)i * ldc, sizeof(acc[i]));
+  for (int32_t kk = 0; kk < k; ++kk) {
+    int32_t b[LEPTON_TILE_N];
+    const int8_t* brow = B + (int64_t)kk * ldb;
+    for (int32_t j = 0; j < LEPTON_TILE_N; ++j) b[j] = brow[j];
+    for (int32_t i = 0; i < LEPTON_TILE_M; ++i) {
+      const int32_t a = A[(int64_t)i * lda + kk];
+      for (int32_t j = 0; j < LEPTON_TILE_N; ++j) acc[i][j] += a * b[j];
+    }
+  }
+  for (int32_t i = 0; i < LEPTON_TILE_M; ++i)
+    memcpy(C + (int64_t)i * ldc, acc[i], sizeof(acc[i]));
+}
+#endif
+
 /* C[m x n] (int32, row stride ldc) += A[m x k] (int8, lda) * B[k x n] (int8, ldb).
- * m <= tile_m, n <= tile_n, k <= tile_k: one tile of the matrix engine. */
+ * m <= tile_m, n <= tile_n: one output tile of the matrix engine, streamed over k. */
 int lepton_gemm_i8(const int8_t* A, const int8_t* B, int32_t* C, int32_t lda, int32_t ldb,
                    int32_t ldc, int32_t m, int32_t n, int32_t k) {
-  for (int32_t i = 0; i < m; ++i) {
-    int32_t* c = C + (int64_t)i * ldc;
-    const int8_t* a = A + (int64_t)i * lda;
-    if (n == LEPTON_TILE_N) { /* full tile: constant trip count, vectorised */
-      int32_t acc[LEPTON_TILE_N];
-      memcpy(acc, c, sizeof(acc));
-      for (int32_t kk = 0; kk < k; ++kk) {
-        const int32_t av = a[kk];
-        const int8_t* b = B + (int64_t)kk * ldb;
-        for (int32_t j = 0; j < LEPTON_TILE_N; ++j) acc[j] += av * (int32_t)b[j];
-      }
-      memcpy(c, acc, sizeof(acc));
-    } else {
+  if (m == LEPTON_TILE_M && n == LEPTON_TILE_N) {
+    gemm_full_tile(A, B, C, lda, ldb, ldc, k);
+  } else {
+    for (int32_t i = 0; i < m; ++i) {
+      int32_t* c = C + (int64_t)i * ldc;
+      const int8_t* a = A + (int64_t)i * lda;
       for (int32_t kk = 0; kk < k; ++kk) {
         const int32_t av = a[kk];
         const int8_t* b = B + (int64_t)kk * ldb;

@@ -93,3 +93,12 @@ def test_working_set_larger_than_sram_is_an_error():
     deep = plan_gemm(16, 16, 100_000, spec)  # the planner stages a K block that fits
     check_working_set(deep, spec)
     assert deep.k_block * spec.matrix.tile_m <= spec.sram.input_bytes
+
+
+def test_portable_build_without_avx512_is_bit_exact():
+    """A kernel built for a baseline CPU takes the portable C path: same bits."""
+    m, n, k = 20, 30, 50
+    a, b = _operands(m, n, k, 7)
+    kernel = build_matmul(m, n, k, cpu="x86-64-v2")
+    assert np.array_equal(kernel.run(a, b, "fast"), _reference(a, b))
+    assert np.array_equal(kernel.run(a, b, "sim"), _reference(a, b))
