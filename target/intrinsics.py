@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from .spec import LeptonSpec
 
 GEMM_EXTERN = "lepton_gemm_i8"
+REQUANT_EXTERN = "lepton_requant_i32_i8"
 
 
 @dataclass(frozen=True)
@@ -19,6 +20,7 @@ class IntrinsicNames:
     """The registered names of a spec's intrinsics."""
 
     gemm: str
+    requant: str
 
 
 def intrinsic_names(spec: LeptonSpec, depth: int | None = None) -> IntrinsicNames:
@@ -34,6 +36,7 @@ def intrinsic_names(spec: LeptonSpec, depth: int | None = None) -> IntrinsicName
         raise ValueError(f"GEMM depth {k} is not a multiple of tile_k={m.tile_k}")
     return IntrinsicNames(
         gemm=f"lepton_{spec.fingerprint()}_gemm_{m.tile_m}x{m.tile_n}x{k}",
+        requant=f"lepton_{spec.fingerprint()}_requant_{m.tile_m}x{m.tile_n}",
     )
 
 
@@ -74,13 +77,65 @@ def _gemm(spec: LeptonSpec, depth: int):
     return desc, impl
 
 
+def _requant(spec: LeptonSpec, depth: int):
+    """int32 accumulator tile -> int8 (see ``reference.requantize`` for the semantics).
+
+    Operands: the accumulator tile, per-channel ``multiplier`` and ``shift`` (tile_n each),
+    ``qparams = [zero_point, lo, hi]`` and the int8 output tile.
+    """
+    from tvm.script import tirx as T
+
+    m, n = spec.matrix.tile_m, spec.matrix.tile_n
+    acc_dt = spec.matrix.accumulator_dtype
+
+    @T.prim_func(s_tir=True)
+    def desc(acc: T.handle, mul: T.handle, sh: T.handle, qp: T.handle, out: T.handle) -> None:
+        ACC = T.match_buffer(acc, (m, n), acc_dt, offset_factor=1)
+        MUL = T.match_buffer(mul, (n,), "int32", offset_factor=1)
+        SH = T.match_buffer(sh, (n,), "int32", offset_factor=1)
+        QP = T.match_buffer(qp, (3,), "int32", offset_factor=1)
+        OUT = T.match_buffer(out, (m, n), "int8", offset_factor=1)
+        with T.sblock("root"):
+            T.reads(ACC[0:m, 0:n], MUL[0:n], SH[0:n], QP[0:3])
+            T.writes(OUT[0:m, 0:n])
+            for i, j in T.grid(m, n):
+                with T.sblock("requant"):
+                    vi, vj = T.axis.remap("SS", [i, j])
+                    OUT[vi, vj] = T.Cast("int8", T.max(T.min(
+                        T.shift_right(
+                            T.Cast("int64", ACC[vi, vj]) * T.Cast("int64", MUL[vj])
+                            + T.shift_left(T.int64(1), T.Cast("int64", SH[vj] - 1)),
+                            T.Cast("int64", SH[vj]))
+                        + T.Cast("int64", QP[0]),
+                        T.Cast("int64", QP[2])), T.Cast("int64", QP[1])))
+
+    @T.prim_func(s_tir=True)
+    def impl(acc: T.handle, mul: T.handle, sh: T.handle, qp: T.handle, out: T.handle) -> None:
+        s_acc = T.int32()
+        s_out = T.int32()
+        ACC = T.match_buffer(acc, (m, n), acc_dt, offset_factor=1, strides=[s_acc, 1])
+        MUL = T.match_buffer(mul, (n,), "int32", offset_factor=1)
+        SH = T.match_buffer(sh, (n,), "int32", offset_factor=1)
+        QP = T.match_buffer(qp, (3,), "int32", offset_factor=1)
+        OUT = T.match_buffer(out, (m, n), "int8", offset_factor=1, strides=[s_out, 1])
+        with T.sblock("root"):
+            T.reads(ACC[0:m, 0:n], MUL[0:n], SH[0:n], QP[0:3])
+            T.writes(OUT[0:m, 0:n])
+            T.evaluate(T.call_extern(
+                "int32", REQUANT_EXTERN, ACC.access_ptr("r"), MUL.access_ptr("r"),
+                SH.access_ptr("r"), QP.access_ptr("r"), OUT.access_ptr("w"), s_acc, s_out, m, n))
+
+    _ = depth
+    return desc, impl
+
+
 def register_intrinsics(spec: LeptonSpec, depth: int | None = None) -> IntrinsicNames:
     """Register the spec's intrinsics with TVM (a no-op for names already registered)."""
     from tvm.s_tir import TensorIntrin
 
     names = intrinsic_names(spec, depth)
     depth = depth or spec.matrix.tile_k
-    for name, make in ((names.gemm, _gemm),):
+    for name, make in ((names.gemm, _gemm), (names.requant, _requant)):
         if TensorIntrin.get(name, allow_missing=True) is not None:
             continue
         desc, impl = make(spec, depth)

@@ -18,7 +18,7 @@ import numpy as np
 from .spec import LeptonSpec, load_spec
 
 MODES = {"fast": 0, "sim": 1}
-COUNTERS = ("gemm_calls", "macs_issued", "compute_cycles")
+COUNTERS = ("gemm_calls", "macs_issued", "compute_cycles", "vector_cycles")
 
 
 def int8_matmul_func(m: int, n: int, k: int) -> Any:
@@ -114,6 +114,28 @@ def int8_conv2d_func(shape: Conv2dShape) -> Any:
     return conv2d
 
 
+def int32_requant_func(m: int, n: int) -> Any:
+    """TIR for per-channel requantization of ``ACC[m, n]`` int32 to int8 (see reference)."""
+    from tvm.script import tirx as T
+
+    @T.prim_func(s_tir=True)
+    def requant(ACC: T.Buffer((m, n), "int32"), MUL: T.Buffer((n,), "int32"),
+                SH: T.Buffer((n,), "int32"), QP: T.Buffer((3,), "int32"),
+                OUT: T.Buffer((m, n), "int8")) -> None:
+        for i, j in T.grid(m, n):
+            with T.sblock("requant"):
+                vi, vj = T.axis.remap("SS", [i, j])
+                OUT[vi, vj] = T.Cast("int8", T.max(T.min(
+                    T.shift_right(
+                        T.Cast("int64", ACC[vi, vj]) * T.Cast("int64", MUL[vj])
+                        + T.shift_left(T.int64(1), T.Cast("int64", SH[vj] - 1)),
+                        T.Cast("int64", SH[vj]))
+                    + T.Cast("int64", QP[0]),
+                    T.Cast("int64", QP[2])), T.Cast("int64", QP[1])))
+
+    return requant
+
+
 def _compile(func: Any, entry: str, spec: LeptonSpec, cpu: str | None) -> bytes:
     import tvm
 
@@ -146,6 +168,32 @@ def build_matmul(m: int, n: int, k: int, spec: LeptonSpec | None = None,
     schedule_matmul(sch, sch.get_sblock("matmul"), spec, plan)
     return NpuKernel(_compile(sch.mod["main"], "matmul", spec, cpu), plan, spec,
                      (m, n), "matmul")
+
+
+def build_requant(m: int, n: int, spec: LeptonSpec | None = None,
+                  cpu: str | None = None) -> RequantKernel:
+    """Compile per-channel requantization (int32 -> int8) onto the vector unit's sequence.
+
+    Shapes are padded to the tile on the host side; run with
+    ``kernel.run(acc, multiplier, shift, zero_point, lo, hi)``.
+    """
+    from tvm import s_tir
+
+    from .intrinsics import register_intrinsics
+
+    spec = load_spec(spec)
+    mat = spec.matrix
+    pm, pn = -(-m // mat.tile_m) * mat.tile_m, -(-n // mat.tile_n) * mat.tile_n
+    names = register_intrinsics(spec)
+    sch = s_tir.Schedule(int32_requant_func(pm, pn))
+    block = sch.get_sblock("requant")
+    i, j = sch.get_loops(block)
+    io, ii = sch.split(i, [None, mat.tile_m])
+    jo, ji = sch.split(j, [None, mat.tile_n])
+    sch.reorder(io, jo, ii, ji)
+    sch.parallel(sch.fuse(io, jo))
+    sch.tensorize(ii, names.requant)
+    return RequantKernel(_compile(sch.mod["main"], "requant", spec, cpu), (m, n), (pm, pn), spec)
 
 
 def build_conv2d(shape: Conv2dShape, spec: LeptonSpec | None = None,
@@ -213,6 +261,58 @@ class NpuKernel:
 
     def counters(self, reset: bool = False) -> dict[str, int]:
         """The sim-mode counters since the last reset."""
+        read = self._module["lepton_npu_counter"]
+        values = {name: int(read(i)) for i, name in enumerate(COUNTERS)}
+        if reset:
+            read(-1)
+        return values
+
+
+@dataclass
+class RequantKernel:
+    """A loaded stand-alone requantization kernel."""
+
+    so_bytes: bytes
+    shape: tuple[int, int]
+    padded: tuple[int, int]
+    spec: LeptonSpec
+
+    def __post_init__(self) -> None:
+        import tvm_ffi
+
+        fd, name = tempfile.mkstemp(suffix=".so", prefix="lepton-npu-")
+        with os.fdopen(fd, "wb") as f:
+            f.write(self.so_bytes)
+        try:
+            self._module = tvm_ffi.load_module(name)
+        finally:
+            os.unlink(name)
+        self._module["lepton_install_backend"]()
+        self._fn = self._module["requant"]
+        self._from_dlpack = tvm_ffi.from_dlpack
+
+    def run(self, acc: np.ndarray, multiplier: np.ndarray, shift: np.ndarray, zero_point: int,
+            lo: int, hi: int, mode: str = "fast") -> np.ndarray:
+        from lepton_runtime import aligned_empty
+
+        self._module["lepton_npu_set_mode"](MODES[mode])
+        (m, n), (pm, pn) = self.shape, self.padded
+        padded_acc = aligned_empty((pm, pn), np.int32)
+        padded_acc[...] = 0
+        padded_acc[:m, :n] = acc
+        vectors = []
+        for values, fill in ((multiplier, 1 << 30), (shift, 31)):
+            buf = aligned_empty((pn,), np.int32)
+            buf[...] = fill
+            buf[:n] = values
+            vectors.append(buf)
+        qp = aligned_empty((3,), np.int32)
+        qp[...] = (zero_point, lo, hi)
+        out = aligned_empty((pm, pn), np.int8)
+        self._fn(*(self._from_dlpack(t) for t in (padded_acc, *vectors, qp, out)))
+        return out[:m, :n].copy()
+
+    def counters(self, reset: bool = False) -> dict[str, int]:
         read = self._module["lepton_npu_counter"]
         values = {name: int(read(i)) for i, name in enumerate(COUNTERS)}
         if reset:

@@ -1,0 +1,61 @@
+"""Requantization on the NPU vector unit: bit-exact against the numpy integer reference."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from lepton_compiler.target import reference
+from lepton_compiler.target.npu_kernels import build_requant
+
+
+@pytest.fixture(scope="module")
+def kernel():
+    return build_requant(37, 21)  # odd sizes: padded to the tile on the host side
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[
+    HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(st.integers(0, 2**32 - 1), st.integers(-128, 127), st.booleans())
+def test_requant_is_bit_exact_in_both_modes(kernel, seed, zero_point, relu):
+    rng = np.random.default_rng(seed)
+    acc = rng.integers(-(2**31), 2**31, (37, 21), dtype=np.int64).astype(np.int32)
+    multiplier = rng.integers(2**30, 2**31, 21, dtype=np.int64).astype(np.int32)
+    shift = rng.integers(1, 63, 21).astype(np.int32)
+    lo, hi = (zero_point, 127) if relu else (-128, 127)  # ReLU folds into the clamp
+    expected = reference.requantize(acc, multiplier, shift, zero_point, lo, hi)
+    assert np.array_equal(kernel.run(acc, multiplier, shift, zero_point, lo, hi), expected)
+    assert np.array_equal(kernel.run(acc, multiplier, shift, zero_point, lo, hi, "sim"),
+                          expected)
+
+
+def test_rounding_is_half_up_at_exact_halves():
+    acc = np.array([[1, 3, -1, -3, 5]], np.int32)
+    out = reference.requantize(acc, np.full(5, 1 << 30, np.int32), np.full(5, 32, np.int32),
+                               0, -128, 127)  # x * 2^30 / 2^32 = x / 4
+    assert out.tolist() == [[0, 1, 0, -1, 1]]  # 0.25->0, 0.75->1, -0.25->0, -0.75->-1, 1.25->1
+
+
+def test_sim_counts_vector_cycles(kernel):
+    kernel.counters(reset=True)
+    acc = np.zeros((37, 21), np.int32)
+    kernel.run(acc, np.full(21, 1 << 30, np.int32), np.full(21, 31, np.int32), 0, -128, 127,
+               "sim")
+    assert kernel.counters(reset=True)["vector_cycles"] > 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.floats(1e-6, 1e6))
+def test_quantize_multiplier_represents_the_scale(real):
+    multiplier, shift = reference.quantize_multiplier(real)
+    assert 2**30 <= multiplier < 2**31
+    assert abs(multiplier * 2.0**-shift - real) <= real * 2.0**-30
+
+
+def test_out_of_range_parameters_are_refused():
+    with pytest.raises(ValueError, match="shift must lie in"):
+        reference.requantize(np.zeros((1, 1), np.int32), np.ones(1, np.int32),
+                             np.zeros(1, np.int32), 0, -128, 127)
+    with pytest.raises(ValueError, match="out of range"):
+        reference.quantize_multiplier(0.0)
