@@ -13,6 +13,8 @@ from .spec import LeptonSpec
 
 GEMM_EXTERN = "lepton_gemm_i8"
 REQUANT_EXTERN = "lepton_requant_i32_i8"
+DMA_LOAD_EXTERN = "lepton_dma_load"
+SRAM_SCOPES = {"input": 0, "weight": 1, "accumulator": 2}  # ids shared with lepton_npu.c
 
 
 @dataclass(frozen=True)
@@ -141,3 +143,54 @@ def register_intrinsics(spec: LeptonSpec, depth: int | None = None) -> Intrinsic
         desc, impl = make(spec, depth)
         TensorIntrin.register(name, desc, impl)
     return names
+
+
+def dma_load_name(spec: LeptonSpec, scope: str, rows: int, cols: int, dtype: str) -> str:
+    """Name of the DMA instruction that loads a ``rows x cols`` block into an SRAM scope."""
+    return f"lepton_{spec.fingerprint()}_dma_load_{scope}_{rows}x{cols}_{dtype}"
+
+
+def register_dma_load(spec: LeptonSpec, scope: str, rows: int, cols: int, dtype: str) -> str:
+    """Register (idempotently) a 2-D DMA load into ``scope``; returns its name.
+
+    Semantics: ``dst[r, c] = src[r, c]`` for a ``rows x cols`` block, one DMA descriptor (one
+    fixed cost) per block; strided on both sides.
+    """
+    from tvm.s_tir import TensorIntrin
+    from tvm.script import tirx as T
+
+    if scope not in SRAM_SCOPES:
+        raise ValueError(f"unknown SRAM scope {scope!r}; known: {', '.join(SRAM_SCOPES)}")
+    name = dma_load_name(spec, scope, rows, cols, dtype)
+    if TensorIntrin.get(name, allow_missing=True) is not None:
+        return name
+    scope_id = SRAM_SCOPES[scope]
+    elem_bytes = {"int8": 1, "int16": 2, "int32": 4}[dtype]
+
+    @T.prim_func(s_tir=True)
+    def desc(src: T.handle, dst: T.handle) -> None:
+        S = T.match_buffer(src, (rows, cols), dtype, offset_factor=1)
+        D = T.match_buffer(dst, (rows, cols), dtype, offset_factor=1)
+        with T.sblock("root"):
+            T.reads(S[0:rows, 0:cols])
+            T.writes(D[0:rows, 0:cols])
+            for r, c in T.grid(rows, cols):
+                with T.sblock("copy"):
+                    vr, vc = T.axis.remap("SS", [r, c])
+                    D[vr, vc] = S[vr, vc]
+
+    @T.prim_func(s_tir=True)
+    def impl(src: T.handle, dst: T.handle) -> None:
+        ss = T.int32()
+        sd = T.int32()
+        S = T.match_buffer(src, (rows, cols), dtype, offset_factor=1, strides=[ss, 1])
+        D = T.match_buffer(dst, (rows, cols), dtype, offset_factor=1, strides=[sd, 1])
+        with T.sblock("root"):
+            T.reads(S[0:rows, 0:cols])
+            T.writes(D[0:rows, 0:cols])
+            T.evaluate(T.call_extern("int32", DMA_LOAD_EXTERN, S.access_ptr("r"),
+                                     D.access_ptr("w"), ss * elem_bytes, sd * elem_bytes, rows,
+                                     cols * elem_bytes, scope_id))
+
+    TensorIntrin.register(name, desc, impl)
+    return name

@@ -17,7 +17,9 @@ def spec_defines(spec: LeptonSpec) -> list[str]:
     """The -D flags through which the C code reads the spec (it holds no numbers itself)."""
     m = spec.matrix
     return [f"-DLEPTON_TILE_M={m.tile_m}", f"-DLEPTON_TILE_N={m.tile_n}",
-            f"-DLEPTON_TILE_K={m.tile_k}", f"-DLEPTON_VECTOR_LANES={spec.vector.lanes}"]
+            f"-DLEPTON_TILE_K={m.tile_k}", f"-DLEPTON_VECTOR_LANES={spec.vector.lanes}",
+            f"-DLEPTON_DMA_BYTES_PER_CYCLE={spec.dma.bytes_per_cycle}",
+            f"-DLEPTON_DMA_FIXED_CYCLES={spec.dma.fixed_cycles}"]
 
 
 def npu_object(spec: LeptonSpec, workdir: Path, cpu: str | None = None) -> str:

@@ -18,7 +18,8 @@ import numpy as np
 from .spec import LeptonSpec, load_spec
 
 MODES = {"fast": 0, "sim": 1}
-COUNTERS = ("gemm_calls", "macs_issued", "compute_cycles", "vector_cycles")
+COUNTERS = ("gemm_calls", "macs_issued", "compute_cycles", "vector_cycles", "dma_cycles",
+            "dram_bytes", "dma_transfers")
 
 
 def int8_matmul_func(m: int, n: int, k: int) -> Any:
@@ -258,6 +259,14 @@ class NpuKernel:
             oh, ow = self.conv.out_hw
             return out.reshape(self.conv.n, oh, ow, self.conv.cout)
         return out
+
+    def sim_report(self, a: np.ndarray, b: np.ndarray) -> dict[str, float]:
+        """Run once in sim mode and report cycles, utilisation, DRAM bytes and SRAM peaks."""
+        from .npu_schedule import sim_report
+
+        self.counters(reset=True)
+        self.run(a, b, "sim")
+        return sim_report(self.plan, self.spec, self.counters(reset=True))
 
     def counters(self, reset: bool = False) -> dict[str, int]:
         """The sim-mode counters since the last reset."""

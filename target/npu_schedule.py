@@ -41,49 +41,85 @@ def _round_up(x: int, to: int) -> int:
     return -(-x // to) * to
 
 
+def _needs(mat, pn: int, pk: int, k_block: int) -> dict[str, int]:
+    """SRAM bytes per scope for a K block: staged strips are double-buffered; partial sums of
+    a whole row strip stay in the accumulator SRAM when K spans several blocks."""
+    acc_tiles = 2 * mat.tile_n if k_block == pk else pn
+    return {
+        "input": 2 * mat.tile_m * k_block,
+        "weight": 2 * k_block * mat.tile_n,
+        "accumulator": mat.tile_m * acc_tiles * 4,
+    }
+
+
 def plan_gemm(m: int, n: int, k: int, spec: LeptonSpec) -> GemmPlan:
     """Tile sizes for an ``m x n x k`` product; the deepest K block that fits SRAM.
 
     Raises
     ------
     SramOverflowError
-        When even one tile_k slice does not fit (the spec's SRAM is too small for this op).
+        When no K block fits (the spec's SRAM is too small for this operator).
     """
     mat = spec.matrix
     pm, pn, pk = _round_up(m, mat.tile_m), _round_up(n, mat.tile_n), _round_up(k, mat.tile_k)
-    # The deepest strip that divides the padded K and fits the input and weight SRAM.
-    k_block = pk
-    while k_block >= mat.tile_k:
-        if pk % k_block:
-            k_block -= mat.tile_k
-            continue
-        if (mat.tile_m * k_block <= spec.sram.input_bytes
-                and k_block * mat.tile_n <= spec.sram.weight_bytes
-                and mat.accumulator_tile_bytes <= spec.sram.accumulator_bytes):
+    # The deepest strip that divides the padded K and fits every SRAM scope.
+    for k_block in range(pk, 0, -mat.tile_k):
+        if pk % k_block == 0 and all(
+            need <= getattr(spec.sram, f"{scope}_bytes")
+            for scope, need in _needs(mat, pn, pk, k_block).items()
+        ):
             return GemmPlan(m, n, k, (pm, pn, pk), k_block)
-        k_block -= mat.tile_k
     raise SramOverflowError(
-        f"a {mat.tile_m}x{mat.tile_n}x{mat.tile_k} GEMM tile does not fit SRAM "
-        f"(input {spec.sram.input_bytes} B, weight {spec.sram.weight_bytes} B, accumulator "
-        f"{spec.sram.accumulator_bytes} B) for matmul {m}x{n}x{k}"
+        f"matmul {m}x{n}x{k} does not fit the SRAM of {spec.name} (input "
+        f"{spec.sram.input_bytes} B, weight {spec.sram.weight_bytes} B, accumulator "
+        f"{spec.sram.accumulator_bytes} B) with any K block"
     )
+
+
+def sram_needs(plan: GemmPlan, spec: LeptonSpec) -> dict[str, int]:
+    """Peak SRAM bytes per scope of ``plan``'s schedule."""
+    return _needs(spec.matrix, plan.padded[1], plan.padded[2], plan.k_block)
 
 
 def check_working_set(plan: GemmPlan, spec: LeptonSpec) -> None:
     """Raise SramOverflowError if ``plan`` stages more than the SRAM scopes hold."""
-    mat = spec.matrix
-    needs = {
-        "input": mat.tile_m * plan.k_block,
-        "weight": plan.k_block * mat.tile_n,
-        "accumulator": mat.accumulator_tile_bytes,
-    }
-    for scope, need in needs.items():
+    for scope, need in sram_needs(plan, spec).items():
         have = getattr(spec.sram, f"{scope}_bytes")
         if need > have:
             raise SramOverflowError(
                 f"matmul {plan.m}x{plan.n}x{plan.k}: the {scope} SRAM working set is {need} "
                 f"bytes but the spec's {scope} SRAM holds {have}; reduce k_block"
             )
+
+
+def sim_report(plan: GemmPlan, spec: LeptonSpec, counters: dict[str, int],
+               out_bytes_per_elem: int = 4) -> dict[str, float]:
+    """Cycles, utilisation and traffic of one run from the sim counters and the plan.
+
+    Overlap model: every staged strip is double-buffered, so DMA overlaps compute except the
+    first A and B strips (the prologue); each output tile is stored once (one transfer).
+    """
+    mat, dma = spec.matrix, spec.dma
+    pm, pn, _ = plan.padded
+    tiles = (pm // mat.tile_m) * (pn // mat.tile_n)
+    store_bytes = pm * pn * out_bytes_per_elem
+    store_cycles = tiles * dma.fixed_cycles + -(-store_bytes // dma.bytes_per_cycle)
+    prologue = dma.cycles(mat.tile_m * plan.k_block) + dma.cycles(plan.k_block * mat.tile_n)
+    compute = counters["compute_cycles"] + counters["vector_cycles"]
+    dma_total = counters["dma_cycles"] + store_cycles
+    cycles = max(compute, dma_total) + prologue
+    return {
+        "cycles": cycles,
+        "compute_cycles": compute,
+        "dma_cycles": dma_total,
+        "macs_useful": plan.useful_macs,
+        "macs_issued": counters["macs_issued"],
+        "utilisation": plan.useful_macs / (cycles * mat.macs_per_cycle),
+        "dram_bytes": counters["dram_bytes"] + store_bytes,
+        "roofline_cycles": max(plan.useful_macs / mat.macs_per_cycle,
+                               (counters["dram_bytes"] + store_bytes) / dma.bytes_per_cycle),
+        **{f"sram_{scope}_bytes": need for scope, need in sram_needs(plan, spec).items()},
+    }
 
 
 def schedule_matmul(sch, block, spec: LeptonSpec, plan: GemmPlan) -> None:
@@ -100,12 +136,32 @@ def schedule_matmul(sch, block, spec: LeptonSpec, plan: GemmPlan) -> None:
     io, ii = sch.split(i, [None, mat.tile_m])
     jo, ji = sch.split(j, [None, mat.tile_n])
     kb, kr = sch.split(k, [None, plan.k_block])
-    sch.reorder(io, jo, kb, ii, ji, kr)
-    sch.parallel(sch.fuse(io, jo))
+    # io: row strips in parallel; kb: K blocks; jo: output tiles reusing the staged A strip.
+    sch.reorder(io, kb, jo, ii, ji, kr)
+    sch.parallel(io)
+    _stage_operands(sch, block, spec, plan, kb, jo)
     sch.decompose_reduction(block, kb)
     sch.tensorize(ii, names.gemm)
     for name in padding:  # the pad/unpad copies run on the host, in parallel
         _parallel_outer(sch, sch.get_sblock(name))
+
+
+def _stage_operands(sch, block, spec: LeptonSpec, plan: GemmPlan, kb, jo) -> None:
+    """DMA the A strip (tile_m x k_block) into input SRAM once per K block and the B strip
+    (k_block x tile_n) into weight SRAM per output tile; the GEMM reads the staged copies."""
+    from .intrinsics import register_dma_load
+
+    mat = spec.matrix
+    a_copy = sch.cache_read(block, 0, "global")
+    b_copy = sch.cache_read(block, 1, "global")
+    sch.compute_at(a_copy, kb, preserve_unit_loops=True)
+    sch.compute_at(b_copy, jo, preserve_unit_loops=True)
+    for copy, scope, rows, cols, dtype in (
+        (a_copy, "input", mat.tile_m, plan.k_block, mat.input_dtype),
+        (b_copy, "weight", plan.k_block, mat.tile_n, mat.weight_dtype),
+    ):
+        loops = sch.get_loops(copy)
+        sch.tensorize(loops[-2], register_dma_load(spec, scope, rows, cols, dtype))
 
 
 def _parallel_outer(sch, block) -> None:

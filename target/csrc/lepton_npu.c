@@ -6,7 +6,7 @@
  *   sim  (1): the same arithmetic plus cycle and byte accounting from the spec.
  *
  * Every hardware number comes from the spec through -D flags set by the compiler
- * (LEPTON_TILE_M/N/K, LEPTON_VECTOR_LANES); none is spelled here.
+ * (LEPTON_TILE_M/N/K, LEPTON_VECTOR_LANES, LEPTON_DMA_*); none is spelled here.
  */
 #include <stdint.h>
 #include <string.h>
@@ -14,14 +14,18 @@
 #include <tvm/ffi/c_api.h>
 
 #if !defined(LEPTON_TILE_M) || !defined(LEPTON_TILE_N) || !defined(LEPTON_TILE_K) || \
-    !defined(LEPTON_VECTOR_LANES)
+    !defined(LEPTON_VECTOR_LANES) || !defined(LEPTON_DMA_BYTES_PER_CYCLE) || \
+    !defined(LEPTON_DMA_FIXED_CYCLES)
 #error "compile with the spec's -D flags (see lepton_compiler.target.npu_codegen)"
 #endif
 
 enum { LEPTON_MODE_FAST = 0, LEPTON_MODE_SIM = 1 };
 
 /* Counters of the sim mode; indices are part of the runtime ABI (see npu_counters). */
-enum { C_GEMM_CALLS, C_MACS_ISSUED, C_COMPUTE_CYCLES, C_VECTOR_CYCLES, C_COUNT };
+enum {
+  C_GEMM_CALLS, C_MACS_ISSUED, C_COMPUTE_CYCLES, C_VECTOR_CYCLES, C_DMA_CYCLES, C_DRAM_BYTES,
+  C_DMA_TRANSFERS, C_COUNT
+};
 
 static int g_mode = LEPTON_MODE_FAST;
 static int64_t g_counters[C_COUNT];
@@ -135,6 +139,24 @@ int lepton_requant_i32_i8(const int32_t* ACC, const int32_t* mult, const int32_t
     int64_t vectors = ((int64_t)m * n + LEPTON_VECTOR_LANES - 1) / LEPTON_VECTOR_LANES;
     __atomic_fetch_add(&g_counters[C_VECTOR_CYCLES], vectors * REQUANT_VECTOR_OPS,
                        __ATOMIC_RELAXED);
+  }
+  return 0;
+}
+
+/* DMA: copy a rows x row_bytes block from DRAM into an SRAM scope (one descriptor).
+ * Strides are in bytes. In the emulation the "SRAM" is a host buffer. */
+int lepton_dma_load(const int8_t* src, int8_t* dst, int32_t src_stride, int32_t dst_stride,
+                    int32_t rows, int32_t row_bytes, int32_t scope) {
+  (void)scope;
+  for (int32_t r = 0; r < rows; ++r)
+    memcpy(dst + (int64_t)r * dst_stride, src + (int64_t)r * src_stride, (size_t)row_bytes);
+  if (g_mode == LEPTON_MODE_SIM) {
+    int64_t bytes = (int64_t)rows * row_bytes;
+    int64_t cycles = LEPTON_DMA_FIXED_CYCLES +
+                     (bytes + LEPTON_DMA_BYTES_PER_CYCLE - 1) / LEPTON_DMA_BYTES_PER_CYCLE;
+    __atomic_fetch_add(&g_counters[C_DMA_CYCLES], cycles, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&g_counters[C_DRAM_BYTES], bytes, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&g_counters[C_DMA_TRANSFERS], 1, __ATOMIC_RELAXED);
   }
   return 0;
 }
