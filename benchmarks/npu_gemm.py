@@ -4,7 +4,8 @@
 
 All systems run in one process with the same thread count; throughput in GOP/s (2 ops per
 MAC) and the ratio to onnxruntime int8. Sim mode figures (cycles, MAC utilisation) for the
-same shapes come from the kernel's sim counters, DMA staging included. Results go to benchmarks/results/.
+same shapes come from the kernel's sim counters, DMA staging included. Results go to
+benchmarks/results/.
 """
 
 from __future__ import annotations
