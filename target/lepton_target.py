@@ -44,7 +44,8 @@ class LeptonTarget:
     def manifest(self) -> dict:
         """Target description for an artifact manifest."""
         return {**self.host.manifest(), "kind": TARGET_KEY, "spec": self.spec.name,
-                "spec_fingerprint": self.spec.fingerprint()}
+                "spec_fingerprint": self.spec.fingerprint(),
+                "peak_macs_per_cycle": self.spec.matrix.macs_per_cycle}
 
 
 def resolve_lepton(spec: Any = None, cpu: str | None = None,

@@ -260,6 +260,42 @@ class NpuKernel:
             return out.reshape(self.conv.n, oh, ow, self.conv.cout)
         return out
 
+    def export(self, path: str | os.PathLike, cpu: str | None = None) -> Path:
+        """Write the kernel as a one-call Lepton artifact for ``lepton_runtime.load``.
+
+        Inputs are the kernel's operands (for a conv2d: NHWC input and the HWIO weights
+        flattened to ``[KH*KW*Cin, Cout]``); the output is the int32 result ``[M, N]``.
+        """
+        from lepton_compiler import __version__, artifact, tvm_compat
+
+        from .lepton_target import resolve_lepton
+        from .npu_schedule import sim_static
+
+        if self.conv is not None:
+            c = self.conv
+            operands = [("input", [c.n, c.h, c.w, c.cin]), ("weight", [self.plan.k, c.cout])]
+        else:
+            operands = [("a", [self.plan.m, self.plan.k]), ("b", [self.plan.k, self.plan.n])]
+        tensors = [{"shape": shape, "dtype": "int8", "kind": "input", "index": i}
+                   for i, (_, shape) in enumerate(operands)]
+        tensors.append({"shape": list(self.out_shape), "dtype": "int32", "kind": "output",
+                        "index": 0})
+        plan = {
+            "version": 1, "arena_bytes": 0, "tensors": tensors,
+            "calls": [{"kernel": self.entry, "args": [0, 1, 2], "ops": [self.entry],
+                       "sim": sim_static(self.plan, self.spec)}],
+            "inputs": [{"name": name, "tensor": i} for i, (name, _) in enumerate(operands)],
+            "outputs": [{"name": "output", "tensor": 2}],
+        }
+        target = resolve_lepton(self.spec, cpu)
+        data = artifact.pack(
+            plan=plan, weights=b"", kernels=self.so_bytes,
+            target={**target.manifest(), "sim_counters": list(COUNTERS)},
+            compiler_version=__version__, tvm_version=tvm_compat.tvm_version(),
+            spec_fingerprint=self.spec.fingerprint(),
+        )
+        return artifact.write(path, data)
+
     def sim_report(self, a: np.ndarray, b: np.ndarray) -> dict[str, float]:
         """Run once in sim mode and report cycles, utilisation, DRAM bytes and SRAM peaks."""
         from .npu_schedule import sim_report

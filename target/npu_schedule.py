@@ -92,32 +92,48 @@ def check_working_set(plan: GemmPlan, spec: LeptonSpec) -> None:
             )
 
 
-def sim_report(plan: GemmPlan, spec: LeptonSpec, counters: dict[str, int],
-               out_bytes_per_elem: int = 4) -> dict[str, float]:
-    """Cycles, utilisation and traffic of one run from the sim counters and the plan.
+def sim_static(plan: GemmPlan, spec: LeptonSpec, out_bytes_per_elem: int = 4) -> dict[str, int]:
+    """The compiler's static sim figures of a GEMM kernel (recorded in the artifact's plan).
 
-    Overlap model: every staged strip is double-buffered, so DMA overlaps compute except the
-    first A and B strips (the prologue); each output tile is stored once (one transfer).
+    Each output tile is stored once (one transfer); the first A and B strips are the
+    prologue that double-buffering cannot hide.
     """
     mat, dma = spec.matrix, spec.dma
     pm, pn, _ = plan.padded
     tiles = (pm // mat.tile_m) * (pn // mat.tile_n)
     store_bytes = pm * pn * out_bytes_per_elem
-    store_cycles = tiles * dma.fixed_cycles + -(-store_bytes // dma.bytes_per_cycle)
-    prologue = dma.cycles(mat.tile_m * plan.k_block) + dma.cycles(plan.k_block * mat.tile_n)
-    compute = counters["compute_cycles"] + counters["vector_cycles"]
-    dma_total = counters["dma_cycles"] + store_cycles
-    cycles = max(compute, dma_total) + prologue
+    return {
+        "prologue_cycles": dma.cycles(mat.tile_m * plan.k_block)
+        + dma.cycles(plan.k_block * mat.tile_n),
+        "store_cycles": tiles * dma.fixed_cycles + -(-store_bytes // dma.bytes_per_cycle),
+        "store_bytes": store_bytes,
+        "useful_macs": plan.useful_macs,
+    }
+
+
+def sim_report(plan: GemmPlan, spec: LeptonSpec, counters: dict[str, int],
+               out_bytes_per_elem: int = 4) -> dict[str, float]:
+    """Cycles, utilisation and traffic of one run from the sim counters and the plan.
+
+    Uses the runtime's cycle model (``lepton_runtime.profile.sim_cycles``) so the compiler,
+    the benchmarks and ``Session.profile()`` agree.
+    """
+    from lepton_runtime.profile import sim_cycles
+
+    mat, dma = spec.matrix, spec.dma
+    static = sim_static(plan, spec, out_bytes_per_elem)
+    cycles = sim_cycles(counters, static)
+    dram = counters["dram_bytes"] + static["store_bytes"]
     return {
         "cycles": cycles,
-        "compute_cycles": compute,
-        "dma_cycles": dma_total,
+        "compute_cycles": counters["compute_cycles"] + counters["vector_cycles"],
+        "dma_cycles": counters["dma_cycles"] + static["store_cycles"],
         "macs_useful": plan.useful_macs,
         "macs_issued": counters["macs_issued"],
         "utilisation": plan.useful_macs / (cycles * mat.macs_per_cycle),
-        "dram_bytes": counters["dram_bytes"] + store_bytes,
+        "dram_bytes": dram,
         "roofline_cycles": max(plan.useful_macs / mat.macs_per_cycle,
-                               (counters["dram_bytes"] + store_bytes) / dma.bytes_per_cycle),
+                               dram / dma.bytes_per_cycle),
         **{f"sram_{scope}_bytes": need for scope, need in sram_needs(plan, spec).items()},
     }
 

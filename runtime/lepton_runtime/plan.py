@@ -31,11 +31,16 @@ class TensorSpec:
 
 @dataclass(frozen=True)
 class Call:
-    """One kernel invocation: a kernel name and the tensor ids it takes, outputs last."""
+    """One kernel invocation: a kernel name and the tensor ids it takes, outputs last.
+
+    ``sim`` holds the compiler's static sim figures of an NPU kernel (prologue_cycles,
+    store_cycles, store_bytes, useful_macs); empty for host kernels.
+    """
 
     kernel: str
     args: tuple[int, ...]
     ops: tuple[str, ...]
+    sim: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -122,7 +127,12 @@ def parse_plan(path: Path, plan: object, weights_bytes: int) -> Plan:
             raise _fail(path, f"call {n} has no kernel name")
         args = tuple(tensor_ref(a, f"call {n} argument") for a in raw.get("args") or [])
         ops = tuple(str(op) for op in raw.get("ops") or [])
-        calls.append(Call(raw["kernel"], args, ops))
+        sim = raw.get("sim") or {}
+        if not isinstance(sim, dict):
+            raise _fail(path, f"call {n} sim figures must be an object")
+        figures = tuple(sorted((str(k), _int(path, v, f"call {n} sim {k}")) for k, v in
+                               sim.items()))
+        calls.append(Call(raw["kernel"], args, ops, figures))
 
     def signature(key: str, kind: str) -> tuple[tuple[str, int], ...]:
         entries = plan.get(key)

@@ -8,6 +8,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,8 +18,11 @@ import numpy as np
 
 from . import archive, compat
 from . import format as fmt
-from .errors import ArtifactError, InputError, KernelError
+from .errors import ArtifactError, InputError, KernelError, UnsupportedArtifactError
 from .plan import Plan, TensorSpec, parse_plan
+from .profile import KernelProfile, Profile, sim_cycles
+
+MODES = {"fast": 0, "sim": 1}  # values of lepton_npu_set_mode
 
 
 @dataclass(frozen=True)
@@ -67,10 +71,11 @@ class Session:
     """
 
     def __init__(self, path: Path, manifest: dict, plan: Plan, weights: np.ndarray,
-                 module: Any) -> None:
+                 module: Any, mode: str = "fast") -> None:
         import tvm_ffi
 
         self.path = path
+        self.mode = mode
         self.manifest = manifest
         self._plan = plan
         self._lock = threading.Lock()
@@ -97,6 +102,7 @@ class Session:
                     f"{path}: plan calls kernel {call.kernel!r}, which kernels.so does not define"
                 ) from None
             self._calls.append((call, fn))
+        self._npu = self._npu_functions(module, mode)
 
     def _info(self, name: str, tid: int) -> TensorInfo:
         t = self._plan.tensors[tid]
@@ -175,30 +181,87 @@ class Session:
         """
         arrays = self._bind(args, kwargs)
         with self._lock:
-            for staging, array in zip(self._staging, arrays, strict=True):
-                np.copyto(staging, array, casting="no")
-            fresh = {}
-            for t in self._dynamic:
-                if t.kind == "output":
-                    fresh[t.index] = array = aligned_empty(t.shape, t.dtype)
+            return self._execute(arrays)
+
+    def _execute(self, arrays: list[np.ndarray], on_call: Any = None) -> Any:
+        for staging, array in zip(self._staging, arrays, strict=True):
+            np.copyto(staging, array, casting="no")
+        fresh = {}
+        for t in self._dynamic:
+            if t.kind == "output":
+                fresh[t.index] = array = aligned_empty(t.shape, t.dtype)
+            else:
+                array = self._arrays[t.base].reshape(t.shape)
+            self._arrays[t.id] = array
+            self._ffi[t.id] = self._from_dlpack(array)
+        ffi = self._ffi
+        for index, (call, fn) in enumerate(self._calls):
+            args = [ffi[i] for i in call.args]
+            try:
+                if on_call is None:
+                    fn(*args)
                 else:
-                    array = self._arrays[t.base].reshape(t.shape)
-                self._arrays[t.id] = array
-                self._ffi[t.id] = self._from_dlpack(array)
-            ffi = self._ffi
-            for call, fn in self._calls:
-                try:
-                    fn(*[ffi[i] for i in call.args])
-                except Exception as err:
-                    raise KernelError(f"kernel {call.kernel!r} failed: {err}") from None
-            results = []
-            for slot, (_, tid) in enumerate(self._plan.outputs):
-                t = self._plan.tensors[tid]
-                if t.kind == "output" and t.index == slot:
-                    results.append(fresh[slot])
-                else:
-                    results.append(np.array(self._arrays[tid], copy=True))
+                    on_call(index, call, lambda fn=fn, args=args: fn(*args))
+            except Exception as err:
+                raise KernelError(f"kernel {call.kernel!r} failed: {err}") from None
+        results = []
+        for slot, (_, tid) in enumerate(self._plan.outputs):
+            t = self._plan.tensors[tid]
+            if t.kind == "output" and t.index == slot:
+                results.append(fresh[slot])
+            else:
+                results.append(np.array(self._arrays[tid], copy=True))
         return results[0] if len(results) == 1 else tuple(results)
+
+    def _npu_functions(self, module: Any, mode: str) -> dict[str, Any]:
+        """The NPU control functions of kernels.so (empty for host-only artifacts)."""
+        try:
+            funcs = {"set_mode": module["lepton_npu_set_mode"],
+                     "counter": module["lepton_npu_counter"]}
+        except Exception:
+            funcs = {}
+        if mode == "sim" and not funcs:
+            raise UnsupportedArtifactError(
+                f"{self.path}: sim mode needs NPU kernels, and this artifact has none (it was "
+                "built for the host); load it with mode='fast'"
+            )
+        if funcs:
+            funcs["set_mode"](MODES[mode])
+        return funcs
+
+    def profile(self, *args: Any, **kwargs: Any) -> Profile:
+        """Run once and profile every kernel call.
+
+        In fast mode each call is timed; in sim mode NPU kernels also report simulated cycles,
+        MACs issued and useful, and DRAM bytes from the spec's accounting, whose totals are the
+        sums over the kernels. Inputs are passed as to :meth:`run`.
+        """
+        arrays = self._bind(args, kwargs)
+        names = list(self.manifest.get("target", {}).get("sim_counters") or [])
+        peak = int(self.manifest.get("target", {}).get("peak_macs_per_cycle") or 0)
+        rows: list[KernelProfile] = []
+
+        def measure(index: int, call: Any, invoke: Any) -> None:
+            counter = self._npu.get("counter")
+            if counter is not None:
+                counter(-1)
+            start = time.perf_counter()
+            invoke()
+            elapsed = (time.perf_counter() - start) * 1e3
+            row = KernelProfile(index, call.kernel, call.ops, elapsed)
+            static = dict(call.sim)
+            if counter is not None and self.mode == "sim" and static:
+                counts = {name: int(counter(i)) for i, name in enumerate(names)}
+                row.counters = {**counts, "_peak_macs_per_cycle": peak}
+                row.cycles = sim_cycles(counts, static)
+                row.macs_issued = counts.get("macs_issued", 0)
+                row.macs_useful = static.get("useful_macs", 0)
+                row.dram_bytes = counts.get("dram_bytes", 0) + static.get("store_bytes", 0)
+            rows.append(row)
+
+        with self._lock:
+            self._execute(arrays, measure)
+        return Profile(self.mode, rows)
 
     __call__ = run
 
@@ -228,7 +291,7 @@ def _load_kernels(path: Path, data: bytes) -> Any:
         shutil.rmtree(tmpdir, ignore_errors=True)
 
 
-def load(path: str | os.PathLike) -> Session:
+def load(path: str | os.PathLike, mode: str = "fast") -> Session:
     """Load, verify and prepare an artifact for running.
 
     Every member's sha256 is checked against the manifest, the format version, kernel ABI,
@@ -239,6 +302,10 @@ def load(path: str | os.PathLike) -> Session:
     ----------
     path
         A ``.lepton`` file written by ``CompiledModel.export`` or ``lepton compile``.
+    mode
+        ``"fast"`` (default): NPU instructions as optimised host code. ``"sim"``: the same
+        results plus cycle, MAC and DRAM accounting from the spec, read with
+        :meth:`Session.profile` (NPU artifacts only).
 
     Returns
     -------
@@ -250,6 +317,8 @@ def load(path: str | os.PathLike) -> Session:
     ArtifactError
         The file is missing, malformed, modified, unsafe or unsupported here (see subclasses).
     """
+    if mode not in MODES:
+        raise UnsupportedArtifactError(f"unknown mode {mode!r}; use 'fast' or 'sim'")
     path = Path(path)
     members = archive.list_members(path)
     manifest = archive.read_manifest(path, members)
@@ -275,7 +344,7 @@ def load(path: str | os.PathLike) -> Session:
     if hashlib.sha256(kernels).hexdigest() != manifest["members"][fmt.KERNELS]["sha256"]:
         raise ArtifactError(f"{path}: {fmt.KERNELS} changed while loading")
     module = _load_kernels(path, kernels)
-    return Session(path, manifest, plan, weights, module)
+    return Session(path, manifest, plan, weights, module, mode)
 
 
 def inspect(path: str | os.PathLike) -> dict:
