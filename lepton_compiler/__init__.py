@@ -20,6 +20,7 @@ from .errors import (
     LeptonError,
     ModelLoadError,
     OptionError,
+    SpecError,
     UnsupportedOperatorError,
 )
 
@@ -31,6 +32,7 @@ __all__ = [
     "LeptonError",
     "ModelLoadError",
     "OptionError",
+    "SpecError",
     "UnsupportedOperatorError",
     "__version__",
     "build",

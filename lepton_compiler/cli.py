@@ -39,7 +39,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     if model.suffix.lower() != ".onnx":
         raise OptionError(f"{model}: `lepton compile` takes an .onnx file")
     start = time.perf_counter()
-    compiled = build(str(model), examples, cpu=args.cpu)
+    compiled = build(str(model), examples, cpu=args.cpu, target=args.target, spec=args.spec)
     out = compiled.export(args.output)
     info = compiled.build_info
     print(f"compiled {model} -> {out} ({out.stat().st_size / 1e6:.2f} MB, "
@@ -48,6 +48,8 @@ def cmd_compile(args: argparse.Namespace) -> int:
         print(f"  input  {i}")
     for o in compiled.outputs:
         print(f"  output {o}")
+    for fallback in info.get("fallbacks", []):
+        print(f"  host fallback {fallback['kernel']}: {fallback['reason']}")
     return 0
 
 
@@ -72,7 +74,7 @@ def _load_inputs(session, specs: Sequence[str]) -> dict[str, np.ndarray]:
 def cmd_run(args: argparse.Namespace) -> int:
     import lepton_runtime
 
-    session = lepton_runtime.load(args.artifact)
+    session = lepton_runtime.load(args.artifact, mode=args.mode)
     inputs = _load_inputs(session, args.input or [])
     result = session.run(**inputs)
     outputs = result if isinstance(result, tuple) else (result,)
@@ -153,10 +155,15 @@ def make_parser() -> argparse.ArgumentParser:
                    help="fix a dynamic input shape, e.g. 1,3,224,224 (once per input, in order)")
     p.add_argument("--cpu", default=None,
                    help="LLVM cpu for the kernels (default: this machine's)")
+    p.add_argument("--target", default="host", choices=["host", "lepton"],
+                   help="host CPU (default) or the Lepton NPU with host fallback")
+    p.add_argument("--spec", default=None, help="NPU spec TOML for --target lepton")
     p.set_defaults(func=cmd_compile)
 
     p = sub.add_parser("run", help="run an artifact on .npy inputs")
     p.add_argument("artifact")
+    p.add_argument("--mode", default="fast", choices=["fast", "sim"],
+                   help="NPU execution mode (sim adds cycle accounting; NPU artifacts only)")
     p.add_argument("--input", "-i", action="append", metavar="[NAME=]FILE.npy",
                    help="an input array (once per input, in order or by name)")
     p.add_argument("--output", "-o", help="write the output (.npy) or all outputs (.npz)")

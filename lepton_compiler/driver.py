@@ -15,7 +15,11 @@ from .errors import CompileError, LeptonError, OptionError
 
 logger = logging.getLogger(__name__)
 
-TARGETS = ("host",)
+TARGETS = ("host", "lepton")
+FLOAT_FALLBACK_REASON = (
+    "float32 operands: the Lepton matrix engine computes int8 x int8 -> int32; quantize the "
+    "model to run this op on the NPU"
+)
 
 
 @contextmanager
@@ -40,6 +44,7 @@ def build(
     target: str = "host",
     cpu: str | None = None,
     num_threads: int | None = None,
+    spec: Any = None,
     verify: bool = True,
 ) -> CompiledModel:
     """Compile a model ahead of time.
@@ -52,13 +57,19 @@ def build(
         Inputs used to trace a torch module (tensors or numpy arrays, one per ``forward``
         argument); for ONNX they fix dynamic input shapes and may be omitted otherwise.
     target
-        ``"host"``: fp32 kernels for this machine's CPU.
+        ``"host"``: fp32 kernels for this machine's CPU. ``"lepton"``: the Lepton NPU; ops the
+        NPU cannot run fall back to host kernels in the same artifact, and
+        ``build_info["fallbacks"]`` says which and why (until quantization lands, a float
+        model runs entirely on the host: the matrix engine takes int8 operands).
     cpu
         LLVM CPU name for the kernels (default: this machine's, e.g. ``"znver3"``). Pass a
         portable one such as ``"x86-64-v3"`` to run the artifact on other machines.
     num_threads
         Cores the kernels are scheduled for (default: the cores this process may use). The
         thread count at run time is ``LEPTON_NUM_THREADS`` (default: all online CPUs).
+    spec
+        The NPU spec for ``target="lepton"``: a TOML path, a dict or a ``LeptonSpec``
+        (default: the bundled Lepton v1).
     verify
         Check the IR is well formed after every stage (cheap; on by default).
 
@@ -78,6 +89,13 @@ def build(
 
     if target not in TARGETS:
         raise OptionError(f"unknown target {target!r}; available targets: {', '.join(TARGETS)}")
+    if spec is not None and target != "lepton":
+        raise OptionError("spec= describes the Lepton NPU; pass it with target='lepton'")
+    npu = None
+    if target == "lepton":
+        from .target.lepton_target import resolve_lepton
+
+        npu = resolve_lepton(spec, cpu, num_threads)  # SpecError on a bad spec, before work
     timings: dict[str, float] = {}
     with _stage("import", timings):
         imported = frontend.import_model(model, example_inputs)
@@ -93,7 +111,7 @@ def build(
         check(mod, "fuse")
         kernels = lowering.kernels_of(mod)
     with _stage("schedule", timings):
-        host = resolve_host(cpu, num_threads)
+        host = npu.host if npu is not None else resolve_host(cpu, num_threads)
         mod = lowering.schedule(mod, HostScheduleConfig())
         check(mod, "schedule")
     with _stage("codegen", timings):
@@ -106,7 +124,8 @@ def build(
             plan=built.plan,
             weights=built.weights,
             kernels=kernels_so,
-            target=host.manifest(),
+            target=npu.manifest() if npu is not None else host.manifest(),
+            spec_fingerprint=npu.spec.fingerprint() if npu is not None else None,
             compiler_version=__version__,
             tvm_version=tvm_compat.tvm_version(),
         )
@@ -119,5 +138,10 @@ def build(
         "arena_bytes": built.plan["arena_bytes"],
         "weights_bytes": len(built.weights),
     }
+    if npu is not None:
+        info["spec"] = npu.spec.name
+        info["fallbacks"] = [
+            {"kernel": name, "reason": FLOAT_FALLBACK_REASON} for name in built.kernel_names
+        ]
     logger.info("built %s: %d kernels, %.1fs", target, info["kernels"], sum(timings.values()))
     return CompiledModel(data, info)

@@ -112,3 +112,19 @@ def test_compile_with_input_shape_and_npz_output(tmp_path):
     got = np.load(tmp_path / "y.npz")
     np.testing.assert_array_equal(got["pos"], np.maximum(data, 0))
     np.testing.assert_array_equal(got["neg"], -data)
+
+
+def test_compile_for_lepton_reports_fallbacks_and_sim_needs_npu(onnx_model, tmp_path):
+    _, path = onnx_model
+    out = tmp_path / "l.lepton"
+    result = lepton("compile", str(path), "-o", str(out), "--target", "lepton")
+    assert result.returncode == 0, result.stderr
+    assert "host fallback" in result.stdout and "int8" in result.stdout
+    np.save(tmp_path / "x.npy", np.zeros((3, 16), np.float32))
+    result = lepton("run", str(out), "--input", str(tmp_path / "x.npy"), "--mode", "sim")
+    assert result.returncode == 1 and "sim mode needs NPU kernels" in result.stderr
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[matrix]\ntile_q = 1\n")
+    result = lepton("compile", str(path), "-o", str(out), "--target", "lepton", "--spec",
+                    str(bad))
+    assert result.returncode == 1 and "bad.toml" in result.stderr

@@ -84,3 +84,35 @@ def test_batch_norm_is_folded_into_conv(cnn_compiled):
     # Every conv is followed by batch-norm in the CNN; after folding no kernel normalises.
     names = compiled.manifest["kernels"]
     assert not [n for n in names if "batch_norm" in n or "rsqrt" in n or "divide" in n]
+
+
+def test_lepton_target_float_model_falls_back_to_host_with_reasons(tmp_path):
+    from lepton_compiler.target.spec import load_spec
+
+    model = MODELS["mlp"][0]()
+    (x,) = MODELS["mlp"][1](np.random.default_rng(4))
+    compiled = lepton_compiler.build(model, (x,), target="lepton")
+    with torch.no_grad():
+        assert relative_error(compiled(x), model(x).numpy()) <= 1e-4
+    manifest = compiled.manifest
+    assert manifest["target"]["kind"] == "lepton"
+    assert manifest["spec_fingerprint"] == load_spec().fingerprint()
+    fallbacks = compiled.build_info["fallbacks"]
+    assert fallbacks and all("int8" in f["reason"] for f in fallbacks)
+
+    data = load_spec().to_dict()
+    data["matrix"].update(tile_m=8, tile_n=8, tile_k=8)
+    other = lepton_compiler.build(model, (x,), target="lepton", spec=data)
+    assert other.manifest["spec_fingerprint"] != manifest["spec_fingerprint"]
+
+
+def test_spec_errors_surface_before_compiling(tmp_path):
+    from lepton_compiler.errors import OptionError, SpecError
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[matrix]\ntile_m = 12\n")
+    model = MODELS["mlp"][0]()
+    with pytest.raises(SpecError, match=r"bad\.toml"):
+        lepton_compiler.build(model, (torch.zeros(8, 64),), target="lepton", spec=bad)
+    with pytest.raises(OptionError, match="spec= describes the Lepton NPU"):
+        lepton_compiler.build(model, (torch.zeros(8, 64),), spec=bad)
