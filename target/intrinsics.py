@@ -14,6 +14,7 @@ from .spec import LeptonSpec
 GEMM_EXTERN = "lepton_gemm_i8"
 REQUANT_EXTERN = "lepton_requant_i32_i8"
 DMA_LOAD_EXTERN = "lepton_dma_load"
+VECTOR_EXTERNS = {"max_i8": "lepton_vmax_i8", "add_i32": "lepton_vadd_i32"}
 SRAM_SCOPES = {"input": 0, "weight": 1, "accumulator": 2}  # ids shared with lepton_npu.c
 
 
@@ -191,6 +192,59 @@ def register_dma_load(spec: LeptonSpec, scope: str, rows: int, cols: int, dtype:
             T.evaluate(T.call_extern("int32", DMA_LOAD_EXTERN, S.access_ptr("r"),
                                      D.access_ptr("w"), ss * elem_bytes, sd * elem_bytes, rows,
                                      cols * elem_bytes, scope_id))
+
+    TensorIntrin.register(name, desc, impl)
+    return name
+
+
+def vector_name(spec: LeptonSpec, op: str) -> str:
+    """Name of a vector-unit instruction over one ``lanes``-wide vector."""
+    return f"lepton_{spec.fingerprint()}_v{op}_{spec.vector.lanes}"
+
+
+def register_vector_op(spec: LeptonSpec, op: str) -> str:
+    """Register (idempotently) an elementwise vector instruction; returns its name.
+
+    Accumulating form, ``out`` read and written: ``max_i8``: ``out = max(out, a)`` on int8
+    lanes (max pooling); ``add_i32``: ``out = out + a`` on int32 lanes (residual add and
+    average-pool sums in the accumulator domain).
+    """
+    from tvm.s_tir import TensorIntrin
+    from tvm.script import tirx as T
+
+    if op not in VECTOR_EXTERNS:
+        raise ValueError(f"unknown vector op {op!r}; known: {', '.join(VECTOR_EXTERNS)}")
+    name = vector_name(spec, op)
+    if TensorIntrin.get(name, allow_missing=True) is not None:
+        return name
+    lanes = spec.vector.lanes
+    dtype = "int8" if op == "max_i8" else "int32"
+    extern = VECTOR_EXTERNS[op]
+
+    @T.prim_func(s_tir=True)
+    def desc(a: T.handle, out: T.handle) -> None:
+        A = T.match_buffer(a, (lanes,), dtype, offset_factor=1)
+        OUT = T.match_buffer(out, (lanes,), dtype, offset_factor=1)
+        with T.sblock("root"):
+            T.reads(OUT[0:lanes], A[0:lanes])
+            T.writes(OUT[0:lanes])
+            for i in T.serial(lanes):
+                with T.sblock("v"):
+                    vi = T.axis.remap("S", [i])
+                    if op == "max_i8":
+                        OUT[vi] = T.max(OUT[vi], A[vi])
+                    else:
+                        OUT[vi] = OUT[vi] + A[vi]
+
+    @T.prim_func(s_tir=True)
+    def impl(a: T.handle, out: T.handle) -> None:
+        A = T.match_buffer(a, (lanes,), dtype, offset_factor=1)
+        OUT = T.match_buffer(out, (lanes,), dtype, offset_factor=1)
+        with T.sblock("root"):
+            T.reads(OUT[0:lanes], A[0:lanes])
+            T.writes(OUT[0:lanes])
+            T.evaluate(T.call_extern("int32", extern, OUT.access_ptr("r"), A.access_ptr("r"),
+                                     OUT.access_ptr("w"), lanes))
 
     TensorIntrin.register(name, desc, impl)
     return name

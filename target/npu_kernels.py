@@ -215,6 +215,30 @@ def build_conv2d(shape: Conv2dShape, spec: LeptonSpec | None = None,
                      (shape.gemm[0], shape.cout), "conv2d", shape)
 
 
+def load_kernel_library(so_bytes: bytes) -> Any:
+    """Load a stand-alone kernel library with tvm_ffi and install its parallel runtime."""
+    import tvm_ffi
+
+    fd, name = tempfile.mkstemp(suffix=".so", prefix="lepton-npu-")
+    with os.fdopen(fd, "wb") as f:
+        f.write(so_bytes)
+    try:
+        module = tvm_ffi.load_module(name)
+    finally:
+        os.unlink(name)
+    module["lepton_install_backend"]()
+    return module
+
+
+def read_counters(module: Any, reset: bool = False) -> dict[str, int]:
+    """The sim-mode counters of a loaded kernel library since the last reset."""
+    read = module["lepton_npu_counter"]
+    values = {name: int(read(i)) for i, name in enumerate(COUNTERS)}
+    if reset:
+        read(-1)
+    return values
+
+
 @dataclass
 class NpuKernel:
     """A loaded stand-alone NPU kernel: run it in fast or sim mode, read the sim counters."""
@@ -229,14 +253,7 @@ class NpuKernel:
     def __post_init__(self) -> None:
         import tvm_ffi
 
-        fd, name = tempfile.mkstemp(suffix=".so", prefix="lepton-npu-")
-        with os.fdopen(fd, "wb") as f:
-            f.write(self.so_bytes)
-        try:
-            self._module = tvm_ffi.load_module(name)
-        finally:
-            os.unlink(name)
-        self._module["lepton_install_backend"]()
+        self._module = load_kernel_library(self.so_bytes)
         self._fn = self._module[self.entry]
         self._from_dlpack = tvm_ffi.from_dlpack
 
@@ -306,11 +323,7 @@ class NpuKernel:
 
     def counters(self, reset: bool = False) -> dict[str, int]:
         """The sim-mode counters since the last reset."""
-        read = self._module["lepton_npu_counter"]
-        values = {name: int(read(i)) for i, name in enumerate(COUNTERS)}
-        if reset:
-            read(-1)
-        return values
+        return read_counters(self._module, reset)
 
 
 @dataclass
@@ -325,14 +338,7 @@ class RequantKernel:
     def __post_init__(self) -> None:
         import tvm_ffi
 
-        fd, name = tempfile.mkstemp(suffix=".so", prefix="lepton-npu-")
-        with os.fdopen(fd, "wb") as f:
-            f.write(self.so_bytes)
-        try:
-            self._module = tvm_ffi.load_module(name)
-        finally:
-            os.unlink(name)
-        self._module["lepton_install_backend"]()
+        self._module = load_kernel_library(self.so_bytes)
         self._fn = self._module["requant"]
         self._from_dlpack = tvm_ffi.from_dlpack
 
@@ -358,8 +364,5 @@ class RequantKernel:
         return out[:m, :n].copy()
 
     def counters(self, reset: bool = False) -> dict[str, int]:
-        read = self._module["lepton_npu_counter"]
-        values = {name: int(read(i)) for i, name in enumerate(COUNTERS)}
-        if reset:
-            read(-1)
-        return values
+        return read_counters(self._module, reset)
+

@@ -161,6 +161,25 @@ int lepton_dma_load(const int8_t* src, int8_t* dst, int32_t src_stride, int32_t 
   return 0;
 }
 
+/* Vector unit: one lanes-wide op per cycle. */
+static inline void count_vector_op(void) {
+  if (g_mode == LEPTON_MODE_SIM) __atomic_fetch_add(&g_counters[C_VECTOR_CYCLES], 1,
+                                                    __ATOMIC_RELAXED);
+}
+
+int lepton_vmax_i8(const int8_t* a, const int8_t* b, int8_t* out, int32_t lanes) {
+  for (int32_t i = 0; i < lanes; ++i) out[i] = a[i] > b[i] ? a[i] : b[i];
+  count_vector_op();
+  return 0;
+}
+
+int lepton_vadd_i32(const int32_t* a, const int32_t* b, int32_t* out, int32_t lanes) {
+  /* two's-complement wrap-around, like the int32 reference */
+  for (int32_t i = 0; i < lanes; ++i) out[i] = (int32_t)((uint32_t)a[i] + (uint32_t)b[i]);
+  count_vector_op();
+  return 0;
+}
+
 /* ---- tvm-ffi packed functions the runtime calls ------------------------------------------ */
 
 static int read_int(const TVMFFIAny* arg, int64_t* out) {
