@@ -76,6 +76,52 @@ def _measure(m: int, n: int, k: int, spec, args, build_matmul) -> dict:
     }
 
 
+def _ort_conv_integer(x_shape, w_shape, pad: int, threads: int, x_type: int):
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", x_type, list(x_shape))
+    w = helper.make_tensor_value_info("w", TensorProto.INT8, list(w_shape))
+    y = helper.make_tensor_value_info("y", TensorProto.INT32, None)
+    node = helper.make_node("ConvInteger", ["x", "w"], ["y"], pads=[pad] * 4)
+    model = helper.make_model(helper.make_graph([node], "g", [x, w], [y]),
+                              opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    return ort.InferenceSession(model.SerializeToString(), options,
+                                providers=["CPUExecutionProvider"])
+
+
+def _measure_conv(args) -> dict:
+    """ResNet-18 layer1 3x3 conv (56x56x64 -> 64), Lepton NHWC vs onnxruntime ConvInteger."""
+    from lepton_compiler.target.npu_kernels import Conv2dShape, build_conv2d
+    from onnx import TensorProto
+
+    shape = Conv2dShape(1, 56, 56, 64, 64, 3, 3, (1, 1), (1, 1, 1, 1))
+    rng = np.random.default_rng(0)
+    x = rng.integers(-128, 128, (1, 56, 56, 64), dtype=np.int8)
+    w = rng.integers(-128, 128, (3, 3, 64, 64), dtype=np.int8)
+    kernel = build_conv2d(shape)
+    ops = 2.0 * np.prod(shape.gemm)
+    t_lepton = _median_s(lambda: kernel.run(x, w), args.repeats)
+    x_nchw = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    w_oihw = np.ascontiguousarray(w.transpose(3, 2, 0, 1))
+    try:
+        session = _ort_conv_integer(x_nchw.shape, w_oihw.shape, 1, args.threads,
+                                    TensorProto.INT8)
+        feed = {"x": x_nchw, "w": w_oihw}
+        session.run(None, feed)
+    except Exception:  # onnxruntime's ConvInteger may take only uint8 activations
+        session = _ort_conv_integer(x_nchw.shape, w_oihw.shape, 1, args.threads,
+                                    TensorProto.UINT8)
+        feed = {"x": x_nchw.view(np.uint8), "w": w_oihw}
+    t_ort = _median_s(lambda: session.run(None, feed), args.repeats)
+    return {"shape": "resnet18 layer1 3x3 conv 56x56x64->64",
+            "lepton_fast_gops": ops / t_lepton / 1e9,
+            "onnxruntime_int8_gops": ops / t_ort / 1e9,
+            "ratio_to_onnxruntime": t_ort / t_lepton}
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
@@ -89,7 +135,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     spec = load_spec()
     rows = [_measure(m, n, k, spec, args, build_matmul) for m, n, k in SHAPES]
-    report = {"benchmark": "npu_gemm", "threads": args.threads, "spec": spec.name,
+    conv = _measure_conv(args)
+    report = {"benchmark": "npu_gemm", "conv": conv, "threads": args.threads, "spec": spec.name,
               "spec_fingerprint": spec.fingerprint(),
               "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
               "rows": rows}
@@ -102,6 +149,9 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"{'x'.join(map(str, r['shape'])):<14}{r['lepton_fast_gops']:>13.1f}"
               f"{r['onnxruntime_int8_gops']:>10.1f}{r['numpy_fp32_gops']:>9.1f}"
               f"{r['ratio_to_onnxruntime']:>7.2f}x{r['sim_mac_utilisation']:>10.0%}")
+    print(f"{conv['shape']}: lepton {conv['lepton_fast_gops']:.1f} GOP/s, onnxruntime "
+          f"ConvInteger {conv['onnxruntime_int8_gops']:.1f} GOP/s, "
+          f"{conv['ratio_to_onnxruntime']:.2f}x")
     print(f"wrote {out}")
     return report
 
