@@ -13,7 +13,7 @@ from .spec import LeptonSpec
 
 GEMM_EXTERN = "lepton_gemm_i8"
 REQUANT_EXTERN = "lepton_requant_i32_i8"
-DMA_LOAD_EXTERN = "lepton_dma_load"
+DMA_EXTERNS = {"load": "lepton_dma_load", "store": "lepton_dma_store"}
 VECTOR_EXTERNS = {"max_i8": "lepton_vmax_i8", "add_i32": "lepton_vadd_i32"}
 SRAM_SCOPES = {"input": 0, "weight": 1, "accumulator": 2}  # ids shared with lepton_npu.c
 
@@ -146,27 +146,33 @@ def register_intrinsics(spec: LeptonSpec, depth: int | None = None) -> Intrinsic
     return names
 
 
-def dma_load_name(spec: LeptonSpec, scope: str, rows: int, cols: int, dtype: str) -> str:
-    """Name of the DMA instruction that loads a ``rows x cols`` block into an SRAM scope."""
-    return f"lepton_{spec.fingerprint()}_dma_load_{scope}_{rows}x{cols}_{dtype}"
+def dma_name(spec: LeptonSpec, direction: str, scope: str, rows: int, cols: int,
+             dtype: str) -> str:
+    """Name of the DMA instruction moving a ``rows x cols`` block to/from an SRAM scope."""
+    return f"lepton_{spec.fingerprint()}_dma_{direction}_{scope}_{rows}x{cols}_{dtype}"
 
 
-def register_dma_load(spec: LeptonSpec, scope: str, rows: int, cols: int, dtype: str) -> str:
-    """Register (idempotently) a 2-D DMA load into ``scope``; returns its name.
+def register_dma(spec: LeptonSpec, direction: str, scope: str, rows: int, cols: int,
+                 dtype: str) -> str:
+    """Register (idempotently) a 2-D DMA transfer; returns its name.
 
-    Semantics: ``dst[r, c] = src[r, c]`` for a ``rows x cols`` block, one DMA descriptor (one
-    fixed cost) per block; strided on both sides.
+    ``direction="load"``: DRAM -> ``scope``; ``"store"``: ``scope`` -> DRAM. Semantics:
+    ``dst[r, c] = src[r, c]`` for a ``rows x cols`` block, one descriptor (one fixed cost)
+    per block, strided on both sides.
     """
     from tvm.s_tir import TensorIntrin
     from tvm.script import tirx as T
 
     if scope not in SRAM_SCOPES:
         raise ValueError(f"unknown SRAM scope {scope!r}; known: {', '.join(SRAM_SCOPES)}")
-    name = dma_load_name(spec, scope, rows, cols, dtype)
+    if direction not in DMA_EXTERNS:
+        raise ValueError(f"unknown DMA direction {direction!r}; use 'load' or 'store'")
+    name = dma_name(spec, direction, scope, rows, cols, dtype)
     if TensorIntrin.get(name, allow_missing=True) is not None:
         return name
     scope_id = SRAM_SCOPES[scope]
     elem_bytes = {"int8": 1, "int16": 2, "int32": 4}[dtype]
+    extern = DMA_EXTERNS[direction]
 
     @T.prim_func(s_tir=True)
     def desc(src: T.handle, dst: T.handle) -> None:
@@ -189,9 +195,9 @@ def register_dma_load(spec: LeptonSpec, scope: str, rows: int, cols: int, dtype:
         with T.sblock("root"):
             T.reads(S[0:rows, 0:cols])
             T.writes(D[0:rows, 0:cols])
-            T.evaluate(T.call_extern("int32", DMA_LOAD_EXTERN, S.access_ptr("r"),
-                                     D.access_ptr("w"), ss * elem_bytes, sd * elem_bytes, rows,
-                                     cols * elem_bytes, scope_id))
+            T.evaluate(T.call_extern("int32", extern, S.access_ptr("r"), D.access_ptr("w"),
+                                     ss * elem_bytes, sd * elem_bytes, rows, cols * elem_bytes,
+                                     scope_id))
 
     TensorIntrin.register(name, desc, impl)
     return name

@@ -92,27 +92,20 @@ def check_working_set(plan: GemmPlan, spec: LeptonSpec) -> None:
             )
 
 
-def sim_static(plan: GemmPlan, spec: LeptonSpec, out_bytes_per_elem: int = 4) -> dict[str, int]:
-    """The compiler's static sim figures of a GEMM kernel (recorded in the artifact's plan).
-
-    Each output tile is stored once (one transfer); the first A and B strips are the
-    prologue that double-buffering cannot hide.
+def sim_static(plan: GemmPlan, spec: LeptonSpec) -> dict[str, int]:
+    """The compiler's static sim figures of a GEMM kernel (recorded in the artifact's plan):
+    the prologue double-buffering cannot hide (the first A and B strips) and the useful MACs.
     """
     mat, dma = spec.matrix, spec.dma
-    pm, pn, _ = plan.padded
-    tiles = (pm // mat.tile_m) * (pn // mat.tile_n)
-    store_bytes = pm * pn * out_bytes_per_elem
     return {
         "prologue_cycles": dma.cycles(mat.tile_m * plan.k_block)
         + dma.cycles(plan.k_block * mat.tile_n),
-        "store_cycles": tiles * dma.fixed_cycles + -(-store_bytes // dma.bytes_per_cycle),
-        "store_bytes": store_bytes,
         "useful_macs": plan.useful_macs,
+        **{f"sram_{scope}_bytes": need for scope, need in sram_needs(plan, spec).items()},
     }
 
 
-def sim_report(plan: GemmPlan, spec: LeptonSpec, counters: dict[str, int],
-               out_bytes_per_elem: int = 4) -> dict[str, float]:
+def sim_report(plan: GemmPlan, spec: LeptonSpec, counters: dict[str, int]) -> dict[str, float]:
     """Cycles, utilisation and traffic of one run from the sim counters and the plan.
 
     Uses the runtime's cycle model (``lepton_runtime.profile.sim_cycles``) so the compiler,
@@ -121,13 +114,13 @@ def sim_report(plan: GemmPlan, spec: LeptonSpec, counters: dict[str, int],
     from lepton_runtime.profile import sim_cycles
 
     mat, dma = spec.matrix, spec.dma
-    static = sim_static(plan, spec, out_bytes_per_elem)
+    static = sim_static(plan, spec)
     cycles = sim_cycles(counters, static)
-    dram = counters["dram_bytes"] + static["store_bytes"]
+    dram = counters["dram_bytes"]
     return {
         "cycles": cycles,
         "compute_cycles": counters["compute_cycles"] + counters["vector_cycles"],
-        "dma_cycles": counters["dma_cycles"] + static["store_cycles"],
+        "dma_cycles": counters["dma_cycles"],
         "macs_useful": plan.useful_macs,
         "macs_issued": counters["macs_issued"],
         "utilisation": plan.useful_macs / (cycles * mat.macs_per_cycle),
@@ -163,21 +156,25 @@ def schedule_matmul(sch, block, spec: LeptonSpec, plan: GemmPlan) -> None:
 
 
 def _stage_operands(sch, block, spec: LeptonSpec, plan: GemmPlan, kb, jo) -> None:
-    """DMA the A strip (tile_m x k_block) into input SRAM once per K block and the B strip
-    (k_block x tile_n) into weight SRAM per output tile; the GEMM reads the staged copies."""
-    from .intrinsics import register_dma_load
+    """DMA the A strip (tile_m x k_block) into input SRAM once per K block, the B strip
+    (k_block x tile_n) into weight SRAM per output tile, and store each int32 output tile
+    from the accumulator SRAM; the GEMM works on the staged copies."""
+    from .intrinsics import register_dma
 
     mat = spec.matrix
     a_copy = sch.cache_read(block, 0, "global")
     b_copy = sch.cache_read(block, 1, "global")
+    c_store = sch.cache_write(block, 0, "global")
     sch.compute_at(a_copy, kb, preserve_unit_loops=True)
     sch.compute_at(b_copy, jo, preserve_unit_loops=True)
-    for copy, scope, rows, cols, dtype in (
-        (a_copy, "input", mat.tile_m, plan.k_block, mat.input_dtype),
-        (b_copy, "weight", plan.k_block, mat.tile_n, mat.weight_dtype),
+    sch.reverse_compute_at(c_store, jo, preserve_unit_loops=True)
+    for copy, direction, scope, rows, cols, dtype in (
+        (a_copy, "load", "input", mat.tile_m, plan.k_block, mat.input_dtype),
+        (b_copy, "load", "weight", plan.k_block, mat.tile_n, mat.weight_dtype),
+        (c_store, "store", "accumulator", mat.tile_m, mat.tile_n, mat.accumulator_dtype),
     ):
         loops = sch.get_loops(copy)
-        sch.tensorize(loops[-2], register_dma_load(spec, scope, rows, cols, dtype))
+        sch.tensorize(loops[-2], register_dma(spec, direction, scope, rows, cols, dtype))
 
 
 def _parallel_outer(sch, block) -> None:

@@ -41,6 +41,8 @@ def test_sim_profile_matches_the_compiler_and_sums(matmul_artifact):
     assert row.dram_bytes >= a.nbytes + b.nbytes + 100 * 70 * 4
     assert 0 < row.utilisation <= 1
     assert "matmul" in profile.table()
+    assert set(row.sram_bytes) == {"input", "weight", "accumulator"}
+    assert row.counters["dma_transfers"] > 0  # operand loads and output stores
 
 
 def test_fast_profile_times_kernels_without_accounting(matmul_artifact):

@@ -34,7 +34,7 @@ class Call:
     """One kernel invocation: a kernel name and the tensor ids it takes, outputs last.
 
     ``sim`` holds the compiler's static sim figures of an NPU kernel (prologue_cycles,
-    store_cycles, store_bytes, useful_macs); empty for host kernels.
+    useful_macs, sram_<scope>_bytes); empty for host kernels.
     """
 
     kernel: str

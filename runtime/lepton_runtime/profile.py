@@ -1,9 +1,9 @@
 """Per-kernel profiles of a Session: wall time (fast mode) or simulated NPU accounting (sim).
 
-The sim cycle model: every DMA-staged operand strip is double-buffered, so DMA overlaps
-compute except the prologue (the first strips); output tiles are stored once each::
+The sim cycle model: every DMA transfer (operand loads, output stores) is double-buffered, so
+DMA overlaps compute except the prologue (the first operand strips)::
 
-    cycles = max(compute_cycles + vector_cycles, dma_cycles + store_cycles) + prologue_cycles
+    cycles = max(compute_cycles + vector_cycles, dma_cycles) + prologue_cycles
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 def sim_cycles(counters: Mapping[str, int], static: Mapping[str, int]) -> int:
     """Cycles of one kernel call from its sim counters and the compiler's static figures."""
     compute = counters.get("compute_cycles", 0) + counters.get("vector_cycles", 0)
-    dma = counters.get("dma_cycles", 0) + static.get("store_cycles", 0)
+    dma = counters.get("dma_cycles", 0)
     return max(compute, dma) + static.get("prologue_cycles", 0)
 
 
@@ -31,6 +31,7 @@ class KernelProfile:
     macs_useful: int = 0
     macs_issued: int = 0
     dram_bytes: int = 0
+    sram_bytes: dict[str, int] = field(default_factory=dict)  # peak per SRAM scope
     counters: dict[str, int] = field(default_factory=dict)
 
     @property

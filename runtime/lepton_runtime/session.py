@@ -256,7 +256,9 @@ class Session:
                 row.cycles = sim_cycles(counts, static)
                 row.macs_issued = counts.get("macs_issued", 0)
                 row.macs_useful = static.get("useful_macs", 0)
-                row.dram_bytes = counts.get("dram_bytes", 0) + static.get("store_bytes", 0)
+                row.dram_bytes = counts.get("dram_bytes", 0)
+                row.sram_bytes = {k[len("sram_"):-len("_bytes")]: v for k, v in static.items()
+                                  if k.startswith("sram_")}
             rows.append(row)
 
         with self._lock:

@@ -180,11 +180,10 @@ int lepton_requant_i32_i8(const int32_t* ACC, const int32_t* mult, const int32_t
   return 0;
 }
 
-/* DMA: copy a rows x row_bytes block from DRAM into an SRAM scope (one descriptor).
+/* DMA: copy a rows x row_bytes block between DRAM and an SRAM scope (one descriptor).
  * Strides are in bytes. In the emulation the "SRAM" is a host buffer. */
-int lepton_dma_load(const int8_t* src, int8_t* dst, int32_t src_stride, int32_t dst_stride,
-                    int32_t rows, int32_t row_bytes, int32_t scope) {
-  (void)scope;
+static int dma_copy(const int8_t* src, int8_t* dst, int32_t src_stride, int32_t dst_stride,
+                    int32_t rows, int32_t row_bytes) {
   for (int32_t r = 0; r < rows; ++r)
     memcpy(dst + (int64_t)r * dst_stride, src + (int64_t)r * src_stride, (size_t)row_bytes);
   if (g_mode == LEPTON_MODE_SIM) {
@@ -196,6 +195,18 @@ int lepton_dma_load(const int8_t* src, int8_t* dst, int32_t src_stride, int32_t 
     __atomic_fetch_add(&g_counters[C_DMA_TRANSFERS], 1, __ATOMIC_RELAXED);
   }
   return 0;
+}
+
+int lepton_dma_load(const int8_t* src, int8_t* dst, int32_t src_stride, int32_t dst_stride,
+                    int32_t rows, int32_t row_bytes, int32_t scope) {
+  (void)scope;
+  return dma_copy(src, dst, src_stride, dst_stride, rows, row_bytes);
+}
+
+int lepton_dma_store(const int8_t* src, int8_t* dst, int32_t src_stride, int32_t dst_stride,
+                     int32_t rows, int32_t row_bytes, int32_t scope) {
+  (void)scope;
+  return dma_copy(src, dst, src_stride, dst_stride, rows, row_bytes);
 }
 
 /* Vector unit: one lanes-wide op per cycle. */
