@@ -16,10 +16,6 @@ from .errors import CompileError, LeptonError, OptionError
 logger = logging.getLogger(__name__)
 
 TARGETS = ("host", "lepton")
-FLOAT_FALLBACK_REASON = (
-    "float32 operands: the Lepton matrix engine computes int8 x int8 -> int32; quantize the "
-    "model to run this op on the NPU"
-)
 
 
 @contextmanager
@@ -139,9 +135,12 @@ def build(
         "weights_bytes": len(built.weights),
     }
     if npu is not None:
+        from .target.npu_constraints import int8_operands
+
+        # Until quantization lands every kernel of a float model is float: the int8 rule's
+        # own text is the reason.
+        reason = " ".join((int8_operands.__doc__ or "").split()) + " Quantize the model."
         info["spec"] = npu.spec.name
-        info["fallbacks"] = [
-            {"kernel": name, "reason": FLOAT_FALLBACK_REASON} for name in built.kernel_names
-        ]
+        info["fallbacks"] = [{"kernel": name, "reason": reason} for name in built.kernel_names]
     logger.info("built %s: %d kernels, %.1fs", target, info["kernels"], sum(timings.values()))
     return CompiledModel(data, info)

@@ -1,0 +1,68 @@
+"""Offload constraints: which operators the Lepton NPU runs, and why the others fall back.
+
+Each rule is a small function whose docstring is the user-facing rule; a failing rule returns
+the specific reason (naming the op and the offending dtype or shape) and the op runs on the
+host inside the same artifact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .spec import LeptonSpec
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where an operator runs, and the reason when it is the host."""
+
+    on_npu: bool
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Conv2dOp:
+    """The facts about a conv2d that the rules look at."""
+
+    name: str
+    dtype: str
+    cin: int
+    cout: int
+    groups: int
+
+
+def int8_operands(op: Conv2dOp, spec: LeptonSpec) -> str | None:
+    """The matrix engine multiplies int8 operands; float tensors run on the host."""
+    if op.dtype != spec.matrix.input_dtype:
+        return (f"{op.name}: {op.dtype} operands — the matrix engine computes "
+                f"{spec.matrix.input_dtype} x {spec.matrix.weight_dtype}; quantize the model")
+    return None
+
+
+def dense_groups(op: Conv2dOp, spec: LeptonSpec) -> str | None:
+    """Grouped and depthwise convolutions run on the host: the engine reduces over tile_k
+    input channels at once, and with one input channel per group it would idle at
+    1/tile_k utilisation."""
+    if op.groups != 1:
+        kind = "depthwise" if op.groups == op.cin == op.cout else "grouped"
+        return (f"{op.name}: {kind} conv2d (groups={op.groups}, {op.cin} -> {op.cout} "
+                f"channels) reduces over {op.cin // op.groups} input channel(s) per output; the "
+                f"engine's {spec.matrix.tile_k}-deep reduction would be "
+                f"{op.cin // op.groups}/{spec.matrix.tile_k} utilised, so it runs on the host")
+    return None
+
+
+CONV2D_RULES: tuple[Callable[[Conv2dOp, LeptonSpec], str | None], ...] = (
+    int8_operands,
+    dense_groups,
+)
+
+
+def conv2d_placement(op: Conv2dOp, spec: LeptonSpec) -> Placement:
+    """Apply every conv2d rule; the first that fails gives the host-fallback reason."""
+    for rule in CONV2D_RULES:
+        reason = rule(op, spec)
+        if reason is not None:
+            return Placement(False, reason)
+    return Placement(True)
