@@ -28,18 +28,25 @@ class LeptonTarget:
         """``<spec name>-<fingerprint>``: the spec identity recorded in the TVM target."""
         return f"{self.spec.name}-{self.spec.fingerprint()}"
 
+    @property
+    def tag(self) -> str:
+        """The TVM target tag registered for this spec on this host CPU."""
+        return f"{TARGET_KEY}/{self.model}/{self.host.mcpu}"
+
     def tvm_target(self) -> Any:
+        """The TVM target: the tag (registered idempotently) over the llvm kind."""
         import tvm
 
-        return tvm.target.Target(
-            {
-                "kind": "llvm",
-                "keys": [TARGET_KEY, "cpu"],
-                "mcpu": self.host.mcpu,
-                "num-cores": self.host.num_cores,
-                "model": self.model,
-            }
-        )
+        config = {
+            "kind": "llvm",
+            "keys": [TARGET_KEY, "cpu"],
+            "mcpu": self.host.mcpu,
+            "num-cores": self.host.num_cores,
+            "model": self.model,
+        }
+        if self.tag not in tvm.target.list_tags():
+            tvm.target.register_tag(self.tag, config)
+        return tvm.target.Target(self.tag)
 
     def manifest(self) -> dict:
         """Target description for an artifact manifest."""

@@ -11,6 +11,11 @@ def test_lepton_target_carries_spec_identity():
     tvm_target = target.tvm_target()
     assert is_lepton_target(tvm_target)
     assert tvm_target.kind.name == "llvm"
+    import tvm
+
+    assert target.tag.startswith("lepton/lepton-v1-") and target.tag in tvm.target.list_tags()
+    again = resolve_lepton().tvm_target()  # registration is idempotent
+    assert str(again.attrs["model"]) == str(tvm_target.attrs["model"])
     assert str(tvm_target.attrs["model"]) == f"lepton-v1-{load_spec().fingerprint()}"
     manifest = target.manifest()
     assert manifest["kind"] == "lepton"
