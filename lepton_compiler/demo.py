@@ -60,6 +60,46 @@ def run_demo(batch: int = 4, seed: int = 0, repeats: int = 20) -> DemoResult:
                       [int(i) for i in y.argmax(axis=1)], size, compiled.build_info["kernels"])
 
 
+@dataclass
+class NpuDemoResult:
+    """What the NPU part of the demo measured."""
+
+    layer: str
+    fast_exact: bool
+    sim_exact: bool
+    cycles: int
+    utilisation: float
+    dram_bytes: int
+
+    @property
+    def ok(self) -> bool:
+        return self.fast_exact and self.sim_exact
+
+
+def run_npu_demo(seed: int = 0) -> NpuDemoResult:
+    """An int8 3x3 conv layer on the Lepton NPU in fast and sim modes vs the integer reference."""
+    from .target.npu_kernels import Conv2dShape, build_conv2d
+    from .target.npu_schedule import sim_report
+    from .target.reference import gemm
+
+    shape = Conv2dShape(1, 16, 16, 24, 40, 3, 3, (1, 1), (1, 1, 1, 1))
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-128, 128, (1, 16, 16, 24), dtype=np.int8)
+    w = rng.integers(-128, 128, (3, 3, 24, 40), dtype=np.int8)
+    padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    windows = np.stack([padded[:, i:i + 16, j:j + 16, :] for i in range(3) for j in range(3)],
+                       axis=3).reshape(256, -1)
+    expected = gemm(windows, w.reshape(-1, 40)).reshape(1, 16, 16, 40)
+    kernel = build_conv2d(shape)
+    fast = kernel.run(x, w, "fast")
+    kernel.counters(reset=True)
+    sim = kernel.run(x, w, "sim")
+    report = sim_report(kernel.plan, kernel.spec, kernel.counters(reset=True))
+    return NpuDemoResult("int8 conv2d 3x3, 16x16x24 -> 40", bool(np.array_equal(fast, expected)),
+                         bool(np.array_equal(sim, expected)), int(report["cycles"]),
+                         float(report["utilisation"]), int(report["dram_bytes"]))
+
+
 def _median_ms(fn, repeats: int) -> float:
     fn()
     times = []

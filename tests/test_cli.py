@@ -85,6 +85,7 @@ def test_demo():
     result = lepton("demo")
     assert result.returncode == 0, result.stderr
     assert "demo passed" in result.stdout and "bit-identical" in result.stdout
+    assert "fast mode bit-exact, sim mode bit-exact" in result.stdout  # the NPU part
 
 
 def test_compile_with_input_shape_and_npz_output(tmp_path):
