@@ -129,8 +129,6 @@ class _Builder:
         raise CompileError(f"value {expr} is used before it is defined")
 
     def call(self, var: Any, value: Any) -> None:
-        from tvm import relax
-
         index = len(self.calls)
         kernel = value.args[0].name_hint
         args = [self.arg(a, index) for a in value.args[1].fields]
@@ -143,7 +141,6 @@ class _Builder:
         else:
             outs = (self.new(out_ty, "arena", producer=index, last_use=index),)
             self.values[var] = outs[0]
-        _ = relax
         self.calls.append({"kernel": kernel, "args": args + list(outs), "ops": [kernel]})
 
     def outputs(self, ret: Any) -> list[int]:

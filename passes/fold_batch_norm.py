@@ -19,7 +19,6 @@ left unchanged. Reads no spec fields.
 from __future__ import annotations
 
 import numpy as np
-import tvm
 from tvm import relax
 from tvm.relax.dpl import is_const, is_op, is_tuple_get_item, wildcard
 
@@ -87,4 +86,3 @@ class FoldBatchNorm:
 
 
 __all__ = ["FoldBatchNorm"]
-_ = tvm  # imported for the decorator's registry side effects

@@ -80,7 +80,7 @@ def _gemm(spec: LeptonSpec, depth: int):
     return desc, impl
 
 
-def _requant(spec: LeptonSpec, depth: int):
+def _requant(spec: LeptonSpec, depth: int):  # depth: uniform signature with _gemm
     """int32 accumulator tile -> int8 (see ``reference.requantize`` for the semantics).
 
     Operands: the accumulator tile, per-channel ``multiplier`` and ``shift`` (tile_n each),
@@ -128,7 +128,6 @@ def _requant(spec: LeptonSpec, depth: int):
                 "int32", REQUANT_EXTERN, ACC.access_ptr("r"), MUL.access_ptr("r"),
                 SH.access_ptr("r"), QP.access_ptr("r"), OUT.access_ptr("w"), s_acc, s_out, m, n))
 
-    _ = depth
     return desc, impl
 
 
