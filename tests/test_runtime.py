@@ -212,3 +212,25 @@ def test_export_is_deterministic(cnn_compiled, tmp_path):
     a = compiled.export(tmp_path / "a.lepton").read_bytes()
     b = compiled.export(tmp_path / "b.lepton").read_bytes()
     assert a == b
+
+
+def test_concurrent_runs_are_serialised_and_correct(cnn_compiled):
+    """The plan reuses one arena: calls from several threads must not interleave."""
+    import threading
+
+    _, x, compiled = cnn_compiled
+    inputs = [x.numpy() * scale for scale in (0.5, 1.0, 2.0, -1.0)]
+    expected = [compiled(v) for v in inputs]
+    failures = []
+
+    def worker(k: int) -> None:
+        for _ in range(10):
+            if not np.array_equal(compiled(inputs[k]), expected[k]):
+                failures.append(k)
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(len(inputs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not failures
