@@ -14,7 +14,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import time
 from pathlib import Path
 
 import numpy as np
@@ -24,14 +23,9 @@ SHAPES = [(256, 256, 256), (512, 512, 512)]
 
 
 def _median_s(fn, repeats: int) -> float:
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+    from lepton_compiler.timing import measure
+
+    return measure(fn, repeats).median_ms / 1e3
 
 
 def _ort_matmul_integer(m: int, n: int, k: int, threads: int):

@@ -33,15 +33,11 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def _time(fn, repeats: int, warmup: int = 5) -> dict:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return {"median_ms": float(np.median(times) * 1e3), "min_ms": float(np.min(times) * 1e3)}
+def _time(fn, repeats: int) -> dict:
+    from lepton_compiler.timing import measure
+
+    t = measure(fn, repeats, warmup=5)
+    return {"median_ms": t.median_ms, "min_ms": t.min_ms}
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -35,6 +35,7 @@ def run_demo(batch: int = 4, seed: int = 0, repeats: int = 20) -> DemoResult:
     import torch
 
     from . import build, zoo
+    from .timing import measure
 
     model = zoo.small_cnn(seed=seed)
     x = torch.from_numpy(np.random.default_rng(seed).standard_normal((batch, 3, 16, 16))
@@ -53,9 +54,9 @@ def run_demo(batch: int = 4, seed: int = 0, repeats: int = 20) -> DemoResult:
         session = lepton_runtime.load(path)
         same = bool(np.array_equal(session.run(x.numpy()), y))
     xn = x.numpy()
-    latency = _median_ms(lambda: compiled(xn), repeats)
+    latency = measure(lambda: compiled(xn), repeats).median_ms
     with torch.no_grad():
-        ref_ms = _median_ms(lambda: model(x), repeats)
+        ref_ms = measure(lambda: model(x), repeats).median_ms
     return DemoResult(err, err / scale, same, compile_s, latency, ref_ms,
                       [int(i) for i in y.argmax(axis=1)], size, compiled.build_info["kernels"])
 
@@ -98,13 +99,3 @@ def run_npu_demo(seed: int = 0) -> NpuDemoResult:
     return NpuDemoResult("int8 conv2d 3x3, 16x16x24 -> 40", bool(np.array_equal(fast, expected)),
                          bool(np.array_equal(sim, expected)), int(report["cycles"]),
                          float(report["utilisation"]), int(report["dram_bytes"]))
-
-
-def _median_ms(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return float(np.median(times) * 1e3)

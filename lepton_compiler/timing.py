@@ -1,0 +1,29 @@
+"""Wall-clock measurement shared by the demo and the benchmarks."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Median and minimum of repeated calls, in milliseconds."""
+
+    median_ms: float
+    min_ms: float
+
+
+def measure(fn: Callable[[], object], repeats: int, warmup: int = 3) -> Timing:
+    """Call ``fn`` ``warmup`` times, then time ``repeats`` calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return Timing(float(np.median(times) * 1e3), float(np.min(times) * 1e3))
