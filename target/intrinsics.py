@@ -80,6 +80,24 @@ def _gemm(spec: LeptonSpec, depth: int):
     return desc, impl
 
 
+def requant_macro():
+    """The requantize arithmetic as a TVMScript macro, shared by the intrinsic's ``desc`` and
+    the stand-alone requantize kernel (see ``reference.requantize`` for the semantics)."""
+    from tvm.script import tirx as T
+
+    @T.macro(hygienic=False)
+    def requant_store(OUT, ACC, MUL, SH, QP, vi, vj):
+        OUT[vi, vj] = T.Cast("int8", T.max(T.min(
+            T.shift_right(
+                T.Cast("int64", ACC[vi, vj]) * T.Cast("int64", MUL[vj])
+                + T.shift_left(T.int64(1), T.Cast("int64", SH[vj] - 1)),
+                T.Cast("int64", SH[vj]))
+            + T.Cast("int64", QP[0]),
+            T.Cast("int64", QP[2])), T.Cast("int64", QP[1])))
+
+    return requant_store
+
+
 def _requant(spec: LeptonSpec, depth: int):  # depth: uniform signature with _gemm
     """int32 accumulator tile -> int8 (see ``reference.requantize`` for the semantics).
 
@@ -90,6 +108,7 @@ def _requant(spec: LeptonSpec, depth: int):  # depth: uniform signature with _ge
 
     m, n = spec.matrix.tile_m, spec.matrix.tile_n
     acc_dt = spec.matrix.accumulator_dtype
+    requant_store = requant_macro()
 
     @T.prim_func(s_tir=True)
     def desc(acc: T.handle, mul: T.handle, sh: T.handle, qp: T.handle, out: T.handle) -> None:
@@ -104,13 +123,7 @@ def _requant(spec: LeptonSpec, depth: int):  # depth: uniform signature with _ge
             for i, j in T.grid(m, n):
                 with T.sblock("requant"):
                     vi, vj = T.axis.remap("SS", [i, j])
-                    OUT[vi, vj] = T.Cast("int8", T.max(T.min(
-                        T.shift_right(
-                            T.Cast("int64", ACC[vi, vj]) * T.Cast("int64", MUL[vj])
-                            + T.shift_left(T.int64(1), T.Cast("int64", SH[vj] - 1)),
-                            T.Cast("int64", SH[vj]))
-                        + T.Cast("int64", QP[0]),
-                        T.Cast("int64", QP[2])), T.Cast("int64", QP[1])))
+                    requant_store(OUT, ACC, MUL, SH, QP, vi, vj)
 
     @T.prim_func(s_tir=True)
     def impl(acc: T.handle, mul: T.handle, sh: T.handle, qp: T.handle, out: T.handle) -> None:

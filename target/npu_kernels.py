@@ -119,6 +119,10 @@ def int32_requant_func(m: int, n: int) -> Any:
     """TIR for per-channel requantization of ``ACC[m, n]`` int32 to int8 (see reference)."""
     from tvm.script import tirx as T
 
+    from .intrinsics import requant_macro
+
+    requant_store = requant_macro()
+
     @T.prim_func(s_tir=True)
     def requant(ACC: T.Buffer((m, n), "int32"), MUL: T.Buffer((n,), "int32"),
                 SH: T.Buffer((n,), "int32"), QP: T.Buffer((3,), "int32"),
@@ -126,13 +130,7 @@ def int32_requant_func(m: int, n: int) -> Any:
         for i, j in T.grid(m, n):
             with T.sblock("requant"):
                 vi, vj = T.axis.remap("SS", [i, j])
-                OUT[vi, vj] = T.Cast("int8", T.max(T.min(
-                    T.shift_right(
-                        T.Cast("int64", ACC[vi, vj]) * T.Cast("int64", MUL[vj])
-                        + T.shift_left(T.int64(1), T.Cast("int64", SH[vj] - 1)),
-                        T.Cast("int64", SH[vj]))
-                    + T.Cast("int64", QP[0]),
-                    T.Cast("int64", QP[2])), T.Cast("int64", QP[1])))
+                requant_store(OUT, ACC, MUL, SH, QP, vi, vj)
 
     return requant
 
