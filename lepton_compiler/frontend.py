@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,7 +35,7 @@ class ImportedModel:
 
 def is_torch_module(model: object) -> bool:
     """True for a ``torch.nn.Module`` (without importing torch when it is not loaded)."""
-    torch = __import__("sys").modules.get("torch")
+    torch = sys.modules.get("torch")
     return torch is not None and isinstance(model, torch.nn.Module)
 
 
@@ -117,7 +118,7 @@ def from_torch(module: Any, example_inputs: Sequence[Any]) -> ImportedModel:
 
 
 def _is_onnx_proto(model: object) -> bool:
-    onnx = __import__("sys").modules.get("onnx")
+    onnx = sys.modules.get("onnx")
     return onnx is not None and isinstance(model, onnx.ModelProto)
 
 

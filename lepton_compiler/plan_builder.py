@@ -44,15 +44,13 @@ class BuiltPlan:
 
 
 class _Builder:
-    def __init__(self, input_names: list[str], output_names: list[str]) -> None:
+    def __init__(self) -> None:
         self.tensors: list[_Tensor] = []
         self.calls: list[dict] = []
         self.values: dict[Any, Any] = {}  # relax Var -> tensor id or tuple of ids
         self.weight_ids: list[tuple[Any, int]] = []  # (constant, tensor id), matched by same_as
         self.weight_blobs: list[tuple[int, bytes]] = []
         self.weight_size = 0
-        self.input_names = input_names
-        self.output_names = output_names
 
     def new(self, ty: Any, kind: str, **kw: Any) -> int:
         try:
@@ -101,8 +99,7 @@ class _Builder:
             self.call(var, value)
         elif isinstance(value, relax.Call) and value.op.same_as(reshape):
             src = value.args[0]
-            base = self.arg(src, len(self.calls) - 1) if not tvm_compat.is_constant(src) \
-                else self.constant(src)
+            base = self.arg(src, len(self.calls) - 1)
             while self.tensors[base].kind == "view":
                 base = self.tensors[base].base
             self.values[var] = self.new(var.ty, "view", base=base)
@@ -162,7 +159,7 @@ def build_plan(main: Any, input_names: list[str], output_names: list[str]) -> Bu
     """Walk ``main`` and produce the plan and weights blob."""
     from tvm import relax
 
-    b = _Builder(input_names, output_names)
+    b = _Builder()
     if len(main.params) != len(input_names):
         raise CompileError(
             f"main takes {len(main.params)} inputs but the model declares {len(input_names)}"
