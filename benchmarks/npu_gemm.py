@@ -28,20 +28,27 @@ def _median_s(fn, repeats: int) -> float:
     return measure(fn, repeats).median_ms / 1e3
 
 
-def _ort_matmul_integer(m: int, n: int, k: int, threads: int):
+def _ort_single_op(node, inputs: list, output, threads: int):
+    """An onnxruntime session for a one-node int8 model (IR 8, which onnxruntime accepts)."""
     import onnxruntime as ort
-    from onnx import TensorProto, helper
+    from onnx import helper
 
-    a = helper.make_tensor_value_info("a", TensorProto.INT8, [m, k])
-    b = helper.make_tensor_value_info("b", TensorProto.INT8, [k, n])
-    y = helper.make_tensor_value_info("y", TensorProto.INT32, [m, n])
-    node = helper.make_node("MatMulInteger", ["a", "b"], ["y"])
-    model = helper.make_model(helper.make_graph([node], "g", [a, b], [y]),
+    model = helper.make_model(helper.make_graph([node], "g", inputs, [output]),
                               opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     return ort.InferenceSession(model.SerializeToString(), options,
                                 providers=["CPUExecutionProvider"])
+
+
+def _ort_matmul_integer(m: int, n: int, k: int, threads: int):
+    from onnx import TensorProto, helper
+
+    return _ort_single_op(
+        helper.make_node("MatMulInteger", ["a", "b"], ["y"]),
+        [helper.make_tensor_value_info("a", TensorProto.INT8, [m, k]),
+         helper.make_tensor_value_info("b", TensorProto.INT8, [k, n])],
+        helper.make_tensor_value_info("y", TensorProto.INT32, [m, n]), threads)
 
 
 def _measure(m: int, n: int, k: int, spec, args, build_matmul) -> dict:
@@ -71,19 +78,13 @@ def _measure(m: int, n: int, k: int, spec, args, build_matmul) -> dict:
 
 
 def _ort_conv_integer(x_shape, w_shape, pad: int, threads: int, x_type: int):
-    import onnxruntime as ort
     from onnx import TensorProto, helper
 
-    x = helper.make_tensor_value_info("x", x_type, list(x_shape))
-    w = helper.make_tensor_value_info("w", TensorProto.INT8, list(w_shape))
-    y = helper.make_tensor_value_info("y", TensorProto.INT32, None)
-    node = helper.make_node("ConvInteger", ["x", "w"], ["y"], pads=[pad] * 4)
-    model = helper.make_model(helper.make_graph([node], "g", [x, w], [y]),
-                              opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    return ort.InferenceSession(model.SerializeToString(), options,
-                                providers=["CPUExecutionProvider"])
+    return _ort_single_op(
+        helper.make_node("ConvInteger", ["x", "w"], ["y"], pads=[pad] * 4),
+        [helper.make_tensor_value_info("x", x_type, list(x_shape)),
+         helper.make_tensor_value_info("w", TensorProto.INT8, list(w_shape))],
+        helper.make_tensor_value_info("y", TensorProto.INT32, None), threads)
 
 
 def _measure_conv(args) -> dict:
