@@ -86,10 +86,11 @@ def requant_macro():
     from tvm.script import tirx as T
 
     @T.macro(hygienic=False)
-    def requant_store(OUT, ACC, MUL, SH, QP, vi, vj):
+    def requant_store(OUT, ACC, BIAS, MUL, SH, QP, vi, vj):
         OUT[vi, vj] = T.Cast("int8", T.max(T.min(
             T.shift_right(
-                T.Cast("int64", ACC[vi, vj]) * T.Cast("int64", MUL[vj])
+                (T.Cast("int64", ACC[vi, vj]) + T.Cast("int64", BIAS[vj]))
+                * T.Cast("int64", MUL[vj])
                 + T.shift_left(T.int64(1), T.Cast("int64", SH[vj] - 1)),
                 T.Cast("int64", SH[vj]))
             + T.Cast("int64", QP[0]),
@@ -101,7 +102,8 @@ def requant_macro():
 def _requant(spec: LeptonSpec, depth: int):  # depth: uniform signature with _gemm
     """int32 accumulator tile -> int8 (see ``reference.requantize`` for the semantics).
 
-    Operands: the accumulator tile, per-channel ``multiplier`` and ``shift`` (tile_n each),
+    Operands: the accumulator tile, per-channel ``bias``, ``multiplier`` and ``shift``
+    (tile_n each),
     ``qparams = [zero_point, lo, hi]`` and the int8 output tile.
     """
     from tvm.script import tirx as T
@@ -111,34 +113,38 @@ def _requant(spec: LeptonSpec, depth: int):  # depth: uniform signature with _ge
     requant_store = requant_macro()
 
     @T.prim_func(s_tir=True)
-    def desc(acc: T.handle, mul: T.handle, sh: T.handle, qp: T.handle, out: T.handle) -> None:
+    def desc(acc: T.handle, bias: T.handle, mul: T.handle, sh: T.handle, qp: T.handle,
+             out: T.handle) -> None:
         ACC = T.match_buffer(acc, (m, n), acc_dt, offset_factor=1)
+        BIAS = T.match_buffer(bias, (n,), "int32", offset_factor=1)
         MUL = T.match_buffer(mul, (n,), "int32", offset_factor=1)
         SH = T.match_buffer(sh, (n,), "int32", offset_factor=1)
         QP = T.match_buffer(qp, (3,), "int32", offset_factor=1)
         OUT = T.match_buffer(out, (m, n), "int8", offset_factor=1)
         with T.sblock("root"):
-            T.reads(ACC[0:m, 0:n], MUL[0:n], SH[0:n], QP[0:3])
+            T.reads(ACC[0:m, 0:n], BIAS[0:n], MUL[0:n], SH[0:n], QP[0:3])
             T.writes(OUT[0:m, 0:n])
             for i, j in T.grid(m, n):
                 with T.sblock("requant"):
                     vi, vj = T.axis.remap("SS", [i, j])
-                    requant_store(OUT, ACC, MUL, SH, QP, vi, vj)
+                    requant_store(OUT, ACC, BIAS, MUL, SH, QP, vi, vj)
 
     @T.prim_func(s_tir=True)
-    def impl(acc: T.handle, mul: T.handle, sh: T.handle, qp: T.handle, out: T.handle) -> None:
+    def impl(acc: T.handle, bias: T.handle, mul: T.handle, sh: T.handle, qp: T.handle,
+             out: T.handle) -> None:
         s_acc = T.int32()
         s_out = T.int32()
         ACC = T.match_buffer(acc, (m, n), acc_dt, offset_factor=1, strides=[s_acc, 1])
+        BIAS = T.match_buffer(bias, (n,), "int32", offset_factor=1)
         MUL = T.match_buffer(mul, (n,), "int32", offset_factor=1)
         SH = T.match_buffer(sh, (n,), "int32", offset_factor=1)
         QP = T.match_buffer(qp, (3,), "int32", offset_factor=1)
         OUT = T.match_buffer(out, (m, n), "int8", offset_factor=1, strides=[s_out, 1])
         with T.sblock("root"):
-            T.reads(ACC[0:m, 0:n], MUL[0:n], SH[0:n], QP[0:3])
+            T.reads(ACC[0:m, 0:n], BIAS[0:n], MUL[0:n], SH[0:n], QP[0:3])
             T.writes(OUT[0:m, 0:n])
             T.evaluate(T.call_extern(
-                "int32", REQUANT_EXTERN, ACC.access_ptr("r"), MUL.access_ptr("r"),
+                "int32", REQUANT_EXTERN, ACC.access_ptr("r"), BIAS.access_ptr("r"), MUL.access_ptr("r"),
                 SH.access_ptr("r"), QP.access_ptr("r"), OUT.access_ptr("w"), s_acc, s_out, m, n))
 
     return desc, impl

@@ -124,13 +124,14 @@ def int32_requant_func(m: int, n: int) -> Any:
     requant_store = requant_macro()
 
     @T.prim_func(s_tir=True)
-    def requant(ACC: T.Buffer((m, n), "int32"), MUL: T.Buffer((n,), "int32"),
+    def requant(ACC: T.Buffer((m, n), "int32"), BIAS: T.Buffer((n,), "int32"),
+                MUL: T.Buffer((n,), "int32"),
                 SH: T.Buffer((n,), "int32"), QP: T.Buffer((3,), "int32"),
                 OUT: T.Buffer((m, n), "int8")) -> None:
         for i, j in T.grid(m, n):
             with T.sblock("requant"):
                 vi, vj = T.axis.remap("SS", [i, j])
-                requant_store(OUT, ACC, MUL, SH, QP, vi, vj)
+                requant_store(OUT, ACC, BIAS, MUL, SH, QP, vi, vj)
 
     return requant
 
@@ -174,7 +175,7 @@ def build_requant(m: int, n: int, spec: LeptonSpec | None = None,
     """Compile per-channel requantization (int32 -> int8) onto the vector unit's sequence.
 
     Shapes are padded to the tile on the host side; run with
-    ``kernel.run(acc, multiplier, shift, zero_point, lo, hi)``.
+    ``kernel.run(acc, multiplier, shift, zero_point, lo, hi, bias=None)``.
     """
     from tvm import s_tir
 
@@ -341,7 +342,8 @@ class RequantKernel:
         self._from_dlpack = tvm_ffi.from_dlpack
 
     def run(self, acc: np.ndarray, multiplier: np.ndarray, shift: np.ndarray, zero_point: int,
-            lo: int, hi: int, mode: str = "fast") -> np.ndarray:
+            lo: int, hi: int, mode: str = "fast", bias: np.ndarray | None = None
+            ) -> np.ndarray:
         from lepton_runtime import aligned_empty
 
         self._module["lepton_npu_set_mode"](MODES[mode])
@@ -350,7 +352,9 @@ class RequantKernel:
         padded_acc[...] = 0
         padded_acc[:m, :n] = acc
         vectors = []
-        for values, fill in ((multiplier, 1 << 30), (shift, 31)):
+        if bias is None:
+            bias = np.zeros(n, np.int32)
+        for values, fill in ((bias, 0), (multiplier, 1 << 30), (shift, 31)):
             buf = aligned_empty((pn,), np.int32)
             buf[...] = fill
             buf[:n] = values

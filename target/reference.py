@@ -3,8 +3,8 @@
 - GEMM: int8 x int8 products summed exactly in int32.
 - Requantize (per output channel ``j``)::
 
-      y = clamp(((int64(acc) * multiplier[j] + 2**(shift[j] - 1)) >> shift[j]) + zero_point,
-                lo, hi)                                   # >> is arithmetic (floor)
+      y = clamp((((int64(acc) + bias[j]) * multiplier[j] + 2**(shift[j] - 1)) >> shift[j])
+                + zero_point, lo, hi)                     # >> is arithmetic (floor)
 
   i.e. the fixed-point product rounded half up, then the output zero point, then the clamp
   bounds that also express ReLU / ReLU6; ``shift >= 1`` includes the Q31 multiplier's 31 bits.
@@ -21,11 +21,14 @@ def gemm(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def requantize(acc: np.ndarray, multiplier: np.ndarray, shift: np.ndarray, zero_point: int,
-               lo: int, hi: int) -> np.ndarray:
+               lo: int, hi: int, bias: np.ndarray | None = None) -> np.ndarray:
     """int32 accumulators (last axis = output channel) to int8 (see module docstring)."""
     if np.any(shift < 1) or np.any(shift > 62):
         raise ValueError("requantize shift must lie in [1, 62]")
-    wide = acc.astype(np.int64) * multiplier.astype(np.int64)
+    wide = acc.astype(np.int64)
+    if bias is not None:
+        wide = wide + bias.astype(np.int64)
+    wide = wide * multiplier.astype(np.int64)
     rounded = (wide + (np.int64(1) << (shift.astype(np.int64) - 1))) >> shift.astype(np.int64)
     return np.clip(rounded + zero_point, lo, hi).astype(np.int8)
 

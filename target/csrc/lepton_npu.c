@@ -152,27 +152,27 @@ int lepton_gemm_i8(const int8_t* A, const int8_t* B, int32_t* C, int32_t lda, in
 }
 
 /* OUT[m x n] (int8, row stride ldo) = requantized ACC[m x n] (int32, row stride lda):
- *   clamp(((int64)acc * mult[j] + 2^(shift[j]-1)) >> shift[j]) + zp, lo, hi)
+ *   clamp(((((int64)acc + bias[j]) * mult[j] + 2^(shift[j]-1)) >> shift[j]) + zp, lo, hi)
  * per output channel j; qp = {zp, lo, hi}. The vector unit's add/mul/shift-with-rounding/
  * min/max/saturating-cast sequence, lanes at a time. */
-int lepton_requant_i32_i8(const int32_t* ACC, const int32_t* mult, const int32_t* shift,
-                          const int32_t* qp, int8_t* OUT, int32_t lda, int32_t ldo, int32_t m,
+int lepton_requant_i32_i8(const int32_t* ACC, const int32_t* bias, const int32_t* mult,
+                          const int32_t* shift, const int32_t* qp, int8_t* OUT, int32_t lda, int32_t ldo, int32_t m,
                           int32_t n) {
   const int64_t zp = qp[0], lo = qp[1], hi = qp[2];
   for (int32_t i = 0; i < m; ++i) {
     const int32_t* a = ACC + (int64_t)i * lda;
     int8_t* o = OUT + (int64_t)i * ldo;
     for (int32_t j = 0; j < n; ++j) {
-      int64_t v = (((int64_t)a[j] * mult[j]) + ((int64_t)1 << (shift[j] - 1))) >> shift[j];
+      int64_t v = ((((int64_t)a[j] + bias[j]) * mult[j]) + ((int64_t)1 << (shift[j] - 1))) >> shift[j];
       v += zp;
       v = v < lo ? lo : (v > hi ? hi : v);
       o[j] = (int8_t)v;
     }
   }
   if (g_mode == LEPTON_MODE_SIM) {
-    /* One vector op per cycle on `lanes` elements; the sequence is mul, shift_right_round,
-       add (zero point), max (lo), min (hi), cast_int8_saturate. */
-    enum { REQUANT_VECTOR_OPS = 6 };
+    /* One vector op per cycle on `lanes` elements; the sequence is add (bias), mul,
+       shift_right_round, add (zero point), max (lo), min (hi), cast_int8_saturate. */
+    enum { REQUANT_VECTOR_OPS = 7 };
     int64_t vectors = ((int64_t)m * n + LEPTON_VECTOR_LANES - 1) / LEPTON_VECTOR_LANES;
     __atomic_fetch_add(&g_counters[C_VECTOR_CYCLES], vectors * REQUANT_VECTOR_OPS,
                        __ATOMIC_RELAXED);

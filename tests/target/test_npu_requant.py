@@ -28,6 +28,13 @@ def test_requant_is_bit_exact_in_both_modes(kernel, seed, zero_point, relu):
     assert np.array_equal(kernel.run(acc, multiplier, shift, zero_point, lo, hi), expected)
     assert np.array_equal(kernel.run(acc, multiplier, shift, zero_point, lo, hi, "sim"),
                           expected)
+    # With a per-channel int32 bias added before the multiply (acc + bias stays in range).
+    acc //= 4
+    bias = rng.integers(-(2**24), 2**24, 21).astype(np.int32)
+    expected = reference.requantize(acc, multiplier, shift, zero_point, lo, hi, bias)
+    for mode in ("fast", "sim"):
+        got = kernel.run(acc, multiplier, shift, zero_point, lo, hi, mode, bias=bias)
+        assert np.array_equal(got, expected)
 
 
 def test_rounding_is_half_up_at_exact_halves():
