@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from . import artifact, frontend, lowering, plan_builder, tvm_compat
+from .target.host import resolve_host
 from .compiled_model import CompiledModel
 from .errors import CompileError, LeptonError, OptionError
 
@@ -41,6 +42,7 @@ def build(
     cpu: str | None = None,
     num_threads: int | None = None,
     spec: Any = None,
+    quantize: Any = None,
     verify: bool = True,
 ) -> CompiledModel:
     """Compile a model ahead of time.
@@ -55,8 +57,8 @@ def build(
     target
         ``"host"``: fp32 kernels for this machine's CPU. ``"lepton"``: the Lepton NPU; ops the
         NPU cannot run fall back to host kernels in the same artifact, and
-        ``build_info["fallbacks"]`` says which and why (until quantization lands, a float
-        model runs entirely on the host: the matrix engine takes int8 operands).
+        ``build_info["fallbacks"]`` says which and why (a float model runs entirely on the
+        host: the matrix engine takes int8 operands, so pass ``quantize=``).
     cpu
         LLVM CPU name for the kernels (default: this machine's, e.g. ``"znver3"``). Pass a
         portable one such as ``"x86-64-v3"`` to run the artifact on other machines.
@@ -66,6 +68,12 @@ def build(
     spec
         The NPU spec for ``target="lepton"``: a TOML path, a dict or a ``LeptonSpec``
         (default: the bundled Lepton v1).
+    quantize
+        A :class:`~lepton_compiler.QuantConfig` for int8 post-training quantization
+        (calibration data or a saved calibration table, method, per-channel, skip,
+        overrides); ``None`` (default) keeps the model in float32. Quantized layers run as
+        integer kernels — on the NPU for ``target="lepton"`` — and ``build_info
+        ["quantization"]`` lists the layers kept in float with the reason.
     verify
         Check the IR is well formed after every stage (cheap; on by default).
 
@@ -80,8 +88,6 @@ def build(
         All subclasses of ``LeptonError``, with a message naming the file, node or op.
     """
     from . import __version__
-    from .target.host import resolve_host
-    from .target.host_schedule import HostScheduleConfig
 
     if target not in TARGETS:
         raise OptionError(f"unknown target {target!r}; available targets: {', '.join(TARGETS)}")
@@ -92,6 +98,7 @@ def build(
         from .target.lepton_target import resolve_lepton
 
         npu = resolve_lepton(spec, cpu, num_threads)  # SpecError on a bad spec, before work
+    host = npu.host if npu is not None else resolve_host(cpu, num_threads)
     timings: dict[str, float] = {}
     with _stage("import", timings):
         imported = frontend.import_model(model, example_inputs)
@@ -102,25 +109,25 @@ def build(
     with _stage("layout", timings):
         mod = lowering.convert_layout(mod)
         check(mod, "layout")
-    with _stage("fuse", timings):
-        mod = lowering.fuse(mod)
-        check(mod, "fuse")
-        kernels = lowering.kernels_of(mod)
-    with _stage("schedule", timings):
-        host = npu.host if npu is not None else resolve_host(cpu, num_threads)
-        mod = lowering.schedule(mod, HostScheduleConfig())
-        check(mod, "schedule")
-    with _stage("codegen", timings):
-        kernels_so = lowering.codegen(lowering.kernels_of(mod), kernels, host.tvm_target())
-    with _stage("plan", timings):
-        built = plan_builder.build_plan(mod["main"], imported.input_names,
-                                        imported.output_names)
+    quant = None
+    if quantize is not None:
+        from . import quantization
+
+        quantize = quantization.check_config(quantize)
+        with _stage("calibrate", timings):
+            graph, table = quantization.calibrate(mod, imported.input_names, quantize, host)
+        with _stage("quantize", timings):
+            quant = quantization.quantize(graph, table, quantize)
+            mod = quant.module
+            check(mod, "quantize")
+    built, kernels_so, npu_kernels = lower(mod, imported.input_names, imported.output_names,
+                                           host, npu, timings, check)
     with _stage("package", timings):
         data = artifact.pack(
             plan=built.plan,
             weights=built.weights,
             kernels=kernels_so,
-            target=npu.manifest() if npu is not None else host.manifest(),
+            target=_npu_manifest(npu) if npu is not None else host.manifest(),
             spec_fingerprint=npu.spec.fingerprint() if npu is not None else None,
             compiler_version=__version__,
             tvm_version=tvm_compat.tvm_version(),
@@ -134,13 +141,60 @@ def build(
         "arena_bytes": built.plan["arena_bytes"],
         "weights_bytes": len(built.weights),
     }
+    if quant is not None:
+        info["quantization"] = quant.summary()
     if npu is not None:
-        from .target.npu_constraints import int8_operands
-
-        # Until quantization lands every kernel of a float model is float: the int8 rule's
-        # own text is the reason.
-        reason = " ".join((int8_operands.__doc__ or "").split()) + " Quantize the model."
         info["spec"] = npu.spec.name
-        info["fallbacks"] = [{"kernel": name, "reason": reason} for name in built.kernel_names]
+        info["npu_kernels"] = sorted(npu_kernels)
+        info["fallbacks"] = [{"kernel": name, "reason": _fallback_reason(name, quant)}
+                             for name in built.kernel_names if name not in npu_kernels]
     logger.info("built %s: %d kernels, %.1fs", target, info["kernels"], sum(timings.values()))
-    return CompiledModel(data, info)
+    return CompiledModel(data, info, quant)
+
+
+def _npu_manifest(npu: Any) -> dict:
+    from .target.npu_kernels import COUNTERS
+
+    return {**npu.manifest(), "sim_counters": list(COUNTERS)}
+
+
+def _fallback_reason(kernel: str, quant: Any) -> str:
+    """Why a kernel of a lepton-target build runs on the host."""
+    from .target.npu_constraints import int8_operands
+
+    if quant is None:  # a float model: the int8 rule's own text is the reason
+        return " ".join((int8_operands.__doc__ or "").split()) + " Quantize the model."
+    if kernel.startswith(("quantize_", "dequantize_")):
+        return "float <-> int8 conversion at a float boundary runs on the host"
+    if kernel.startswith("q"):
+        return ("int8 elementwise/pooling kernel: only conv2d and matmul kernels are "
+                "offloaded to the matrix engine")
+    return "float kernel (a layer kept in float32, see build_info['quantization'])"
+
+
+def lower(mod: Any, input_names: list[str], output_names: list[str], host: Any, npu: Any,
+          timings: dict[str, float], check: Any) -> tuple[Any, bytes, set[str]]:
+    """fuse → schedule → codegen → plan: a Relax module to (plan, kernels.so, NPU kernels)."""
+    from .target.host_schedule import HostScheduleConfig
+
+    with _stage("fuse", timings):
+        mod = lowering.fuse(mod)
+        check(mod, "fuse")
+        kernels = lowering.kernels_of(mod)
+    with _stage("schedule", timings):
+        mod, npu_kernels = lowering.schedule(mod, HostScheduleConfig(), npu)
+        check(mod, "schedule")
+    with _stage("plan", timings):
+        built = plan_builder.build_plan(mod["main"], input_names, output_names)
+    used = set(built.kernel_names)  # passes may leave superseded copies of kernels behind
+    npu_kernels = npu_kernels & used
+    with _stage("codegen", timings):
+        scheduled = {n: f for n, f in lowering.kernels_of(mod).items() if n in used}
+        kernels_so = lowering.codegen(scheduled, kernels, host.tvm_target(), npu)
+    if npu is not None:
+        from .target.npu_schedule import gemm_sim_static
+
+        for call in built.plan["calls"]:
+            if call["kernel"] in npu_kernels:
+                call["sim"] = gemm_sim_static(scheduled[call["kernel"]], npu.spec)
+    return built, kernels_so, npu_kernels

@@ -15,12 +15,14 @@ from lepton_runtime.errors import (
 __all__ = [
     "ArtifactError",
     "ArtifactIntegrityError",
+    "CalibrationError",
     "CompileError",
     "InputError",
     "KernelError",
     "LeptonError",
     "ModelLoadError",
     "OptionError",
+    "QuantizationError",
     "SpecError",
     "UnsafeArchiveError",
     "UnsupportedArtifactError",
@@ -61,3 +63,11 @@ class SpecError(LeptonError):
 
 class CompileError(LeptonError):
     """Compilation failed inside the pipeline; the message names the stage and the kernel."""
+
+
+class QuantizationError(LeptonError):
+    """Quantization cannot proceed: a bad calibration set, table or configuration."""
+
+
+class CalibrationError(QuantizationError):
+    """The calibration data is unusable (empty, NaN/Inf, wrong shapes or names)."""

@@ -143,20 +143,30 @@ def kernels_of(mod: Any) -> dict[str, Any]:
     }
 
 
-def schedule(mod: Any, config: Any) -> Any:
+def schedule(mod: Any, config: Any, npu: Any = None) -> tuple[Any, set[str]]:
     """Apply host schedules to every kernel; pre-pack constant weights at compile time.
 
     Kernels whose weights are constants get a layout-rewrite stage that is split out of the
-    kernel and folded into the weights, so the artifact stores them already tiled.
+    kernel and folded into the weights, so the artifact stores them already tiled. With an
+    NPU target (a ``LeptonTarget``), quantized GEMM kernels are tensorized onto the NPU
+    instead; returns the module and the names of those kernels.
     """
     import tvm
     from tvm import relax
 
     from .target.host_schedule import schedule_prim_func
+    from .target.qkernels import GEMM_ATTR
 
     mod = relax.transform.AttachAttrLayoutFreeBuffers()(mod)
+    on_npu: set[str] = set()
     for name, func in kernels_of(mod).items():
-        mod[name] = schedule_prim_func(func, config)
+        if npu is not None and func.attrs is not None and GEMM_ATTR in func.attrs:
+            from .target.npu_schedule import schedule_gemm_kernel
+
+            mod[name] = schedule_gemm_kernel(func, npu.spec)
+            on_npu.add(name)
+        else:
+            mod[name] = schedule_prim_func(func, config)
     seq = tvm.transform.Sequential(
         [
             relax.transform.SplitLayoutRewritePreproc(),
@@ -164,7 +174,11 @@ def schedule(mod: Any, config: Any) -> Any:
             relax.transform.DeadCodeElimination(),
         ]
     )
-    return seq(mod)
+    mod = seq(mod)  # may rename kernels: find the NPU ones again by their attribute
+    if npu is not None:
+        on_npu = {name for name, f in kernels_of(mod).items()
+                  if f.attrs is not None and GEMM_ATTR in f.attrs}
+    return mod, on_npu
 
 
 def runtime_object(workdir: Path) -> str:
@@ -180,13 +194,19 @@ def runtime_object(workdir: Path) -> str:
     return str(obj)
 
 
-def codegen(kernels: dict[str, Any], fallback: dict[str, Any], target: Any) -> bytes:
+def codegen(kernels: dict[str, Any], fallback: dict[str, Any], target: Any,
+            npu: Any = None) -> bytes:
     """Compile kernels to one shared library and return its bytes.
 
     A kernel whose schedule fails to compile is recompiled from ``fallback`` (unscheduled),
-    so a schedule bug costs speed, never a build.
+    so a schedule bug costs speed, never a build. With an NPU target the NPU instructions
+    (both execution modes) are linked in.
     """
     import tvm
+
+    # StorageRewrite would merge the int8 staging buffers that tensorized kernels address
+    # through access_ptr; NPU builds keep every buffer separate.
+    rewrite = npu is None
 
     def module_of(funcs: dict[str, Any]) -> Any:
         return tvm.IRModule(
@@ -195,11 +215,12 @@ def codegen(kernels: dict[str, Any], fallback: dict[str, Any], target: Any) -> b
 
     funcs = dict(kernels)
     try:
-        lib = tvm_compat.compile_tir(module_of(funcs), target)
+        lib = tvm_compat.compile_tir(module_of(funcs), target, storage_rewrite=rewrite)
     except Exception:
         for name in list(funcs):
             try:
-                tvm_compat.compile_tir(module_of({name: funcs[name]}), target)
+                tvm_compat.compile_tir(module_of({name: funcs[name]}), target,
+                                        storage_rewrite=rewrite)
             except Exception as err:
                 if name not in fallback:
                     raise CompileError(
@@ -209,11 +230,16 @@ def codegen(kernels: dict[str, Any], fallback: dict[str, Any], target: Any) -> b
                                "unscheduled kernel", name, str(err).splitlines()[0])
                 funcs[name] = fallback[name]
         try:
-            lib = tvm_compat.compile_tir(module_of(funcs), target)
+            lib = tvm_compat.compile_tir(module_of(funcs), target, storage_rewrite=rewrite)
         except Exception as err:
             raise CompileError(f"code generation failed: {err}") from None
     with tempfile.TemporaryDirectory(prefix="lepton-build-") as tmp:
         workdir = Path(tmp)
         so_path = workdir / "kernels.so"
-        tvm_compat.export_library(lib, str(so_path), [runtime_object(workdir)])
+        objects = [runtime_object(workdir)]
+        if npu is not None:
+            from .target.npu_codegen import npu_object
+
+            objects.append(npu_object(npu.spec, workdir, npu.host.mcpu))
+        tvm_compat.export_library(lib, str(so_path), objects)
         return so_path.read_bytes()

@@ -146,3 +146,37 @@ def resnet18(num_classes: int = 1000, seed: int = 0) -> Any:
     model = ResNet18()
     _randomize_batch_norm(model, seed)
     return model.eval()
+
+
+def digits_cnn(width: int = 16, num_classes: int = 10, seed: int = 0) -> Any:
+    """A small residual CNN for 8x8 single-channel digit images (``[N, 1, 8, 8]``): conv,
+    batch-norm, ReLU, a residual add, max pooling, flatten and two linear layers.
+
+    Untrained (random weights, fixed seed); :func:`lepton_compiler.datasets.train_digits_cnn`
+    trains it on scikit-learn's bundled digits.
+    """
+    torch = _torch()
+    nn = torch.nn
+
+    class DigitsCNN(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem = nn.Conv2d(1, width, 3, padding=1, bias=False)
+            self.bn0 = nn.BatchNorm2d(width)
+            self.conv1 = nn.Conv2d(width, width, 3, padding=1)
+            self.conv2 = nn.Conv2d(width, 2 * width, 3, padding=1)
+            self.pool = nn.MaxPool2d(2)
+            self.fc1 = nn.Linear(2 * width * 16, 64)
+            self.fc2 = nn.Linear(64, num_classes)
+
+        def forward(self, x):
+            x = torch.relu(self.bn0(self.stem(x)))
+            x = torch.relu(x + self.conv1(x))
+            x = self.pool(torch.relu(self.conv2(x)))
+            x = torch.relu(self.fc1(torch.flatten(x, 1)))
+            return self.fc2(x)
+
+    torch.manual_seed(seed)
+    model = DigitsCNN()
+    _randomize_batch_norm(model, seed)
+    return model.eval()

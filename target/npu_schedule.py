@@ -184,3 +184,52 @@ def _parallel_outer(sch, block) -> None:
             sch.parallel(loops[0])
         except Exception:  # a loop that cannot run in parallel stays serial
             pass
+
+
+EXTENTS_ATTR = "lepton.gemm_extents"
+
+
+def gemm_extents(func) -> tuple[int, int, int]:
+    """(M, N, K) of the ``matmul`` block of a quantized GEMM kernel (``qkernels``)."""
+    from tvm import s_tir
+
+    if func.attrs is not None and EXTENTS_ATTR in func.attrs:
+        m, n, k = (int(v) for v in func.attrs[EXTENTS_ATTR])
+        return m, n, k
+    sch = s_tir.Schedule(func)
+    block = sch.get(sch.get_sblock("matmul"))
+    m, n, k = (int(iv.dom.extent) for iv in block.iter_vars)
+    return m, n, k
+
+
+def gemm_sim_static(func, spec: LeptonSpec) -> dict[str, int]:
+    """The static sim figures (see :func:`sim_static`) of a quantized GEMM kernel."""
+    return sim_static(plan_gemm(*gemm_extents(func), spec), spec)
+
+
+def schedule_gemm_kernel(func, spec: LeptonSpec):
+    """Schedule a quantized conv2d/dense kernel (``qkernels``) for the NPU.
+
+    The product is tensorized onto the GEMM instruction (:func:`schedule_matmul`); the
+    requantization onto the vector unit's requantize sequence when the output is a whole
+    number of tiles (otherwise that epilogue runs on the host, same arithmetic); the
+    ``im2col`` window gather, which the DMA engine's address generation performs, runs in
+    parallel on the host in the emulation.
+    """
+    from tvm import s_tir
+
+    mat = spec.matrix
+    m, n, k = gemm_extents(func)
+    plan = plan_gemm(m, n, k, spec)
+    sch = s_tir.Schedule(func)
+    names = register_intrinsics(spec, plan.k_block)
+    requant = sch.get_sblock("requant")
+    if m % mat.tile_m == 0 and n % mat.tile_n == 0:
+        i, j = sch.get_loops(requant)
+        io, ii = sch.split(i, [None, mat.tile_m])
+        jo, ji = sch.split(j, [None, mat.tile_n])
+        sch.reorder(io, jo, ii, ji)
+        sch.parallel(sch.fuse(io, jo))
+        sch.tensorize(ii, names.requant)
+    schedule_matmul(sch, sch.get_sblock("matmul"), spec, plan)
+    return sch.mod["main"].with_attr(EXTENTS_ATTR, [m, n, k])

@@ -46,3 +46,89 @@ def quantize_multiplier(real: float) -> tuple[int, int]:
         multiplier //= 2
         exponent += 1
     return multiplier, 31 - int(exponent)
+
+
+# --- Quantized operators (the semantics of ``qkernels``; activations NHWC) -----------------
+
+def quantize(x: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+    """float32 -> int8: ``clamp(floor(x / scale + 0.5) + zero_point, -128, 127)`` in float32."""
+    x = np.asarray(x, np.float32)
+    v = np.floor(x / np.float32(scale) + np.float32(0.5)) + np.float32(zero_point)
+    return np.clip(v, -128, 127).astype(np.int8)
+
+
+def dequantize(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+    """int8 -> float32: ``float32(q - zero_point) * scale``."""
+    return (q.astype(np.int32) - zero_point).astype(np.float32) * np.float32(scale)
+
+
+def dense(x: np.ndarray, w: np.ndarray, bias: np.ndarray, multiplier: np.ndarray,
+          shift: np.ndarray, zero_point: int, lo: int, hi: int) -> np.ndarray:
+    """``requantize(x @ w + bias)``: int8 ``x[m, k]``, ``w[k, n]``; int32 ``bias[n]``."""
+    return requantize(gemm(x, w), multiplier, shift, zero_point, lo, hi, bias)
+
+
+def im2col(x: np.ndarray, kh: int, kw: int, stride: tuple[int, int],
+           padding: tuple[int, int, int, int], dilation: tuple[int, int],
+           pad_value: int) -> np.ndarray:
+    """NHWC windows as rows ``[N*OH*OW, KH*KW*C]`` (column order ky, kx, c)."""
+    n, h, w, c = x.shape
+    top, left, bottom, right = padding
+    padded = np.full((n, h + top + bottom, w + left + right, c), pad_value, x.dtype)
+    padded[:, top:top + h, left:left + w] = x
+    oh = (h + top + bottom - dilation[0] * (kh - 1) - 1) // stride[0] + 1
+    ow = (w + left + right - dilation[1] * (kw - 1) - 1) // stride[1] + 1
+    cols = np.empty((n, oh, ow, kh, kw, c), x.dtype)
+    for ky in range(kh):
+        for kx in range(kw):
+            y0, x0 = ky * dilation[0], kx * dilation[1]
+            cols[:, :, :, ky, kx] = padded[:, y0:y0 + stride[0] * (oh - 1) + 1:stride[0],
+                                           x0:x0 + stride[1] * (ow - 1) + 1:stride[1]]
+    return cols.reshape(n * oh * ow, kh * kw * c)
+
+
+def conv2d(x: np.ndarray, w_hwio: np.ndarray, bias: np.ndarray, multiplier: np.ndarray,
+           shift: np.ndarray, input_zero_point: int, zero_point: int, lo: int, hi: int,
+           stride: tuple[int, int], padding: tuple[int, int, int, int],
+           dilation: tuple[int, int]) -> np.ndarray:
+    """NHWC int8 conv2d (groups 1): padding takes the input zero point; returns NHWC int8."""
+    kh, kw, cin, cout = w_hwio.shape
+    cols = im2col(x, kh, kw, stride, padding, dilation, input_zero_point)
+    out = dense(cols, w_hwio.reshape(kh * kw * cin, cout), bias, multiplier, shift,
+                zero_point, lo, hi)
+    n, h, w_, _ = x.shape
+    oh = (h + padding[0] + padding[2] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
+    ow = (w_ + padding[1] + padding[3] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
+    return out.reshape(n, oh, ow, cout)
+
+
+def add(a: np.ndarray, b: np.ndarray, za: int, ma: int, zb: int, mb: int, shift: int,
+        zo: int, lo: int, hi: int) -> np.ndarray:
+    """``clamp((((a - za) * ma + (b - zb) * mb + 2**(shift-1)) >> shift) + zo, lo, hi)``:
+    both inputs rescaled to the output scale with one shared shift and a single rounding."""
+    acc = (a.astype(np.int64) - za) * ma + (b.astype(np.int64) - zb) * mb
+    return np.clip(((acc + (1 << (shift - 1))) >> shift) + zo, lo, hi).astype(np.int8)
+
+
+def relu(q: np.ndarray, zero_point: int) -> np.ndarray:
+    """ReLU in the input's own quantization."""
+    return np.maximum(q, np.int8(zero_point))
+
+
+def max_pool2d(x: np.ndarray, pool: tuple[int, int], stride: tuple[int, int],
+               padding: tuple[int, int, int, int]) -> np.ndarray:
+    """NHWC int8 max pooling (padding below every value)."""
+    cols = im2col(x, pool[0], pool[1], stride, padding, (1, 1), -128)
+    n, c = x.shape[0], x.shape[3]
+    h, w = x.shape[1], x.shape[2]
+    oh = (h + padding[0] + padding[2] - pool[0]) // stride[0] + 1
+    ow = (w + padding[1] + padding[3] - pool[1]) // stride[1] + 1
+    return cols.reshape(n * oh * ow, pool[0] * pool[1], c).max(axis=1).reshape(n, oh, ow, c)
+
+
+def global_avg_pool(x: np.ndarray) -> np.ndarray:
+    """NHWC int8 global mean, rounded half up, in the input's own quantization."""
+    n, h, w, c = x.shape
+    total = x.astype(np.int64).sum(axis=(1, 2))
+    count = h * w
+    return np.floor_divide(2 * total + count, 2 * count).astype(np.int8).reshape(n, 1, 1, c)

@@ -1,0 +1,370 @@
+"""Per-channel int8 post-training quantization: configuration, calibration tables, the
+build stages, the integer reference and the per-layer accuracy analysis.
+
+Typical use::
+
+    config = QuantConfig(calibration_data=[(x,) for x in batches], method="entropy")
+    compiled = lepton_compiler.build(model, example_inputs, target="lepton", quantize=config)
+    compiled.quantization.table.save("calib.json")      # reproducible builds:
+    QuantConfig(table="calib.json")                      # no re-calibration
+
+Calibration runs the float model (compiled for the host, every intermediate tensor an
+output) over the calibration set; ranges per tensor come from the chosen method
+(``passes/calibrate.py``); the integer rewrite and its numpy reference are in
+``passes/quantize.py``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import CalibrationError, OptionError, QuantizationError
+from .passes.calibrate import METHODS, Stats, choose_range
+from .passes.qgraph import COMPUTE_KINDS, LayerGraph, read_graph
+from .passes.quantize import QuantizedGraph, emit, plan_quantization, run_reference
+
+TABLE_VERSION = 1
+
+
+@dataclass
+class QuantConfig:
+    """How to quantize a model to int8.
+
+    Parameters
+    ----------
+    calibration_data
+        An iterable of samples, each a tuple/list of arrays (one per model input, in order),
+        a dict ``{input name: array}``, or one array for a one-input model; numpy arrays or
+        torch tensors, each shaped exactly like the model's input. Not needed with ``table``.
+    method
+        ``"minmax"`` (default), ``"percentile"``, ``"entropy"`` (KL) or ``"mse"``.
+    percentile
+        For ``method="percentile"``: the kept share of the distribution, in (50, 100].
+    per_channel
+        Weights with one scale per output channel (default) or one per tensor.
+    skip
+        Layer names (as in the reports: ``conv2d_0``, ``dense_1``, ``add_0``...) to keep float.
+    overrides
+        ``{layer: {"float": True}}`` keeps a layer in float; ``{layer or input:
+        {"range": (lo, hi)}}`` forces the calibrated range of its output tensor.
+    table
+        A :class:`CalibrationTable` (or the path of one saved as JSON): its ranges are used
+        and no calibration is run.
+    progress
+        Show a progress bar while calibrating (default: when stderr is a terminal).
+    """
+
+    calibration_data: Iterable[Any] | None = None
+    method: str = "minmax"
+    percentile: float = 99.99
+    per_channel: bool = True
+    skip: Sequence[str] = ()
+    overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    table: CalibrationTable | str | os.PathLike | None = None
+    progress: bool | None = None
+
+
+@dataclass
+class CalibrationTable:
+    """Calibrated ranges per tensor, with the statistics they came from; JSON-serialisable.
+
+    ``signature`` identifies the layer graph the table belongs to (tensor names and shapes);
+    a table is refused for a model with a different graph.
+    """
+
+    method: str
+    percentile: float
+    signature: str
+    tensors: dict[str, dict[str, Any]]   # name -> {"shape", "min", "max", "lo", "hi"}
+
+    def ranges(self) -> dict[str, tuple[float, float]]:
+        return {name: (t["lo"], t["hi"]) for name, t in self.tensors.items()}
+
+    def to_json(self) -> str:
+        return json.dumps({"version": TABLE_VERSION, "method": self.method,
+                           "percentile": self.percentile, "signature": self.signature,
+                           "tensors": self.tensors}, indent=1, sort_keys=True)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the table as JSON (atomically)."""
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(self.to_json())
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> CalibrationTable:
+        """Read a table saved with :meth:`save`; QuantizationError names what is wrong."""
+        path = Path(path)
+        try:
+            raw = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise QuantizationError(f"{path}: calibration table not found") from None
+        except (OSError, ValueError) as err:
+            raise QuantizationError(f"{path}: not a calibration table ({err})") from None
+        if not isinstance(raw, dict) or raw.get("version") != TABLE_VERSION:
+            raise QuantizationError(f"{path}: not a version-{TABLE_VERSION} calibration table")
+        try:
+            tensors = {str(k): {"shape": [int(d) for d in v["shape"]],
+                                "min": float(v["min"]), "max": float(v["max"]),
+                                "lo": float(v["lo"]), "hi": float(v["hi"])}
+                       for k, v in raw["tensors"].items()}
+            table = cls(str(raw["method"]), float(raw["percentile"]), str(raw["signature"]),
+                        tensors)
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            raise QuantizationError(f"{path}: malformed calibration table ({err})") from None
+        for name, t in tensors.items():
+            if not (np.isfinite(t["lo"]) and np.isfinite(t["hi"]) and t["lo"] <= t["hi"]):
+                raise QuantizationError(f"{path}: tensor {name!r} has an invalid range "
+                                        f"[{t['lo']}, {t['hi']}]")
+        return table
+
+
+@dataclass
+class QuantizationResult:
+    """What the quantize stage produced: the module, the integer graph and the table."""
+
+    module: Any
+    graph: QuantizedGraph
+    table: CalibrationTable
+
+    def summary(self) -> dict[str, Any]:
+        """Quantized layers, float layers with the reason, and the method."""
+        return {"method": self.table.method,
+                "quantized": [lay.name for lay in self.graph.graph.layers
+                              if lay.name in self.graph.quantized],
+                "float": dict(self.graph.float_layers)}
+
+    def reference(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the integer semantics in numpy (the bit-exact oracle of the compiled model)."""
+        inputs = _sample_dict(args[0] if len(args) == 1 and isinstance(args[0], Mapping)
+                              else (kwargs or args), self.graph.graph, "reference input")
+        outs, _ = run_reference(self.graph, inputs)
+        return outs[0] if len(outs) == 1 else tuple(outs)
+
+
+def check_config(config: Any) -> QuantConfig:
+    """Validate a QuantConfig (OptionError names the bad field)."""
+    if isinstance(config, str) and config == "int8":
+        raise OptionError("quantize='int8' needs calibration data: pass "
+                          "quantize=QuantConfig(calibration_data=...)")
+    if not isinstance(config, QuantConfig):
+        raise OptionError(f"quantize= takes a QuantConfig, not {type(config).__name__}")
+    if config.method not in METHODS:
+        raise OptionError(f"unknown calibration method {config.method!r}; "
+                          f"choose one of {', '.join(METHODS)}")
+    if not 50.0 < float(config.percentile) <= 100.0:
+        raise OptionError(f"percentile must lie in (50, 100], got {config.percentile}")
+    if config.calibration_data is None and config.table is None:
+        raise OptionError("QuantConfig needs calibration_data or a calibration table")
+    if isinstance(config.skip, str):
+        raise OptionError("skip= takes a list of layer names, not a string")
+    for name, override in config.overrides.items():
+        if not isinstance(override, Mapping) or not set(override) <= {"float", "range"}:
+            raise OptionError(f"override for {name!r} must be a dict with 'float' and/or "
+                              "'range'")
+        if "range" in override:
+            lo, hi = _pair(override["range"], name)
+            if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
+                raise OptionError(f"override range for {name!r} must be finite with lo < hi")
+    return config
+
+
+def _pair(value: Any, name: str) -> tuple[float, float]:
+    try:
+        lo, hi = value
+        return float(lo), float(hi)
+    except (TypeError, ValueError):
+        raise OptionError(f"override range for {name!r} must be (lo, hi)") from None
+
+
+def graph_signature(graph: LayerGraph) -> str:
+    items = sorted((n, list(t.shape)) for n, t in graph.tensors.items() if t.dtype == "float32")
+    return hashlib.sha256(json.dumps(items).encode()).hexdigest()[:16]
+
+
+def _observed(graph: LayerGraph) -> list[str]:
+    return [n for n, t in graph.tensors.items()
+            if t.dtype == "float32" and n not in graph.inputs]
+
+
+def _check_names(graph: LayerGraph, config: QuantConfig) -> None:
+    layers = {lay.name for lay in graph.layers}
+    known = layers | set(graph.inputs)
+    unknown = [n for n in config.skip if n not in layers]
+    unknown += [n for n in config.overrides if n not in known]
+    if unknown:
+        listed = ", ".join(lay.name for lay in graph.layers if lay.kind in COMPUTE_KINDS)
+        raise OptionError(f"no layer named {', '.join(map(repr, unknown))}; the model's "
+                          f"quantizable layers are: {listed}")
+
+
+def _to_numpy(value: Any) -> np.ndarray:
+    if hasattr(value, "detach"):
+        value = value.detach().cpu().numpy()
+    return np.asarray(value)
+
+
+def _sample_dict(sample: Any, graph: LayerGraph, what: str) -> dict[str, np.ndarray]:
+    names = graph.inputs
+    if isinstance(sample, Mapping):
+        unknown = [k for k in sample if k not in names]
+        missing = [n for n in names if n not in sample]
+        if unknown or missing:
+            raise CalibrationError(f"{what}: inputs {sorted(sample)} do not match the model's "
+                                   f"inputs {names}")
+        arrays = {n: _to_numpy(sample[n]) for n in names}
+    else:
+        items = list(sample) if isinstance(sample, (tuple, list)) else [sample]
+        if len(items) != len(names):
+            raise CalibrationError(f"{what}: {len(items)} array(s) given, the model takes "
+                                   f"{len(names)} input(s) {names}")
+        arrays = {n: _to_numpy(v) for n, v in zip(names, items, strict=True)}
+    for n, a in arrays.items():
+        want = graph.tensors[n].shape
+        if tuple(a.shape) != tuple(want):
+            raise CalibrationError(f"{what}: input {n!r} has shape {tuple(a.shape)}, the model "
+                                   f"expects {tuple(want)}")
+        if a.dtype.kind not in "fiu":
+            raise CalibrationError(f"{what}: input {n!r} has dtype {a.dtype}, expected numbers")
+        if a.dtype.kind == "f" and not np.all(np.isfinite(a)):
+            raise CalibrationError(f"{what}: input {n!r} contains NaN or Inf; clean the "
+                                   "calibration data")
+    return {n: a.astype(graph.tensors[n].dtype, copy=False) for n, a in arrays.items()}
+
+
+def _observer_model(mod: Any, graph: LayerGraph, observed: list[str], host: Any) -> Any:
+    """The float model compiled for the host with every observed tensor as an output."""
+    from tvm import relax
+
+    from . import artifact, tvm_compat
+    from .compiled_model import CompiledModel
+    from .driver import lower
+    from .passes.quantize import substitute
+
+    func = mod["main"]
+    tensor_var = {name: var for var, name in graph.var_names.items()}
+    bb = relax.BlockBuilder()
+    params = [relax.Var(tvm_compat.param_name(p), p.ty) for p in func.params]
+    env = dict(zip(func.params, params, strict=True))
+    with bb.function("main", params):
+        with bb.dataflow():
+            for block in func.body.blocks:
+                for b in block.bindings:
+                    env[b.var] = bb.emit(substitute(b.value, env.__getitem__))
+            outs = [env[tensor_var[n]] for n in observed]
+            gv = bb.emit_output(relax.Tuple(outs))
+        bb.emit_func_output(gv)
+    observer = bb.get()
+    built, kernels_so, _ = lower(observer, list(graph.inputs), list(observed), host, None, {},
+                                 lambda m, s: None)
+    data = artifact.pack(plan=built.plan, weights=built.weights, kernels=kernels_so,
+                         target=host.manifest(), spec_fingerprint=None,
+                         compiler_version="calibration", tvm_version=tvm_compat.tvm_version())
+    return CompiledModel(data, {"target": "host", "purpose": "calibration"})
+
+
+def _progress(total: int | None, label: str, enabled: bool | None):
+    """A minimal progress bar on stderr (off when not a terminal unless asked)."""
+    on = sys.stderr.isatty() if enabled is None else enabled
+
+    def step(i: int) -> None:
+        if not on:
+            return
+        count = f"{i}/{total}" if total else str(i)
+        sys.stderr.write(f"\r{label}: {count}")
+        if total and i >= total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+    return step
+
+
+def calibrate(mod: Any, input_names: list[str], config: QuantConfig,
+              host: Any) -> tuple[LayerGraph, CalibrationTable]:
+    """Read the layer graph of ``mod`` and calibrate it (or take the config's table)."""
+    graph = read_graph(mod["main"])
+    _check_names(graph, config)
+    signature = graph_signature(graph)
+    if config.table is not None:
+        table = config.table if isinstance(config.table, CalibrationTable) else \
+            CalibrationTable.load(config.table)
+        if table.signature != signature:
+            missing = sorted(set(_observed(graph)) | set(graph.inputs) - set(table.tensors))
+            raise QuantizationError(
+                "the calibration table was made for a different model (graph signature "
+                f"{table.signature}, this model {signature})"
+                + (f"; it lacks tensors {', '.join(missing[:8])}" if missing else ""))
+        return graph, _apply_overrides(table, config)
+    samples = [_sample_dict(s, graph, f"calibration sample {i}")
+               for i, s in enumerate(config.calibration_data)]
+    if not samples:
+        raise CalibrationError("the calibration data is empty; pass at least one sample "
+                               "(a few hundred representative inputs is typical)")
+    observed = _observed(graph)
+    model = _observer_model(mod, graph, observed, host)
+    stats = {n: Stats() for n in [*graph.inputs, *observed]
+             if graph.tensors[n].dtype == "float32"}
+    passes = 1 if config.method == "minmax" else 2
+    step = _progress(passes * len(samples), f"calibrating ({config.method})", config.progress)
+
+    def values(sample: dict[str, np.ndarray], index: int) -> dict[str, np.ndarray]:
+        outs = model(sample)
+        outs = outs if isinstance(outs, tuple) else (outs,)
+        got = {**{n: sample[n] for n in graph.inputs}, **dict(zip(observed, outs, strict=True))}
+        for n, v in got.items():
+            if n in stats and not np.all(np.isfinite(v)):
+                raise CalibrationError(f"tensor {n!r} is NaN or Inf on calibration sample "
+                                       f"{index}; the float model overflows on it")
+        return got
+
+    done = 0
+    for i, s in enumerate(samples):
+        for n, v in values(s, i).items():
+            if n in stats:
+                stats[n].update_range(v)
+        done += 1
+        step(done)
+    if passes == 2:
+        for st in stats.values():
+            st.start_histogram()
+        for i, s in enumerate(samples):
+            for n, v in values(s, i).items():
+                if n in stats:
+                    stats[n].update_histogram(v)
+            done += 1
+            step(done)
+    tensors = {}
+    for n, st in stats.items():
+        lo, hi = choose_range(st, config.method, float(config.percentile))
+        tensors[n] = {"shape": list(graph.tensors[n].shape), "min": st.min, "max": st.max,
+                      "lo": float(lo), "hi": float(hi)}
+    table = CalibrationTable(config.method, float(config.percentile), signature, tensors)
+    return graph, _apply_overrides(table, config)
+
+
+def _apply_overrides(table: CalibrationTable, config: QuantConfig) -> CalibrationTable:
+    tensors = {n: dict(t) for n, t in table.tensors.items()}
+    for name, override in config.overrides.items():
+        if "range" in override and name in tensors:
+            lo, hi = _pair(override["range"], name)
+            tensors[name]["lo"], tensors[name]["hi"] = lo, hi
+    return CalibrationTable(table.method, table.percentile, table.signature, tensors)
+
+
+def quantize(graph: LayerGraph, table: CalibrationTable, config: QuantConfig,
+             keep: list[str] | None = None) -> QuantizationResult:
+    """The integer rewrite of ``graph`` with ``table``'s ranges."""
+    skip = set(config.skip) | {n for n, o in config.overrides.items() if o.get("float")}
+    qg = plan_quantization(graph, table.ranges(), skip, bool(config.per_channel))
+    return QuantizationResult(emit(qg, keep), qg, table)

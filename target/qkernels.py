@@ -1,0 +1,217 @@
+"""TIR kernels of the quantized operators (the integer semantics of ``quant_reference``).
+
+Every function returns a ``PrimFunc`` for one operator instance; zero points and other
+scalars are baked in as constants, per-channel vectors are buffer arguments. The GEMM
+kernels (``conv2d``, ``dense``) have the shape the NPU schedules expect — an optional
+``im2col`` gather, an int8 ``matmul`` block accumulating in int32 and a ``requant`` block
+(bias, fixed-point multiplier, rounding shift, zero point, clamp) — and carry the attribute
+``lepton.gemm`` so the lepton target can tensorize them; on the host they get the host
+schedules like any other kernel.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+GEMM_ATTR = "lepton.gemm"  # value: "conv2d" | "dense"
+_OPAQUE = 8  # relax OpPatternKind.kOpaque: FuseOps leaves the kernel alone
+
+
+def _finish(func: Any, gemm: str | None = None) -> Any:
+    func = func.with_attr("op_pattern", _OPAQUE)
+    return func.with_attr(GEMM_ATTR, gemm) if gemm else func
+
+
+def _elementwise(shape: tuple[int, ...], inputs: list[tuple[str, str]], name: str,
+                 body: Any) -> Any:
+    """A fusable N-D elementwise kernel: ``body(*loaded inputs) -> value``."""
+    from tvm import te
+
+    placeholders = [te.placeholder(shape, dtype, name=n) for n, dtype in inputs]
+    out = te.compute(shape, lambda *i: body(*(p(*i) for p in placeholders)), name=name)
+    return te.create_prim_func([*placeholders, out]).with_attr("op_pattern", _OPAQUE)
+
+
+def quantize_func(shape: tuple[int, ...], scale: float, zero_point: int) -> Any:
+    """float32 -> int8: ``clamp(floor(x / scale + 0.5) + zero_point, -128, 127)``."""
+    from tvm import tirx
+
+    def f32(v: float) -> Any:
+        return tirx.const(v, "float32")
+
+    return _elementwise(shape, [("X", "float32")], "quantize", lambda x: tirx.Cast(
+        "int8", tirx.max(tirx.min(tirx.floor(x / f32(scale) + f32(0.5)) + f32(zero_point),
+                                  f32(127)), f32(-128))))
+
+
+def dequantize_func(shape: tuple[int, ...], scale: float, zero_point: int) -> Any:
+    """int8 -> float32: ``float(q - zero_point) * scale``."""
+    from tvm import tirx
+
+    return _elementwise(shape, [("Q", "int8")], "dequantize", lambda q: tirx.Cast(
+        "float32", tirx.Cast("int32", q) - zero_point) * tirx.const(scale, "float32"))
+
+
+def dense_func(m: int, k: int, n: int) -> Any:
+    """``OUT[m, n] = requant(X[m, k] @ W[k, n] + BIAS)`` (int8 operands, int32 products).
+
+    The input zero point is folded into ``BIAS`` by the quantizer (``- zp * sum_k W``).
+    """
+    from tvm.script import tirx as T
+
+    from .intrinsics import requant_macro
+
+    requant_store = requant_macro()
+
+    @T.prim_func(s_tir=True)
+    def dense(X: T.Buffer((m, k), "int8"), W: T.Buffer((k, n), "int8"),
+              BIAS: T.Buffer((n,), "int32"), MUL: T.Buffer((n,), "int32"),
+              SH: T.Buffer((n,), "int32"), QP: T.Buffer((3,), "int32"),
+              OUT: T.Buffer((m, n), "int8")) -> None:
+        C = T.sblock_alloc_buffer((m, n), "int32")
+        for i, j, kk in T.grid(m, n, k):
+            with T.sblock("matmul"):
+                vi, vj, vk = T.axis.remap("SSR", [i, j, kk])
+                with T.init():
+                    C[vi, vj] = 0
+                C[vi, vj] = C[vi, vj] + T.cast(X[vi, vk], "int32") * T.cast(W[vk, vj], "int32")
+        for i, j in T.grid(m, n):
+            with T.sblock("requant"):
+                vi, vj = T.axis.remap("SS", [i, j])
+                requant_store(OUT, C, BIAS, MUL, SH, QP, vi, vj)
+
+    return _finish(dense, "dense")
+
+
+def conv2d_func(shape: Any, input_zero_point: int) -> Any:
+    """NHWC int8 conv2d (groups 1) as im2col + GEMM + requant; ``shape`` is a
+    ``Conv2dShape``. Padding pixels take the input zero point (real value 0); the output is
+    ``OUT[N*OH*OW, Cout]`` in NHWC memory order and ``W`` is HWIO as ``[KH*KW*Cin, Cout]``.
+    """
+    from tvm.script import tirx as T
+
+    from .intrinsics import requant_macro
+
+    requant_store = requant_macro()
+    s = shape
+    oh, ow = s.out_hw
+    m, n_out, k = s.gemm
+    sh, sw = s.stride
+    dh, dw = s.dilation
+    top, left = s.padding[0], s.padding[1]
+    h, w, kw_, cin = s.h, s.w, s.kw, s.cin
+    zp = input_zero_point
+
+    @T.prim_func(s_tir=True)
+    def conv2d(X: T.Buffer((s.n, s.h, s.w, s.cin), "int8"), W: T.Buffer((k, n_out), "int8"),
+               BIAS: T.Buffer((n_out,), "int32"), MUL: T.Buffer((n_out,), "int32"),
+               SH: T.Buffer((n_out,), "int32"), QP: T.Buffer((3,), "int32"),
+               OUT: T.Buffer((m, n_out), "int8")) -> None:
+        cols = T.sblock_alloc_buffer((m, k), "int8")
+        C = T.sblock_alloc_buffer((m, n_out), "int32")
+        for r, q in T.grid(m, k):
+            with T.sblock("im2col"):
+                vr, vq = T.axis.remap("SS", [r, q])
+                cols[vr, vq] = T.if_then_else(
+                    0 <= vr % (oh * ow) // ow * sh + vq // (kw_ * cin) * dh - top
+                    and vr % (oh * ow) // ow * sh + vq // (kw_ * cin) * dh - top < h
+                    and 0 <= vr % ow * sw + vq % (kw_ * cin) // cin * dw - left
+                    and vr % ow * sw + vq % (kw_ * cin) // cin * dw - left < w,
+                    X[vr // (oh * ow),
+                      T.max(T.min(vr % (oh * ow) // ow * sh + vq // (kw_ * cin) * dh - top,
+                                  h - 1), 0),
+                      T.max(T.min(vr % ow * sw + vq % (kw_ * cin) // cin * dw - left, w - 1), 0),
+                      vq % cin],
+                    T.int8(zp))
+        for i, j, kk in T.grid(m, n_out, k):
+            with T.sblock("matmul"):
+                vi, vj, vk = T.axis.remap("SSR", [i, j, kk])
+                with T.init():
+                    C[vi, vj] = 0
+                C[vi, vj] = C[vi, vj] + T.cast(cols[vi, vk], "int32") * T.cast(W[vk, vj], "int32")
+        for i, j in T.grid(m, n_out):
+            with T.sblock("requant"):
+                vi, vj = T.axis.remap("SS", [i, j])
+                requant_store(OUT, C, BIAS, MUL, SH, QP, vi, vj)
+
+    return _finish(conv2d, "conv2d")
+
+
+def add_func(shape: tuple[int, ...], za: int, ma: int, zb: int, mb: int, shift: int,
+             zo: int, lo: int, hi: int) -> Any:
+    """Residual add of two int8 tensors with their own scales (see ``reference.add``)."""
+    from tvm import tirx
+
+    def i64(v: int) -> Any:
+        return tirx.const(v, "int64")
+
+    def body(a: Any, b: Any) -> Any:
+        acc = ((tirx.Cast("int64", a) - i64(za)) * i64(ma)
+               + (tirx.Cast("int64", b) - i64(zb)) * i64(mb) + i64(1 << (shift - 1)))
+        return tirx.Cast("int8", tirx.max(tirx.min(
+            tirx.shift_right(acc, i64(shift)) + i64(zo), i64(hi)), i64(lo)))
+
+    return _elementwise(shape, [("A", "int8"), ("B", "int8")], "add", body)
+
+
+def relu_func(shape: tuple[int, ...], zero_point: int) -> Any:
+    """int8 ReLU in the input's own quantization: ``max(q, zero_point)``."""
+    from tvm import tirx
+
+    return _elementwise(shape, [("A", "int8")], "relu",
+                        lambda a: tirx.max(a, tirx.const(zero_point, "int8")))
+
+
+def max_pool2d_func(n: int, h: int, w: int, c: int, pool: tuple[int, int],
+                    stride: tuple[int, int], padding: tuple[int, int, int, int],
+                    out_hw: tuple[int, int]) -> Any:
+    """NHWC int8 max pooling; padding never wins (it is below every int8 value)."""
+    from tvm.script import tirx as T
+
+    oh, ow = out_hw
+    ph, pw = pool
+    sh, sw = stride
+    top, left = padding[0], padding[1]
+
+    @T.prim_func(s_tir=True)
+    def max_pool2d(X: T.Buffer((n, h, w, c), "int8"),
+                   OUT: T.Buffer((n, oh, ow, c), "int8")) -> None:
+        for b, y, x, ch, ky, kx in T.grid(n, oh, ow, c, ph, pw):
+            with T.sblock("pool"):
+                vb, vy, vx, vc, vky, vkx = T.axis.remap("SSSSRR", [b, y, x, ch, ky, kx])
+                with T.init():
+                    OUT[vb, vy, vx, vc] = T.int8(-128)
+                OUT[vb, vy, vx, vc] = T.max(OUT[vb, vy, vx, vc], T.if_then_else(
+                    0 <= vy * sh + vky - top and vy * sh + vky - top < h
+                    and 0 <= vx * sw + vkx - left and vx * sw + vkx - left < w,
+                    X[vb, T.max(T.min(vy * sh + vky - top, h - 1), 0),
+                      T.max(T.min(vx * sw + vkx - left, w - 1), 0), vc],
+                    T.int8(-128)))
+
+    return max_pool2d.with_attr("op_pattern", _OPAQUE)
+
+
+def global_avg_pool_func(n: int, h: int, w: int, c: int) -> Any:
+    """NHWC int8 global average: ``floor((2 * sum + count) / (2 * count))`` (half up), in
+    the input's own quantization."""
+    from tvm.script import tirx as T
+
+    count = h * w
+
+    @T.prim_func(s_tir=True)
+    def global_avg_pool(X: T.Buffer((n, h, w, c), "int8"),
+                        OUT: T.Buffer((n, 1, 1, c), "int8")) -> None:
+        acc = T.sblock_alloc_buffer((n, c), "int32")
+        for b, ch, y, x in T.grid(n, c, h, w):
+            with T.sblock("sum"):
+                vb, vc, vy, vx = T.axis.remap("SSRR", [b, ch, y, x])
+                with T.init():
+                    acc[vb, vc] = 0
+                acc[vb, vc] = acc[vb, vc] + T.Cast("int32", X[vb, vy, vx, vc])
+        for b, ch in T.grid(n, c):
+            with T.sblock("mean"):
+                vb, vc = T.axis.remap("SS", [b, ch])
+                OUT[vb, 0, 0, vc] = T.Cast("int8", T.floordiv(2 * acc[vb, vc] + count,
+                                                              2 * count))
+
+    return global_avg_pool.with_attr("op_pattern", _OPAQUE)
