@@ -6,6 +6,9 @@ Public API::
     compiled = lepton_compiler.build(model, example_inputs)   # torch.nn.Module or ONNX
     y = compiled(x)
     compiled.export("model.lepton")                            # run it with lepton_runtime
+
+    config = lepton_compiler.QuantConfig(calibration_data=samples)  # int8 for the NPU
+    compiled = lepton_compiler.build(model, example_inputs, target="lepton", quantize=config)
 """
 
 __version__ = "0.1.0"
@@ -15,26 +18,36 @@ from .compiled_model import CompiledModel
 from .driver import build
 from .errors import (
     ArtifactError,
+    CalibrationError,
     CompileError,
     InputError,
     LeptonError,
     ModelLoadError,
     OptionError,
+    QuantizationError,
     SpecError,
     UnsupportedOperatorError,
 )
+from .quant_analysis import QuantReport, analyze_quantization
+from .quantization import CalibrationTable, QuantConfig
 
 __all__ = [
     "ArtifactError",
+    "CalibrationError",
+    "CalibrationTable",
     "CompileError",
     "CompiledModel",
     "InputError",
     "LeptonError",
     "ModelLoadError",
     "OptionError",
+    "QuantConfig",
+    "QuantReport",
+    "QuantizationError",
     "SpecError",
     "UnsupportedOperatorError",
     "__version__",
+    "analyze_quantization",
     "build",
     "zoo",
 ]

@@ -100,15 +100,8 @@ def build(
         npu = resolve_lepton(spec, cpu, num_threads)  # SpecError on a bad spec, before work
     host = npu.host if npu is not None else resolve_host(cpu, num_threads)
     timings: dict[str, float] = {}
-    with _stage("import", timings):
-        imported = frontend.import_model(model, example_inputs)
     check = lowering.check_well_formed if verify else (lambda mod, stage: None)
-    with _stage("simplify", timings):
-        mod = lowering.simplify(imported.mod)
-        check(mod, "simplify")
-    with _stage("layout", timings):
-        mod = lowering.convert_layout(mod)
-        check(mod, "layout")
+    imported, mod = prepare(model, example_inputs, timings, check)
     quant = None
     if quantize is not None:
         from . import quantization
@@ -127,7 +120,8 @@ def build(
             plan=built.plan,
             weights=built.weights,
             kernels=kernels_so,
-            target=_npu_manifest(npu) if npu is not None else host.manifest(),
+            target=_npu_manifest(npu, bool(npu_kernels)) if npu is not None
+            else host.manifest(),
             spec_fingerprint=npu.spec.fingerprint() if npu is not None else None,
             compiler_version=__version__,
             tvm_version=tvm_compat.tvm_version(),
@@ -152,10 +146,26 @@ def build(
     return CompiledModel(data, info, quant)
 
 
-def _npu_manifest(npu: Any) -> dict:
+def prepare(model: Any, example_inputs: Sequence[Any] | None,
+            timings: dict[str, float] | None = None, check: Any = None) -> tuple[Any, Any]:
+    """import → simplify → layout: the imported model and its simplified NHWC Relax module."""
+    timings = {} if timings is None else timings
+    check = check or (lambda mod, stage: None)
+    with _stage("import", timings):
+        imported = frontend.import_model(model, example_inputs)
+    with _stage("simplify", timings):
+        mod = lowering.simplify(imported.mod)
+        check(mod, "simplify")
+    with _stage("layout", timings):
+        mod = lowering.convert_layout(mod)
+        check(mod, "layout")
+    return imported, mod
+
+
+def _npu_manifest(npu: Any, linked: bool) -> dict:
     from .target.npu_kernels import COUNTERS
 
-    return {**npu.manifest(), "sim_counters": list(COUNTERS)}
+    return {**npu.manifest(), "sim_counters": list(COUNTERS)} if linked else npu.manifest()
 
 
 def _fallback_reason(kernel: str, quant: Any) -> str:
@@ -190,7 +200,9 @@ def lower(mod: Any, input_names: list[str], output_names: list[str], host: Any, 
     npu_kernels = npu_kernels & used
     with _stage("codegen", timings):
         scheduled = {n: f for n, f in lowering.kernels_of(mod).items() if n in used}
-        kernels_so = lowering.codegen(scheduled, kernels, host.tvm_target(), npu)
+        # The NPU instructions are linked only where a kernel uses them.
+        kernels_so = lowering.codegen(scheduled, kernels, host.tvm_target(),
+                                      npu if npu_kernels else None)
     if npu is not None:
         from .target.npu_schedule import gemm_sim_static
 

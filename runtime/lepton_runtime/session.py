@@ -223,7 +223,7 @@ class Session:
         if mode == "sim" and not funcs:
             raise UnsupportedArtifactError(
                 f"{self.path}: sim mode needs NPU kernels, and this artifact has none (it was "
-                "built for the host); load it with mode='fast'"
+                "built for the host, or from a float model); load it with mode='fast'"
             )
         if funcs:
             funcs["set_mode"](MODES[mode])

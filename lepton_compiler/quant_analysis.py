@@ -1,0 +1,221 @@
+"""Per-layer accuracy analysis of int8 quantization (``analyze_quantization``,
+``lepton quant-report``).
+
+For every quantized layer (conv2d, dense, residual add) the output is compared with the
+float model's on the analysis data, two ways:
+
+- **network**: with the whole network quantized — the compiled int8 model, every layer's
+  output dequantized and read out — so errors accumulated upstream count;
+- **isolated**: with only that layer quantized — its float inputs quantized, the layer run
+  in integers (numpy reference), its output dequantized — the layer's own error.
+
+Figures: SQNR in dB (``10 log10(sum f^2 / sum (f - q)^2)``, higher is better) and cosine
+similarity. Rows are sorted worst first (lowest network SQNR); a layer whose isolated SQNR is
+low is itself hard to quantize (try ``overrides={layer: {"float": True}}`` or another
+calibration method), one whose only network SQNR is low suffers from upstream error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import CalibrationError, OptionError
+
+
+@dataclass
+class _Acc:
+    signal: float = 0.0
+    noise: float = 0.0
+    dot: float = 0.0
+    norm_f: float = 0.0
+    norm_q: float = 0.0
+
+    def add(self, f: np.ndarray, q: np.ndarray) -> None:
+        f = f.astype(np.float64).ravel()
+        q = q.astype(np.float64).ravel()
+        self.signal += float(f @ f)
+        self.noise += float((f - q) @ (f - q))
+        self.dot += float(f @ q)
+        self.norm_f += float(f @ f)
+        self.norm_q += float(q @ q)
+
+    def sqnr(self) -> float:
+        if self.noise == 0:
+            return float("inf")
+        if self.signal == 0:
+            return float("-inf")
+        return 10.0 * np.log10(self.signal / self.noise)
+
+    def cosine(self) -> float:
+        denom = np.sqrt(self.norm_f * self.norm_q)
+        return float(self.dot / denom) if denom > 0 else (1.0 if self.noise == 0 else 0.0)
+
+
+@dataclass
+class LayerAccuracy:
+    """One quantized layer's output fidelity vs float."""
+
+    layer: str
+    kind: str
+    network_sqnr_db: float
+    network_cosine: float
+    isolated_sqnr_db: float
+    isolated_cosine: float
+
+
+@dataclass
+class QuantReport:
+    """The per-layer analysis; ``str()`` is the table, ``plot(path)`` the PNG chart."""
+
+    method: str
+    samples: int
+    layers: list[LayerAccuracy]
+    output_sqnr_db: float
+    output_cosine: float
+    top1_agreement: float | None
+    float_layers: dict[str, str] = field(default_factory=dict)
+
+    def table(self) -> str:
+        lines = [f"int8 quantization report ({self.method} calibration, {self.samples} "
+                 "analysis samples), worst layer first",
+                 f"{'layer':<16} {'kind':<8} {'SQNR dB':>9} {'cosine':>9} "
+                 f"{'alone dB':>9} {'alone cos':>9}"]
+        for r in self.layers:
+            lines.append(f"{r.layer:<16} {r.kind:<8} {r.network_sqnr_db:>9.2f} "
+                         f"{r.network_cosine:>9.5f} {r.isolated_sqnr_db:>9.2f} "
+                         f"{r.isolated_cosine:>9.5f}")
+        lines.append(f"model output: SQNR {self.output_sqnr_db:.2f} dB, cosine "
+                     f"{self.output_cosine:.5f}"
+                     + (f", top-1 agreement {self.top1_agreement:.1%}"
+                        if self.top1_agreement is not None else ""))
+        for name, reason in self.float_layers.items():
+            lines.append(f"float: {name}: {reason}")
+        return "\n".join(lines)
+
+    __str__ = table
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1, default=float)
+
+    def plot(self, path: str | os.PathLike) -> Path:
+        """Write a PNG bar chart of per-layer SQNR (network and isolated)."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        path = Path(path)
+        names = [r.layer for r in self.layers]
+        cap = 80.0  # an exact layer has infinite SQNR: draw it at the cap
+
+        def clip(v: float) -> float:
+            return float(np.clip(v, -10.0, cap))
+
+        y = np.arange(len(names))
+        fig, ax = plt.subplots(figsize=(8, 0.35 * len(names) + 1.5))
+        ax.barh(y - 0.2, [clip(r.network_sqnr_db) for r in self.layers], 0.4,
+                label="whole network int8")
+        ax.barh(y + 0.2, [clip(r.isolated_sqnr_db) for r in self.layers], 0.4,
+                label="only this layer int8")
+        ax.set_yticks(y, names)
+        ax.invert_yaxis()
+        ax.set_xlabel("SQNR vs float (dB, higher is better)")
+        ax.set_title(f"Per-layer int8 fidelity ({self.method} calibration)")
+        ax.legend(loc="lower right")
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        return path
+
+
+def analyze_quantization(model: Any, example_inputs: Sequence[Any] | None = None, *,
+                         quantize: Any, data: Iterable[Any] | None = None,
+                         cpu: str | None = None) -> QuantReport:
+    """Per-layer SQNR and cosine similarity of int8 vs float (see the module docstring).
+
+    Parameters
+    ----------
+    model, example_inputs
+        As for :func:`lepton_compiler.build`.
+    quantize
+        The :class:`~lepton_compiler.QuantConfig` to analyse.
+    data
+        Samples to measure on (same forms as calibration data); default: the calibration
+        data (held-out data gives the honest figures).
+    """
+    from . import driver, quantization
+    from .passes.quantize import run_layer
+    from .target import reference as ref
+    from .target.host import resolve_host
+
+    config = quantization.check_config(quantize)
+    host = resolve_host(cpu)
+    imported, mod = driver.prepare(model, example_inputs)
+    graph, table = quantization.calibrate(mod, imported.input_names, config, host)
+    samples_src = data if data is not None else config.calibration_data
+    if samples_src is None:
+        raise OptionError("analyze_quantization needs data= when the config has only a table")
+    samples = [quantization._sample_dict(s, graph, f"analysis sample {i}")
+               for i, s in enumerate(samples_src)]
+    if not samples:
+        raise CalibrationError("the analysis data is empty")
+    result = quantization.quantize(graph, table, config)
+    qg = result.graph
+    layers = [lay for lay in graph.layers
+              if lay.name in qg.quantized and lay.kind in ("conv2d", "dense", "add")]
+    keep = [lay.output for lay in layers]
+    observed = quantization._observed(graph)
+    float_model = quantization._observer_model(mod, graph, observed, host)
+    int8_module = quantization.quantize(graph, table, config, keep=keep).module
+    int8_model = _compile_host(int8_module, graph, keep, host)
+
+    net = {lay.name: _Acc() for lay in layers}
+    alone = {lay.name: _Acc() for lay in layers}
+    out_acc = _Acc()
+    agree, total = 0, 0
+    n_out = len(graph.outputs)
+    for s in samples:
+        f_outs = float_model(s)
+        f_outs = f_outs if isinstance(f_outs, tuple) else (f_outs,)
+        fv = {**s, **dict(zip(observed, f_outs, strict=True))}
+        q_outs = int8_model(s)
+        q_outs = q_outs if isinstance(q_outs, tuple) else (q_outs,)
+        for lay, q in zip(layers, q_outs[n_out:], strict=True):
+            net[lay.name].add(fv[lay.output], q)
+            args = [ref.quantize(fv[t], qg.tensors[t].scale, qg.tensors[t].zero_point)
+                    for t in lay.inputs]
+            out_q = run_layer(lay, qg.params[lay.name], args,
+                              graph.tensors[lay.output].shape)
+            p = qg.tensors[lay.output]
+            alone[lay.name].add(fv[lay.output], ref.dequantize(out_q, p.scale, p.zero_point))
+        first_f, first_q = fv[graph.outputs[0]], q_outs[0]
+        out_acc.add(first_f, first_q)
+        if first_f.ndim == 2 and first_f.shape[1] > 1:
+            agree += int((first_f.argmax(1) == first_q.argmax(1)).sum())
+            total += first_f.shape[0]
+    rows = [LayerAccuracy(lay.name, lay.kind, net[lay.name].sqnr(), net[lay.name].cosine(),
+                          alone[lay.name].sqnr(), alone[lay.name].cosine()) for lay in layers]
+    rows.sort(key=lambda r: (r.network_sqnr_db, r.layer))
+    return QuantReport(table.method, len(samples), rows, out_acc.sqnr(), out_acc.cosine(),
+                       agree / total if total else None, dict(qg.float_layers))
+
+
+def _compile_host(module: Any, graph: Any, keep: list[str], host: Any) -> Any:
+    from . import artifact, tvm_compat
+    from .compiled_model import CompiledModel
+    from .driver import lower
+
+    outputs = [*graph.outputs, *keep]
+    built, kernels_so, _ = lower(module, list(graph.inputs), outputs, host, None, {},
+                                 lambda m, s: None)
+    data = artifact.pack(plan=built.plan, weights=built.weights, kernels=kernels_so,
+                         target=host.manifest(), spec_fingerprint=None,
+                         compiler_version="analysis", tvm_version=tvm_compat.tvm_version())
+    return CompiledModel(data, {"target": "host", "purpose": "analysis"})
