@@ -180,3 +180,28 @@ def digits_cnn(width: int = 16, num_classes: int = 10, seed: int = 0) -> Any:
     model = DigitsCNN()
     _randomize_batch_norm(model, seed)
     return model.eval()
+
+
+def linear_block(dim: int = 64, hidden: int = 128, seed: int = 0) -> Any:
+    """The token-wise part of a transformer layer on ``[N, T, dim]``: query/key/value and
+    output projections joined by residual adds, and a ReLU MLP with a residual — every op
+    integer-quantizable (softmax and layer norm, which stay float, are left out)."""
+    torch = _torch()
+    nn = torch.nn
+
+    class LinearBlock(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.q = nn.Linear(dim, dim)
+            self.k = nn.Linear(dim, dim)
+            self.v = nn.Linear(dim, dim)
+            self.o = nn.Linear(dim, dim)
+            self.fc1 = nn.Linear(dim, hidden)
+            self.fc2 = nn.Linear(hidden, dim)
+
+        def forward(self, x):
+            h = x + self.o(torch.relu(self.q(x) + self.k(x)) + self.v(x))
+            return h + self.fc2(torch.relu(self.fc1(h)))
+
+    torch.manual_seed(seed)
+    return LinearBlock().eval()

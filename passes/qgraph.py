@@ -19,7 +19,7 @@ from lepton_compiler import tvm_compat
 
 GEMM_KINDS = ("conv2d", "dense")
 COMPUTE_KINDS = (*GEMM_KINDS, "add")          # layers with their own output range
-FOLLOW_KINDS = ("max_pool2d", "global_avg_pool", "relu", "reshape", "permute_dims")
+FOLLOW_KINDS = ("max_pool2d", "avg_pool2d", "relu", "reshape", "permute_dims")
 
 
 @dataclass
@@ -318,10 +318,13 @@ def _match(value: Any, op: str, names: dict, tensors: dict) -> Layer | None:
             size = _ints(attrs.output_size) if attrs.output_size is not None else (h, w)
             if size not in ((1, 1), (1,)):
                 return None
-        elif (_ints(attrs.pool_size) != (h, w) or any(_ints(attrs.padding))
-              or bool(attrs.ceil_mode)):
-            return None
-        return Layer("", "global_avg_pool", [x], "")
+            pool, strides = (h, w), (1, 1)
+        else:
+            if (any(_ints(attrs.padding)) or bool(attrs.ceil_mode)
+                    or any(int(d) != 1 for d in attrs.dilation)):
+                return None
+            pool, strides = _ints(attrs.pool_size), _ints(attrs.strides)
+        return Layer("", "avg_pool2d", [x], "", attrs={"pool_size": pool, "strides": strides})
     if op == "relax.reshape":
         x = var_input(args[0])
         return Layer("", "reshape", [x], "") if x is not None else None

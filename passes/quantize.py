@@ -95,8 +95,7 @@ def plan_quantization(graph: LayerGraph, ranges: dict[str, tuple[float, float]],
             qg.float_layers[layer.name] = "kept in float by the configuration"
             continue
         if layer.kind in FOLLOW_KINDS and not qg.is_int8(layer.inputs[0]):
-            qg.float_layers[layer.name] = "its input is float"
-            continue
+            continue  # layout/pooling of a float tensor stays float (not worth listing)
         if any(graph.tensors[t].dtype != "float32" for t in layer.inputs):
             qg.float_layers[layer.name] = "its input is not float32"
             continue
@@ -177,8 +176,8 @@ def run_layer(layer: Layer, params: dict[str, Any], args: list[np.ndarray],
     if layer.kind == "max_pool2d":
         a = layer.attrs
         return ref.max_pool2d(args[0], a["pool_size"], a["strides"], a["padding"])
-    if layer.kind == "global_avg_pool":
-        return ref.global_avg_pool(args[0])
+    if layer.kind == "avg_pool2d":
+        return ref.avg_pool2d(args[0], layer.attrs["pool_size"], layer.attrs["strides"])
     if layer.kind == "reshape":
         return args[0].reshape(out_shape)
     if layer.kind == "permute_dims":
@@ -343,10 +342,12 @@ def _emit_layer(bb: Any, layer: Layer, qg: QuantizedGraph, get_int8: Any, call: 
         func = qkernels.max_pool2d_func(nb, h, w_, c, a["pool_size"], a["strides"],
                                         a["padding"], out_shape[1:3])
         return call(func, f"qmaxpool_{layer.name}", args, out_shape, "int8")
-    if layer.kind == "global_avg_pool":
+    if layer.kind == "avg_pool2d":
+        a = layer.attrs
         nb, h, w_, c = graph.tensors[layer.inputs[0]].shape
-        return call(qkernels.global_avg_pool_func(nb, h, w_, c), f"qavgpool_{layer.name}",
-                    args, out_shape, "int8")
+        func = qkernels.avg_pool2d_func(nb, h, w_, c, a["pool_size"], a["strides"],
+                                        out_shape[1:3])
+        return call(func, f"qavgpool_{layer.name}", args, out_shape, "int8")
     if layer.kind == "reshape":
         return bb.emit(relax.op.reshape(args[0], list(out_shape)))
     if layer.kind == "permute_dims":

@@ -191,27 +191,33 @@ def max_pool2d_func(n: int, h: int, w: int, c: int, pool: tuple[int, int],
     return max_pool2d.with_attr("op_pattern", _OPAQUE)
 
 
-def global_avg_pool_func(n: int, h: int, w: int, c: int) -> Any:
-    """NHWC int8 global average: ``floor((2 * sum + count) / (2 * count))`` (half up), in
-    the input's own quantization."""
+def avg_pool2d_func(n: int, h: int, w: int, c: int, pool: tuple[int, int],
+                    stride: tuple[int, int], out_hw: tuple[int, int]) -> Any:
+    """NHWC int8 average pooling without padding, in the input's own quantization: the
+    window sum ``s`` over ``count`` pixels gives ``floor((2 s + count) / (2 count))``
+    (rounded half up)."""
     from tvm.script import tirx as T
 
-    count = h * w
+    oh, ow = out_hw
+    ph, pw = pool
+    sh, sw = stride
+    count = ph * pw
 
     @T.prim_func(s_tir=True)
-    def global_avg_pool(X: T.Buffer((n, h, w, c), "int8"),
-                        OUT: T.Buffer((n, 1, 1, c), "int8")) -> None:
-        acc = T.sblock_alloc_buffer((n, c), "int32")
-        for b, ch, y, x in T.grid(n, c, h, w):
+    def avg_pool2d(X: T.Buffer((n, h, w, c), "int8"),
+                   OUT: T.Buffer((n, oh, ow, c), "int8")) -> None:
+        acc = T.sblock_alloc_buffer((n, oh, ow, c), "int32")
+        for b, y, x, ch, ky, kx in T.grid(n, oh, ow, c, ph, pw):
             with T.sblock("sum"):
-                vb, vc, vy, vx = T.axis.remap("SSRR", [b, ch, y, x])
+                vb, vy, vx, vc, vky, vkx = T.axis.remap("SSSSRR", [b, y, x, ch, ky, kx])
                 with T.init():
-                    acc[vb, vc] = 0
-                acc[vb, vc] = acc[vb, vc] + T.Cast("int32", X[vb, vy, vx, vc])
-        for b, ch in T.grid(n, c):
+                    acc[vb, vy, vx, vc] = 0
+                acc[vb, vy, vx, vc] = acc[vb, vy, vx, vc] + T.Cast(
+                    "int32", X[vb, vy * sh + vky, vx * sw + vkx, vc])
+        for b, y, x, ch in T.grid(n, oh, ow, c):
             with T.sblock("mean"):
-                vb, vc = T.axis.remap("SS", [b, ch])
-                OUT[vb, 0, 0, vc] = T.Cast("int8", T.floordiv(2 * acc[vb, vc] + count,
-                                                              2 * count))
+                vb, vy, vx, vc = T.axis.remap("SSSS", [b, y, x, ch])
+                OUT[vb, vy, vx, vc] = T.Cast("int8", T.floordiv(
+                    2 * acc[vb, vy, vx, vc] + count, 2 * count))
 
-    return global_avg_pool.with_attr("op_pattern", _OPAQUE)
+    return avg_pool2d.with_attr("op_pattern", _OPAQUE)

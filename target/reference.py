@@ -126,9 +126,13 @@ def max_pool2d(x: np.ndarray, pool: tuple[int, int], stride: tuple[int, int],
     return cols.reshape(n * oh * ow, pool[0] * pool[1], c).max(axis=1).reshape(n, oh, ow, c)
 
 
-def global_avg_pool(x: np.ndarray) -> np.ndarray:
-    """NHWC int8 global mean, rounded half up, in the input's own quantization."""
+def avg_pool2d(x: np.ndarray, pool: tuple[int, int], stride: tuple[int, int]) -> np.ndarray:
+    """NHWC int8 average pooling (no padding), rounded half up, in the input's own
+    quantization."""
     n, h, w, c = x.shape
-    total = x.astype(np.int64).sum(axis=(1, 2))
-    count = h * w
-    return np.floor_divide(2 * total + count, 2 * count).astype(np.int8).reshape(n, 1, 1, c)
+    oh = (h - pool[0]) // stride[0] + 1
+    ow = (w - pool[1]) // stride[1] + 1
+    cols = im2col(x, pool[0], pool[1], stride, (0, 0, 0, 0), (1, 1), 0)
+    total = cols.reshape(n * oh * ow, pool[0] * pool[1], c).astype(np.int64).sum(axis=1)
+    count = pool[0] * pool[1]
+    return np.floor_divide(2 * total + count, 2 * count).astype(np.int8).reshape(n, oh, ow, c)
