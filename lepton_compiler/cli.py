@@ -1,4 +1,4 @@
-"""The ``lepton`` command line: compile, run, inspect, demo.
+"""The ``lepton`` command line: compile, run, inspect, quant-report, demo.
 
 Errors print one line (``error: ...``) and exit with status 1; ``--verbose`` adds the
 traceback and the compiler's stage log. Usage errors exit with status 2.
@@ -28,19 +28,57 @@ def _parse_shape(text: str) -> tuple[str | None, list[int]]:
     return (name if sep else None), shape
 
 
-def cmd_compile(args: argparse.Namespace) -> int:
-    from . import build
+def _quant_config(args: argparse.Namespace, data_flag: str = "--calib"):
+    """The QuantConfig the quantization options describe (None without --quantize)."""
+    from .errors import OptionError
+    from .quantization import QuantConfig, load_samples
+
+    if getattr(args, "quantize", "int8") is None:
+        for flag in ("calib", "calib_table", "save_calib_table", "skip"):
+            if getattr(args, flag, None):
+                raise OptionError(f"--{flag.replace('_', '-')} needs --quantize int8")
+        return None
+    if not args.calib and not getattr(args, "calib_table", None):
+        raise OptionError(f"quantizing needs calibration data: pass {data_flag} data.npz"
+                          + (" or --calib-table table.json" if data_flag == "--calib" else ""))
+    return QuantConfig(
+        calibration_data=load_samples(args.calib) if args.calib else None,
+        method=args.calib_method, percentile=args.percentile,
+        per_channel=not args.per_tensor,
+        skip=[s for s in (args.skip or "").split(",") if s],
+        table=getattr(args, "calib_table", None))
+
+
+def _examples(args: argparse.Namespace, config) -> list | None:
+    if args.input_shape:
+        return [np.zeros(shape, dtype=np.float32) for _, shape in args.input_shape]
+    if config is not None and config.calibration_data:
+        first = config.calibration_data[0]  # fixes dynamic input shapes like an example
+        return list(first.values()) if isinstance(first, dict) else list(first)
+    return None
+
+
+def _onnx_path(text: str, command: str) -> Path:
     from .errors import OptionError
 
-    examples = None
-    if args.input_shape:
-        examples = [np.zeros(shape, dtype=np.float32) for _, shape in args.input_shape]
-    model = Path(args.model)
+    model = Path(text)
     if model.suffix.lower() != ".onnx":
-        raise OptionError(f"{model}: `lepton compile` takes an .onnx file")
+        raise OptionError(f"{model}: `lepton {command}` takes an .onnx file")
+    return model
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    from . import build
+
+    model = _onnx_path(args.model, "compile")
+    config = _quant_config(args)
     start = time.perf_counter()
-    compiled = build(str(model), examples, cpu=args.cpu, target=args.target, spec=args.spec)
+    compiled = build(str(model), _examples(args, config), cpu=args.cpu, target=args.target,
+                     spec=args.spec, quantize=config)
     out = compiled.export(args.output)
+    if args.save_calib_table:
+        table = compiled.quantization.table.save(args.save_calib_table)
+        print(f"wrote calibration table {table}")
     info = compiled.build_info
     print(f"compiled {model} -> {out} ({out.stat().st_size / 1e6:.2f} MB, "
           f"{info['kernels']} kernels, {time.perf_counter() - start:.1f}s)")
@@ -48,8 +86,34 @@ def cmd_compile(args: argparse.Namespace) -> int:
         print(f"  input  {i}")
     for o in compiled.outputs:
         print(f"  output {o}")
+    quant = info.get("quantization")
+    if quant:
+        print(f"  int8 ({quant['method']} calibration): {len(quant['quantized'])} layers "
+              f"quantized, {len(quant['float'])} kept in float")
+        for name, reason in quant["float"].items():
+            print(f"  float {name}: {reason}")
+    if info.get("npu_kernels"):
+        print(f"  on the NPU: {', '.join(info['npu_kernels'])}")
     for fallback in info.get("fallbacks", []):
         print(f"  host fallback {fallback['kernel']}: {fallback['reason']}")
+    return 0
+
+
+def cmd_quant_report(args: argparse.Namespace) -> int:
+    from .quant_analysis import analyze_quantization
+    from .quantization import load_samples
+
+    model = _onnx_path(args.model, "quant-report")
+    config = _quant_config(args)
+    data = load_samples(args.data) if args.data else None
+    report = analyze_quantization(str(model), _examples(args, config), quantize=config,
+                                  data=data, cpu=args.cpu)
+    print(report.table())
+    if args.png:
+        print(f"wrote {report.plot(args.png)}")
+    if args.json:
+        Path(args.json).write_text(report.to_json())
+        print(f"wrote {args.json}")
     return 0
 
 
@@ -149,6 +213,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def _calibration_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--calib", default=None, metavar="DATA.npz",
+                   help="calibration samples: one array per input, samples stacked on axis 0")
+    p.add_argument("--calib-method", default="minmax",
+                   choices=["minmax", "percentile", "entropy", "mse"],
+                   help="how activation ranges are chosen (default minmax)")
+    p.add_argument("--percentile", type=float, default=99.99,
+                   help="kept share for --calib-method percentile (default 99.99)")
+    p.add_argument("--per-tensor", action="store_true",
+                   help="one weight scale per tensor instead of per output channel")
+    p.add_argument("--skip", default=None, metavar="LAYER,...",
+                   help="layers to keep in float (names as in quant-report)")
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lepton", description="Lepton Compiler: compile, run and inspect models."
@@ -167,7 +245,27 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", default="host", choices=["host", "lepton"],
                    help="host CPU (default) or the Lepton NPU with host fallback")
     p.add_argument("--spec", default=None, help="NPU spec TOML for --target lepton")
+    p.add_argument("--quantize", choices=["int8"], default=None,
+                   help="int8 post-training quantization (needs --calib or --calib-table)")
+    _calibration_options(p)
+    p.add_argument("--calib-table", default=None, metavar="TABLE.json",
+                   help="use a saved calibration table instead of calibrating")
+    p.add_argument("--save-calib-table", default=None, metavar="TABLE.json",
+                   help="write the calibration table (reproducible builds)")
     p.set_defaults(func=cmd_compile)
+
+    p = sub.add_parser("quant-report",
+                       help="per-layer int8 accuracy (SQNR, cosine) of an ONNX model")
+    p.add_argument("model", help="the .onnx file")
+    _calibration_options(p)
+    p.add_argument("--data", default=None, metavar="DATA.npz",
+                   help="held-out samples to measure on (default: the calibration data)")
+    p.add_argument("--input-shape", action="append", type=_parse_shape, metavar="[NAME=]DIMS",
+                   help="fix a dynamic input shape (once per input, in order)")
+    p.add_argument("--cpu", default=None, help="LLVM cpu for the kernels")
+    p.add_argument("--png", default=None, help="write the per-layer chart (PNG)")
+    p.add_argument("--json", default=None, help="write the report as JSON")
+    p.set_defaults(func=cmd_quant_report)
 
     p = sub.add_parser("run", help="run an artifact on .npy inputs")
     p.add_argument("artifact")

@@ -368,3 +368,31 @@ def quantize(graph: LayerGraph, table: CalibrationTable, config: QuantConfig,
     skip = set(config.skip) | {n for n, o in config.overrides.items() if o.get("float")}
     qg = plan_quantization(graph, table.ranges(), skip, bool(config.per_channel))
     return QuantizationResult(emit(qg, keep), qg, table)
+
+
+def load_samples(path: str | os.PathLike) -> list[Any]:
+    """Calibration samples from an ``.npz`` file (the CLI's ``--calib``).
+
+    Each array holds one model input for every sample, stacked along a new leading axis
+    (``[S, *input_shape]``); arrays are matched to inputs by name, or by position when saved
+    with ``np.savez(path, a, b)`` (``arr_0``, ``arr_1``...).
+    """
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except FileNotFoundError:
+        raise CalibrationError(f"{path}: calibration data not found") from None
+    except (OSError, ValueError) as err:
+        raise CalibrationError(f"{path}: not a readable .npz file ({err})") from None
+    if not arrays:
+        raise CalibrationError(f"{path}: the calibration data is empty")
+    counts = {k: (a.shape[0] if a.ndim else 0) for k, a in arrays.items()}
+    if len(set(counts.values())) != 1:
+        raise CalibrationError(f"{path}: arrays hold different numbers of samples {counts}; "
+                               "stack the samples of every input along axis 0")
+    n = next(iter(counts.values()))
+    positional = all(k == f"arr_{i}" for i, k in enumerate(arrays))
+    if positional:
+        return [tuple(arrays[f"arr_{i}"][s] for i in range(len(arrays))) for s in range(n)]
+    return [{k: a[s] for k, a in arrays.items()} for s in range(n)]

@@ -129,3 +129,53 @@ def test_compile_for_lepton_reports_fallbacks_and_sim_needs_npu(onnx_model, tmp_
     result = lepton("compile", str(path), "-o", str(out), "--target", "lepton", "--spec",
                     str(bad))
     assert result.returncode == 1 and "bad.toml" in result.stderr
+
+
+def test_compile_int8_from_npz_calibration_and_reuse_the_table(onnx_model, tmp_path):
+    import lepton_compiler as lc
+
+    _, path = onnx_model
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "calib.npz", rng.standard_normal((8, 3, 16)).astype(np.float32))
+    out, table = tmp_path / "q.lepton", tmp_path / "table.json"
+    result = lepton("compile", str(path), "-o", str(out), "--target", "lepton", "--quantize",
+                    "int8", "--calib", str(tmp_path / "calib.npz"), "--calib-method", "entropy",
+                    "--save-calib-table", str(table))
+    assert result.returncode == 0, result.stderr
+    assert "int8 (entropy calibration)" in result.stdout and "on the NPU" in result.stdout
+    x = rng.standard_normal((3, 16)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    result = lepton("run", str(out), "--input", str(tmp_path / "x.npy"), "--mode", "sim",
+                    "--output", str(tmp_path / "y.npy"))
+    assert result.returncode == 0, result.stderr
+    again = lc.build(str(path), target="lepton", quantize=lc.QuantConfig(table=table))
+    assert np.array_equal(np.load(tmp_path / "y.npy"), again(x))
+    assert np.array_equal(again(x), again.quantization.reference(x))
+
+
+def test_quant_report_prints_the_table_and_writes_the_chart(onnx_model, tmp_path):
+    _, path = onnx_model
+    rng = np.random.default_rng(1)
+    np.savez(tmp_path / "calib.npz", x=rng.standard_normal((6, 3, 16)).astype(np.float32))
+    result = lepton("quant-report", str(path), "--calib", str(tmp_path / "calib.npz"),
+                    "--png", str(tmp_path / "r.png"), "--json", str(tmp_path / "r.json"))
+    assert result.returncode == 1 and "do not match the model's inputs" in result.stderr
+    np.savez(tmp_path / "calib.npz", rng.standard_normal((6, 3, 16)).astype(np.float32))
+    result = lepton("quant-report", str(path), "--calib", str(tmp_path / "calib.npz"),
+                    "--png", str(tmp_path / "r.png"), "--json", str(tmp_path / "r.json"))
+    assert result.returncode == 0, result.stderr
+    assert "dense_0" in result.stdout and "dense_1" in result.stdout and "SQNR" in result.stdout
+    assert (tmp_path / "r.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "r.json").exists()
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--calib", "c.npz"], "needs --quantize int8"),
+    (["--quantize", "int8"], "needs calibration data"),
+    (["--quantize", "int8", "--calib", "missing.npz"], "calibration data not found"),
+])
+def test_quantization_option_errors(onnx_model, tmp_path, extra, message):
+    _, path = onnx_model
+    args = [a if not a.endswith(".npz") else str(tmp_path / a) for a in extra]
+    result = lepton("compile", str(path), "-o", str(tmp_path / "o.lepton"), *args)
+    assert result.returncode == 1 and message in result.stderr, result.stderr
