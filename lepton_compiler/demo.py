@@ -62,40 +62,61 @@ def run_demo(batch: int = 4, seed: int = 0, repeats: int = 20) -> DemoResult:
 
 
 @dataclass
-class NpuDemoResult:
-    """What the NPU part of the demo measured."""
+class QuantDemoResult:
+    """What the int8 NPU part of the demo measured."""
 
-    layer: str
+    float_accuracy: float
+    int8_accuracy: float
+    agreement: float
     fast_exact: bool
     sim_exact: bool
+    npu_kernels: int
     cycles: int
-    utilisation: float
-    dram_bytes: int
+    macs: int
+    compile_s: float
+    train_s: float
 
     @property
     def ok(self) -> bool:
-        return self.fast_exact and self.sim_exact
+        return (self.fast_exact and self.sim_exact and self.agreement >= 0.98
+                and self.int8_accuracy >= self.float_accuracy - 0.01)
 
 
-def run_npu_demo(seed: int = 0) -> NpuDemoResult:
-    """An int8 3x3 conv layer on the Lepton NPU in fast and sim modes vs the integer reference."""
-    from .target.npu_kernels import Conv2dShape, build_conv2d
-    from .target.npu_schedule import sim_report
-    from .target.reference import gemm
+def run_quantized_demo(batch: int = 30, seed: int = 0) -> QuantDemoResult:
+    """Train the digits CNN, quantize it to int8 for the Lepton NPU, and check it: held-out
+    accuracy vs float, fast and sim modes bit-exact vs the numpy integer reference, and the
+    simulated cycles of one batch."""
+    import lepton_runtime
+    import torch
 
-    shape = Conv2dShape(1, 16, 16, 24, 40, 3, 3, (1, 1), (1, 1, 1, 1))
-    rng = np.random.default_rng(seed)
-    x = rng.integers(-128, 128, (1, 16, 16, 24), dtype=np.int8)
-    w = rng.integers(-128, 128, (3, 3, 24, 40), dtype=np.int8)
-    padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-    windows = np.stack([padded[:, i:i + 16, j:j + 16, :] for i in range(3) for j in range(3)],
-                       axis=3).reshape(256, -1)
-    expected = gemm(windows, w.reshape(-1, 40)).reshape(1, 16, 16, 40)
-    kernel = build_conv2d(shape)
-    fast = kernel.run(x, w, "fast")
-    kernel.counters(reset=True)
-    sim = kernel.run(x, w, "sim")
-    report = sim_report(kernel.plan, kernel.spec, kernel.counters(reset=True))
-    return NpuDemoResult("int8 conv2d 3x3, 16x16x24 -> 40", bool(np.array_equal(fast, expected)),
-                         bool(np.array_equal(sim, expected)), int(report["cycles"]),
-                         float(report["utilisation"]), int(report["dram_bytes"]))
+    from . import build, datasets
+    from .quantization import QuantConfig
+
+    start = time.perf_counter()
+    data = datasets.load_digits(seed=seed)
+    model = datasets.train_digits_cnn(data, seed=seed)
+    train_s = time.perf_counter() - start
+
+    def predict(b: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return model(torch.from_numpy(b)).numpy()
+
+    float_acc, float_preds = datasets.accuracy(predict, data.x_test, data.y_test, batch)
+    calib = [(b,) for b in datasets.batches(data.x_train, batch)[:12]]
+    start = time.perf_counter()
+    compiled = build(model, (data.x_test[:batch],), target="lepton",
+                     quantize=QuantConfig(calibration_data=calib))
+    compile_s = time.perf_counter() - start
+    int8_acc, preds = datasets.accuracy(compiled, data.x_test, data.y_test, batch)
+    x = data.x_test[:batch]
+    expected = compiled.quantization.reference(x)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = compiled.export(Path(tmp) / "digits-int8.lepton")
+        sim = lepton_runtime.load(path, mode="sim")
+        sim_exact = bool(np.array_equal(sim.run(x), expected))
+        profile = sim.profile(x)
+    return QuantDemoResult(
+        float_acc, int8_acc, float((preds == float_preds).mean()),
+        bool(np.array_equal(compiled(x), expected)), sim_exact,
+        len(compiled.build_info["npu_kernels"]), profile.total_cycles,
+        sum(k.macs_useful for k in profile.kernels), compile_s, train_s)

@@ -10,9 +10,9 @@ from contextlib import contextmanager
 from typing import Any
 
 from . import artifact, frontend, lowering, plan_builder, tvm_compat
-from .target.host import resolve_host
 from .compiled_model import CompiledModel
 from .errors import CompileError, LeptonError, OptionError
+from .target.host import resolve_host
 
 logger = logging.getLogger(__name__)
 

@@ -240,9 +240,8 @@ def emit(qg: QuantizedGraph, keep: list[str] | None = None) -> Any:
     model's own; the per-layer analysis reads intermediate values through them.
     """
     import tvm
-    from tvm import relax
-
     from lepton_compiler.target import qkernels
+    from tvm import relax
 
     graph = qg.graph
     bb = relax.BlockBuilder()
@@ -294,10 +293,9 @@ def emit(qg: QuantizedGraph, keep: list[str] | None = None) -> Any:
 
 
 def _emit_layer(bb: Any, layer: Layer, qg: QuantizedGraph, get_int8: Any, call: Any) -> Any:
-    from tvm import relax
-
     from lepton_compiler.target import qkernels
     from lepton_compiler.target.npu_kernels import Conv2dShape
+    from tvm import relax
 
     graph = qg.graph
     p = qg.params[layer.name]

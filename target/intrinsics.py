@@ -144,8 +144,9 @@ def _requant(spec: LeptonSpec, depth: int):  # depth: uniform signature with _ge
             T.reads(ACC[0:m, 0:n], BIAS[0:n], MUL[0:n], SH[0:n], QP[0:3])
             T.writes(OUT[0:m, 0:n])
             T.evaluate(T.call_extern(
-                "int32", REQUANT_EXTERN, ACC.access_ptr("r"), BIAS.access_ptr("r"), MUL.access_ptr("r"),
-                SH.access_ptr("r"), QP.access_ptr("r"), OUT.access_ptr("w"), s_acc, s_out, m, n))
+                "int32", REQUANT_EXTERN, ACC.access_ptr("r"), BIAS.access_ptr("r"),
+                MUL.access_ptr("r"), SH.access_ptr("r"), QP.access_ptr("r"), OUT.access_ptr("w"),
+                s_acc, s_out, m, n))
 
     return desc, impl
 
