@@ -344,3 +344,74 @@ def test_analysis_reports_every_quantized_layer_worst_first(digits, tmp_path):
     png = report.plot(tmp_path / "report.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads(report.to_json())["layers"][0]["layer"] == names[0]
+
+
+# --- remaining error paths -------------------------------------------------------------------
+
+def test_table_files_with_a_wrong_version_or_fields_are_refused(tmp_path):
+    from lepton_compiler.quantization import CalibrationTable
+
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps({"version": 99, "tensors": {}}))
+    with pytest.raises(lc.QuantizationError, match="not a version-1 calibration table"):
+        CalibrationTable.load(path)
+    path.write_text(json.dumps({"version": 1, "method": "minmax", "percentile": 99.9,
+                                "signature": "x", "tensors": {"a": {"shape": [1]}}}))
+    with pytest.raises(lc.QuantizationError, match="malformed calibration table"):
+        CalibrationTable.load(path)
+
+
+def test_override_range_must_be_a_pair():
+    config = lc.QuantConfig(calibration_data=[np.zeros((1, 64), np.float32)],
+                            overrides={"dense_0": {"range": 3.0}})
+    with pytest.raises(lc.OptionError, match=r"must be \(lo, hi\)"):
+        lc.build(lc.zoo.mlp(), (np.zeros((1, 64), np.float32),), quantize=config)
+
+
+def test_non_numeric_calibration_samples_are_refused():
+    sample = np.array([["a"] * 64], dtype=object)
+    with pytest.raises(lc.CalibrationError, match="dtype object"):
+        lc.build(lc.zoo.mlp(), (np.zeros((1, 64), np.float32),),
+                 quantize=lc.QuantConfig(calibration_data=[sample]))
+
+
+def test_float_overflow_inside_the_model_during_calibration_names_the_tensor():
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 2)).eval()
+    with torch.no_grad():
+        model[0].weight.fill_(1e30)
+        model[1].weight.fill_(1e30)
+    x = np.ones((1, 4), np.float32) * 1e10
+    with pytest.raises(lc.CalibrationError, match=r"tensor 'dense_\d'.*sample 0.*overflows"):
+        lc.build(model, (x,), quantize=lc.QuantConfig(calibration_data=[(x,)]))
+
+
+def test_nan_weights_cannot_be_quantized():
+    with pytest.raises(lc.QuantizationError, match="NaN or Inf"):
+        quantize_weights(np.array([[1.0, np.nan]]))
+
+
+def test_npz_calibration_files_are_checked(tmp_path):
+    from lepton_compiler.quantization import load_samples
+
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    with pytest.raises(lc.CalibrationError, match=r"junk\.npz"):
+        load_samples(tmp_path / "junk.npz")
+    np.savez(tmp_path / "empty.npz")
+    with pytest.raises(lc.CalibrationError, match="empty"):
+        load_samples(tmp_path / "empty.npz")
+    np.savez(tmp_path / "uneven.npz", a=np.zeros((3, 2)), b=np.zeros((4, 2)))
+    with pytest.raises(lc.CalibrationError, match="different numbers of samples"):
+        load_samples(tmp_path / "uneven.npz")
+    np.savez(tmp_path / "ok.npz", a=np.zeros((3, 2)), b=np.ones((3, 5)))
+    samples = load_samples(tmp_path / "ok.npz")
+    assert len(samples) == 3 and samples[0]["b"].shape == (5,)
+
+
+def test_analysis_needs_data_to_measure_on(tmp_path):
+    model, x = lc.zoo.mlp(), np.zeros((2, 64), np.float32)
+    compiled = lc.build(model, (x,), quantize=lc.QuantConfig(calibration_data=[(x + 1,)]))
+    table = compiled.quantization.table.save(tmp_path / "t.json")
+    with pytest.raises(lc.OptionError, match="needs data="):
+        lc.analyze_quantization(model, (x,), quantize=lc.QuantConfig(table=table))
+    with pytest.raises(lc.CalibrationError, match="analysis data is empty"):
+        lc.analyze_quantization(model, (x,), quantize=lc.QuantConfig(table=table), data=[])
