@@ -325,6 +325,15 @@ def _match(value: Any, op: str, names: dict, tensors: dict) -> Layer | None:
                 return None
             pool, strides = _ints(attrs.pool_size), _ints(attrs.strides)
         return Layer("", "avg_pool2d", [x], "", attrs={"pool_size": pool, "strides": strides})
+    if op == "relax.mean":
+        x = var_input(args[0])
+        if x is None or len(tensors[x].shape) != 4 or attrs.axis is None:
+            return None
+        axes = sorted(int(a) % 4 for a in attrs.axis)
+        if axes != [1, 2]:  # NHWC spatial mean = global average pooling
+            return None
+        _, h, w, _ = tensors[x].shape
+        return Layer("", "avg_pool2d", [x], "", attrs={"pool_size": (h, w), "strides": (1, 1)})
     if op == "relax.reshape":
         x = var_input(args[0])
         return Layer("", "reshape", [x], "") if x is not None else None

@@ -177,7 +177,8 @@ def run_layer(layer: Layer, params: dict[str, Any], args: list[np.ndarray],
         a = layer.attrs
         return ref.max_pool2d(args[0], a["pool_size"], a["strides"], a["padding"])
     if layer.kind == "avg_pool2d":
-        return ref.avg_pool2d(args[0], layer.attrs["pool_size"], layer.attrs["strides"])
+        out = ref.avg_pool2d(args[0], layer.attrs["pool_size"], layer.attrs["strides"])
+        return out.reshape(out_shape)  # a spatial mean without keepdims drops H, W
     if layer.kind == "reshape":
         return args[0].reshape(out_shape)
     if layer.kind == "permute_dims":
@@ -343,9 +344,15 @@ def _emit_layer(bb: Any, layer: Layer, qg: QuantizedGraph, get_int8: Any, call: 
     if layer.kind == "avg_pool2d":
         a = layer.attrs
         nb, h, w_, c = graph.tensors[layer.inputs[0]].shape
+        ph, pw = a["pool_size"]
+        sh, sw = a["strides"]
+        pooled = (nb, (h - ph) // sh + 1, (w_ - pw) // sw + 1, c)
         func = qkernels.avg_pool2d_func(nb, h, w_, c, a["pool_size"], a["strides"],
-                                        out_shape[1:3])
-        return call(func, f"qavgpool_{layer.name}", args, out_shape, "int8")
+                                        pooled[1:3])
+        out = call(func, f"qavgpool_{layer.name}", args, pooled, "int8")
+        if tuple(out_shape) == pooled:
+            return out
+        return bb.emit(relax.op.reshape(out, list(out_shape)))
     if layer.kind == "reshape":
         return bb.emit(relax.op.reshape(args[0], list(out_shape)))
     if layer.kind == "permute_dims":
