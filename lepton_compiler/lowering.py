@@ -73,12 +73,16 @@ def convert_layout(mod: Any) -> Any:
     import tvm
     from tvm import relax
 
+    from .passes.cancel_transposes import CancelTransposes
+
     if not _uses_op(mod, "relax.nn.conv2d"):
         return mod
     seq = tvm.transform.Sequential(
         [
             relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "HWIO"]}),
             relax.transform.Normalize(),
+            CancelTransposes(),  # around ops ConvertLayout has no rule for (ReLU6 = clip)
+            relax.transform.DeadCodeElimination(),
             relax.transform.FoldConstant(),
         ]
     )

@@ -205,3 +205,48 @@ def linear_block(dim: int = 64, hidden: int = 128, seed: int = 0) -> Any:
 
     torch.manual_seed(seed)
     return LinearBlock().eval()
+
+
+def mobilenet_v2(num_classes: int = 1000, width: float = 1.0, seed: int = 0) -> Any:
+    """MobileNetV2 (inverted residual blocks: 1x1 expand, 3x3 depthwise, 1x1 project, ReLU6,
+    residual adds), the standard architecture; ``width`` scales every layer's channels."""
+    torch = _torch()
+    nn = torch.nn
+
+    def ch(c: int) -> int:
+        return max(8, int(c * width + 4) // 8 * 8)
+
+    def conv_bn(cin: int, cout: int, k: int, stride: int, groups: int = 1,
+                act: bool = True) -> list:
+        layers = [nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=False),
+                  nn.BatchNorm2d(cout)]
+        return layers + [nn.ReLU6()] if act else layers
+
+    class InvertedResidual(nn.Module):
+        def __init__(self, cin: int, cout: int, stride: int, expand: int) -> None:
+            super().__init__()
+            hidden = cin * expand
+            layers = conv_bn(cin, hidden, 1, 1) if expand != 1 else []
+            layers += conv_bn(hidden, hidden, 3, stride, groups=hidden)
+            layers += conv_bn(hidden, cout, 1, 1, act=False)
+            self.block = nn.Sequential(*layers)
+            self.residual = stride == 1 and cin == cout
+
+        def forward(self, x):
+            return x + self.block(x) if self.residual else self.block(x)
+
+    settings = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
+                (6, 160, 3, 2), (6, 320, 1, 1)]
+    torch.manual_seed(seed)
+    cin = ch(32)
+    layers: list[Any] = conv_bn(3, cin, 3, 2)
+    for expand, c, repeats, stride in settings:
+        for i in range(repeats):
+            layers.append(InvertedResidual(cin, ch(c), stride if i == 0 else 1, expand))
+            cin = ch(c)
+    last = max(1280, ch(1280))
+    layers += conv_bn(cin, last, 1, 1)
+    model = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(last, num_classes))
+    _randomize_batch_norm(model, seed)
+    return model.eval()

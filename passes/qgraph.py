@@ -19,7 +19,8 @@ from lepton_compiler import tvm_compat
 
 GEMM_KINDS = ("conv2d", "dense")
 COMPUTE_KINDS = (*GEMM_KINDS, "add")          # layers with their own output range
-FOLLOW_KINDS = ("max_pool2d", "avg_pool2d", "relu", "reshape", "permute_dims")
+FOLLOW_KINDS = ("max_pool2d", "avg_pool2d", "mean", "clip", "relu", "reshape",
+                "permute_dims")
 
 
 @dataclass
@@ -251,8 +252,7 @@ def _float_reason(value: Any, op: str) -> str:
     if not isinstance(value, relax.Call):
         return "not an operator (tuple plumbing)"
     reasons = {
-        "relax.nn.conv2d": "conv2d that is grouped/depthwise, not NHWC/HWIO, or has a "
-                           "non-constant weight",
+        "relax.nn.conv2d": "conv2d that is not NHWC/HWIO or has a non-constant weight",
         "relax.matmul": "matmul whose right operand is not a constant 2-D weight "
                         "(activation x activation products stay float)",
         "relax.add": "add with a constant or broadcast operand that is not a bias",
@@ -275,7 +275,7 @@ def _match(value: Any, op: str, names: dict, tensors: dict) -> Layer | None:
     attrs = value.attrs
     if op == "relax.nn.conv2d":
         x = var_input(args[0])
-        if (x is None or not _is_const(args[1]) or int(attrs.groups) != 1
+        if (x is None or not _is_const(args[1])
                 or str(attrs.data_layout) != "NHWC" or str(attrs.kernel_layout) != "HWIO"
                 or str(attrs.out_layout) != "NHWC"):
             return None
@@ -284,7 +284,7 @@ def _match(value: Any, op: str, names: dict, tensors: dict) -> Layer | None:
             pad = (pad[0], pad[1], pad[0], pad[1])
         return Layer("", "conv2d", [x], "", weight=_const(args[1]).astype(np.float64),
                      attrs={"strides": _ints(attrs.strides), "padding": pad,
-                            "dilation": _ints(attrs.dilation)})
+                            "dilation": _ints(attrs.dilation), "groups": int(attrs.groups)})
     if op == "relax.matmul":
         x = var_input(args[0])
         if x is None or not _is_const(args[1]) or len(_const(args[1]).shape) != 2:
@@ -327,13 +327,18 @@ def _match(value: Any, op: str, names: dict, tensors: dict) -> Layer | None:
         return Layer("", "avg_pool2d", [x], "", attrs={"pool_size": pool, "strides": strides})
     if op == "relax.mean":
         x = var_input(args[0])
-        if x is None or len(tensors[x].shape) != 4 or attrs.axis is None:
+        if x is None or attrs.axis is None:
             return None
-        axes = sorted(int(a) % 4 for a in attrs.axis)
-        if axes != [1, 2]:  # NHWC spatial mean = global average pooling
+        rank = len(tensors[x].shape)
+        return Layer("", "mean", [x], "", attrs={
+            "axes": tuple(sorted(int(a) % rank for a in attrs.axis)),
+            "keepdims": bool(attrs.keepdims)})
+    if op == "relax.clip":
+        x = var_input(args[0])
+        lo, hi = (_prim(a) for a in args[1:3])
+        if x is None or lo is None or hi is None or not lo <= 0.0 <= hi:
             return None
-        _, h, w, _ = tensors[x].shape
-        return Layer("", "avg_pool2d", [x], "", attrs={"pool_size": (h, w), "strides": (1, 1)})
+        return Layer("", "clip", [x], "", attrs={"min": lo, "max": hi})
     if op == "relax.reshape":
         x = var_input(args[0])
         return Layer("", "reshape", [x], "") if x is not None else None

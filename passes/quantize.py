@@ -145,7 +145,12 @@ def _layer_params(layer: Layer, qg: QuantizedGraph, out: QParams,
                 "mb": round(rb * 2**shift), "shift": shift, "zo": out.zero_point,
                 "lo": lo, "hi": hi}
     if layer.kind == "relu":
-        return {"zero_point": ins[0].zero_point}
+        return {"lo": ins[0].zero_point, "hi": 127}
+    if layer.kind == "clip":
+        x = ins[0]
+        lo = max(-128, x.zero_point + int(np.ceil(layer.attrs["min"] / x.scale - 0.5)))
+        hi = min(127, x.zero_point + int(np.floor(layer.attrs["max"] / x.scale + 0.5)))
+        return {"lo": lo, "hi": max(lo, hi)}
     return {}
 
 
@@ -157,6 +162,11 @@ def run_layer(layer: Layer, params: dict[str, Any], args: list[np.ndarray],
     from lepton_compiler.target import reference as ref
 
     p = params
+    if layer.kind == "conv2d" and layer.attrs["groups"] != 1:
+        return ref.grouped_conv2d(args[0], p["weight"], layer.attrs["groups"], p["bias"],
+                                  p["multiplier"], p["shift"], p["input_zero_point"],
+                                  p["zero_point"], p["lo"], p["hi"], layer.attrs["strides"],
+                                  layer.attrs["padding"], layer.attrs["dilation"])
     if layer.kind == "conv2d":
         return ref.conv2d(args[0], p["weight"], p["bias"], p["multiplier"], p["shift"],
                           p["input_zero_point"], p["zero_point"], p["lo"], p["hi"],
@@ -171,8 +181,10 @@ def run_layer(layer: Layer, params: dict[str, Any], args: list[np.ndarray],
     if layer.kind == "add":
         return ref.add(args[0], args[1], p["za"], p["ma"], p["zb"], p["mb"], p["shift"],
                        p["zo"], p["lo"], p["hi"])
-    if layer.kind == "relu":
-        return ref.relu(args[0], p["zero_point"])
+    if layer.kind in ("relu", "clip"):
+        return ref.clamp(args[0], p["lo"], p["hi"])
+    if layer.kind == "mean":
+        return ref.mean(args[0], layer.attrs["axes"], layer.attrs["keepdims"])
     if layer.kind == "max_pool2d":
         a = layer.attrs
         return ref.max_pool2d(args[0], a["pool_size"], a["strides"], a["padding"])
@@ -312,9 +324,13 @@ def _emit_layer(bb: Any, layer: Layer, qg: QuantizedGraph, get_int8: Any, call: 
             a = layer.attrs
             shape = Conv2dShape(n, h, wd, cin, cout, kh, kw, a["strides"], a["padding"],
                                 a["dilation"])
-            func = qkernels.conv2d_func(shape, p["input_zero_point"])
             m = shape.gemm[0]
-            weight = relax.const(np.ascontiguousarray(w.reshape(kh * kw * cin, cout)))
+            if a["groups"] != 1:  # grouped/depthwise: a host kernel over HWIO weights
+                func = qkernels.grouped_conv2d_func(shape, a["groups"], p["input_zero_point"])
+                weight = relax.const(np.ascontiguousarray(w))
+            else:
+                func = qkernels.conv2d_func(shape, p["input_zero_point"])
+                weight = relax.const(np.ascontiguousarray(w.reshape(kh * kw * cin, cout)))
             x = args[0]
         else:
             in_shape = graph.tensors[layer.inputs[0]].shape
@@ -332,9 +348,13 @@ def _emit_layer(bb: Any, layer: Layer, qg: QuantizedGraph, get_int8: Any, call: 
         func = qkernels.add_func(out_shape, p["za"], p["ma"], p["zb"], p["mb"], p["shift"],
                                  p["zo"], p["lo"], p["hi"])
         return call(func, f"qadd_{layer.name}", args, out_shape, "int8")
-    if layer.kind == "relu":
-        return call(qkernels.relu_func(out_shape, p["zero_point"]), f"qrelu_{layer.name}",
-                    args, out_shape, "int8")
+    if layer.kind in ("relu", "clip"):
+        return call(qkernels.clamp_func(out_shape, p["lo"], p["hi"]),
+                    f"q{layer.kind}_{layer.name}", args, out_shape, "int8")
+    if layer.kind == "mean":
+        in_shape = graph.tensors[layer.inputs[0]].shape
+        return call(qkernels.mean_func(in_shape, layer.attrs["axes"], layer.attrs["keepdims"]),
+                    f"qmean_{layer.name}", args, out_shape, "int8")
     if layer.kind == "max_pool2d":
         a = layer.attrs
         nb, h, w_, c = graph.tensors[layer.inputs[0]].shape

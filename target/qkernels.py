@@ -154,12 +154,43 @@ def add_func(shape: tuple[int, ...], za: int, ma: int, zb: int, mb: int, shift: 
     return _elementwise(shape, [("A", "int8"), ("B", "int8")], "add", body)
 
 
-def relu_func(shape: tuple[int, ...], zero_point: int) -> Any:
-    """int8 ReLU in the input's own quantization: ``max(q, zero_point)``."""
+def clamp_func(shape: tuple[int, ...], lo: int, hi: int) -> Any:
+    """int8 clamp in the input's own quantization (ReLU: ``lo = zero_point``; ReLU6 also
+    ``hi = zero_point + round(6 / scale)``)."""
     from tvm import tirx
 
-    return _elementwise(shape, [("A", "int8")], "relu",
-                        lambda a: tirx.max(a, tirx.const(zero_point, "int8")))
+    return _elementwise(shape, [("A", "int8")], "clamp", lambda a: tirx.min(
+        tirx.max(a, tirx.const(lo, "int8")), tirx.const(hi, "int8")))
+
+
+def mean_func(shape: tuple[int, ...], axes: tuple[int, ...], keepdims: bool) -> Any:
+    """int8 mean over ``axes`` in the input's own quantization, rounded half up:
+    ``floor((2 * sum + count) / (2 * count))``."""
+    from tvm import te, tirx
+
+    count = 1
+    for a in axes:
+        count *= shape[a]
+    x = te.placeholder(shape, "int8", name="X")
+    red = [te.reduce_axis((0, shape[a]), name=f"r{a}") for a in axes]
+    out_shape = tuple(1 if i in axes else d for i, d in enumerate(shape)) if keepdims else \
+        tuple(d for i, d in enumerate(shape) if i not in axes)
+
+    def total(*idx):
+        full, it, r = [], iter(idx), iter(red)
+        for i in range(len(shape)):
+            if i in axes:
+                full.append(next(r))
+                if keepdims:
+                    next(it)
+            else:
+                full.append(next(it))
+        return te.sum(tirx.Cast("int32", x(*full)), axis=red)
+
+    acc = te.compute(out_shape, total, name="sum")
+    out = te.compute(out_shape, lambda *i: tirx.Cast("int8", tirx.floordiv(
+        2 * acc(*i) + count, 2 * count)), name="mean")
+    return te.create_prim_func([x, out]).with_attr("op_pattern", _OPAQUE)
 
 
 def max_pool2d_func(n: int, h: int, w: int, c: int, pool: tuple[int, int],
@@ -221,3 +252,54 @@ def avg_pool2d_func(n: int, h: int, w: int, c: int, pool: tuple[int, int],
                     2 * acc[vb, vy, vx, vc] + count, 2 * count))
 
     return avg_pool2d.with_attr("op_pattern", _OPAQUE)
+
+
+def grouped_conv2d_func(shape: Any, groups: int, input_zero_point: int) -> Any:
+    """NHWC int8 grouped/depthwise conv2d with requantization, for the host.
+
+    ``W`` is HWIO ``[KH, KW, Cin/groups, Cout]``; output channel ``o`` reads the input
+    channels of group ``o // (Cout/groups)``. Padding takes the input zero point.
+    """
+    from tvm.script import tirx as T
+
+    from .intrinsics import requant_macro
+
+    requant_store = requant_macro()
+    s = shape
+    oh, ow = s.out_hw
+    sh, sw = s.stride
+    dh, dw = s.dilation
+    top, left = s.padding[0], s.padding[1]
+    cin_g, cout_g = s.cin // groups, s.cout // groups
+    h, w, n, cout = s.h, s.w, s.n, s.cout
+    zp = input_zero_point
+    m = n * oh * ow
+
+    @T.prim_func(s_tir=True)
+    def grouped_conv2d(X: T.Buffer((n, h, w, s.cin), "int8"),
+                       W: T.Buffer((s.kh, s.kw, cin_g, cout), "int8"),
+                       BIAS: T.Buffer((cout,), "int32"), MUL: T.Buffer((cout,), "int32"),
+                       SH: T.Buffer((cout,), "int32"), QP: T.Buffer((3,), "int32"),
+                       OUT: T.Buffer((m, cout), "int8")) -> None:
+        C = T.sblock_alloc_buffer((m, cout), "int32")
+        for r, o, ky, kx, i in T.grid(m, cout, s.kh, s.kw, cin_g):
+            with T.sblock("conv"):
+                vr, vo, vky, vkx, vi = T.axis.remap("SSRRR", [r, o, ky, kx, i])
+                with T.init():
+                    C[vr, vo] = 0
+                C[vr, vo] = C[vr, vo] + T.Cast("int32", T.if_then_else(
+                    0 <= vr % (oh * ow) // ow * sh + vky * dh - top
+                    and vr % (oh * ow) // ow * sh + vky * dh - top < h
+                    and 0 <= vr % ow * sw + vkx * dw - left
+                    and vr % ow * sw + vkx * dw - left < w,
+                    X[vr // (oh * ow),
+                      T.max(T.min(vr % (oh * ow) // ow * sh + vky * dh - top, h - 1), 0),
+                      T.max(T.min(vr % ow * sw + vkx * dw - left, w - 1), 0),
+                      vo // cout_g * cin_g + vi],
+                    T.int8(zp))) * T.Cast("int32", W[vky, vkx, vi, vo])
+        for i, j in T.grid(m, cout):
+            with T.sblock("requant"):
+                vi, vj = T.axis.remap("SS", [i, j])
+                requant_store(OUT, C, BIAS, MUL, SH, QP, vi, vj)
+
+    return grouped_conv2d.with_attr("op_pattern", _OPAQUE)

@@ -102,6 +102,25 @@ def conv2d(x: np.ndarray, w_hwio: np.ndarray, bias: np.ndarray, multiplier: np.n
     return out.reshape(n, oh, ow, cout)
 
 
+def grouped_conv2d(x: np.ndarray, w_hwio: np.ndarray, groups: int, bias: np.ndarray,
+                   multiplier: np.ndarray, shift: np.ndarray, input_zero_point: int,
+                   zero_point: int, lo: int, hi: int, stride: tuple[int, int],
+                   padding: tuple[int, int, int, int], dilation: tuple[int, int]) -> np.ndarray:
+    """NHWC int8 grouped/depthwise conv2d: ``w_hwio`` is ``[KH, KW, Cin/groups, Cout]``."""
+    kh, kw, cin_g, cout = w_hwio.shape
+    cout_g = cout // groups
+    accs = []
+    for g in range(groups):
+        cols = im2col(x[..., g * cin_g:(g + 1) * cin_g], kh, kw, stride, padding, dilation,
+                      input_zero_point)
+        accs.append(gemm(cols, w_hwio[..., g * cout_g:(g + 1) * cout_g].reshape(-1, cout_g)))
+    out = requantize(np.concatenate(accs, axis=1), multiplier, shift, zero_point, lo, hi, bias)
+    n, h, w_, _ = x.shape
+    oh = (h + padding[0] + padding[2] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
+    ow = (w_ + padding[1] + padding[3] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
+    return out.reshape(n, oh, ow, cout)
+
+
 def add(a: np.ndarray, b: np.ndarray, za: int, ma: int, zb: int, mb: int, shift: int,
         zo: int, lo: int, hi: int) -> np.ndarray:
     """``clamp((((a - za) * ma + (b - zb) * mb + 2**(shift-1)) >> shift) + zo, lo, hi)``:
@@ -110,9 +129,16 @@ def add(a: np.ndarray, b: np.ndarray, za: int, ma: int, zb: int, mb: int, shift:
     return np.clip(((acc + (1 << (shift - 1))) >> shift) + zo, lo, hi).astype(np.int8)
 
 
-def relu(q: np.ndarray, zero_point: int) -> np.ndarray:
-    """ReLU in the input's own quantization."""
-    return np.maximum(q, np.int8(zero_point))
+def clamp(q: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    """ReLU / ReLU6 / clip in the input's own quantization."""
+    return np.clip(q, lo, hi).astype(np.int8)
+
+
+def mean(x: np.ndarray, axes: tuple[int, ...], keepdims: bool) -> np.ndarray:
+    """int8 mean over ``axes`` in the input's own quantization, rounded half up."""
+    count = int(np.prod([x.shape[a] for a in axes]))
+    total = x.astype(np.int64).sum(axis=axes, keepdims=keepdims)
+    return np.floor_divide(2 * total + count, 2 * count).astype(np.int8)
 
 
 def max_pool2d(x: np.ndarray, pool: tuple[int, int], stride: tuple[int, int],
