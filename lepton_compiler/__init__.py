@@ -28,6 +28,7 @@ from .errors import (
     SpecError,
     UnsupportedOperatorError,
 )
+from .placement import PlacementReport, check
 from .quant_analysis import QuantReport, analyze_quantization
 from .quantization import CalibrationTable, QuantConfig
 
@@ -41,6 +42,7 @@ __all__ = [
     "LeptonError",
     "ModelLoadError",
     "OptionError",
+    "PlacementReport",
     "QuantConfig",
     "QuantReport",
     "QuantizationError",
@@ -49,5 +51,6 @@ __all__ = [
     "__version__",
     "analyze_quantization",
     "build",
+    "check",
     "zoo",
 ]

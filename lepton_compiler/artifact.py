@@ -18,7 +18,7 @@ def _canonical(obj: object) -> bytes:
 
 def make_manifest(*, plan: dict, weights: bytes, kernels: bytes, target: dict,
                   compiler_version: str, tvm_version: str, spec_fingerprint: str | None,
-                  plan_bytes: bytes) -> dict:
+                  plan_bytes: bytes, report: dict | None = None) -> dict:
     """The manifest for an artifact's members."""
     members = {
         fmt.PLAN: plan_bytes,
@@ -34,7 +34,9 @@ def make_manifest(*, plan: dict, weights: bytes, kernels: bytes, target: dict,
             for e in entries
         ]
 
+    extra = {"report": report} if report is not None else {}
     return {
+        **extra,
         "format_version": fmt.FORMAT_VERSION,
         "abi": fmt.ABI,
         "compiler": {"name": "lepton-compiler", "version": compiler_version},
@@ -52,13 +54,18 @@ def make_manifest(*, plan: dict, weights: bytes, kernels: bytes, target: dict,
 
 
 def pack(*, plan: dict, weights: bytes, kernels: bytes, target: dict, compiler_version: str,
-         tvm_version: str, spec_fingerprint: str | None = None) -> bytes:
-    """Serialise an artifact to bytes (deterministic: fixed mtimes, owners and order)."""
+         tvm_version: str, spec_fingerprint: str | None = None,
+         report: dict | None = None) -> bytes:
+    """Serialise an artifact to bytes (deterministic: fixed mtimes, owners and order).
+
+    ``report`` (the placement report, JSON-able) is kept in the manifest for
+    ``lepton inspect --ops``; the runtime does not need it.
+    """
     plan_bytes = _canonical(plan)
     manifest = make_manifest(
         plan=plan, weights=weights, kernels=kernels, target=target,
         compiler_version=compiler_version, tvm_version=tvm_version,
-        spec_fingerprint=spec_fingerprint, plan_bytes=plan_bytes,
+        spec_fingerprint=spec_fingerprint, plan_bytes=plan_bytes, report=report,
     )
     manifest_bytes = _canonical(manifest)
     digest = hashlib.sha256(manifest_bytes).hexdigest().encode("ascii") + b"\n"

@@ -1,4 +1,4 @@
-"""The ``lepton`` command line: compile, run, inspect, quant-report, demo.
+"""The ``lepton`` command line: compile, run, inspect, check, quant-report, demo.
 
 Errors print one line (``error: ...``) and exit with status 1; ``--verbose`` adds the
 traceback and the compiler's stage log. Usage errors exit with status 2.
@@ -95,8 +95,30 @@ def cmd_compile(args: argparse.Namespace) -> int:
     if info.get("npu_kernels"):
         print(f"  on the NPU: {', '.join(info['npu_kernels'])}")
     for fallback in info.get("fallbacks", []):
-        print(f"  host fallback {fallback['kernel']}: {fallback['reason']}")
+        print(f"  host fallback {fallback['layer']}: {fallback['reason']}")
     return 0
+
+
+def _write_report(report, args: argparse.Namespace) -> None:
+    for flag, render in (("json", report.to_json), ("dot", report.to_dot),
+                         ("svg", report.to_svg)):
+        target = getattr(args, flag, None)
+        if target:
+            Path(target).write_text(render())
+            print(f"wrote {target}")
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from .placement import check
+
+    model = _onnx_path(args.model, "check")
+    examples = ([np.zeros(shape, dtype=np.float32) for _, shape in args.input_shape]
+                if args.input_shape else None)
+    report = check(str(model), examples, target=args.target, spec=args.spec,
+                   quantize=not args.float)
+    print(report.table())
+    _write_report(report, args)
+    return 1 if report.unsupported else 0
 
 
 def cmd_quant_report(args: argparse.Namespace) -> int:
@@ -183,6 +205,19 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     sizes = ", ".join(f"{name} {size / 1e3:.1f} kB" for name, size in info["members"].items())
     print(f"  members: {sizes}")
     print(f"  arena: {info['arena_bytes'] / 1e3:.1f} kB")
+    if args.ops or args.json or args.dot or args.svg:
+        from .placement import PlacementReport
+
+        raw = m.get("report")
+        if raw is None:
+            from lepton_runtime.errors import ArtifactError
+
+            raise ArtifactError(f"{args.artifact}: the artifact carries no placement report "
+                                "(built by an older compiler); rebuild it")
+        report = PlacementReport.from_dict(raw)
+        if args.ops:
+            print(report.table())
+        _write_report(report, args)
     return 0
 
 
@@ -215,6 +250,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     ok = r.ok and q.ok
     print("demo passed" if ok else "demo FAILED")
     return 0 if ok else 1
+
+
+def _report_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", default=None, help="write the placement report as JSON")
+    p.add_argument("--dot", default=None, help="write the layer graph as Graphviz DOT")
+    p.add_argument("--svg", default=None, help="write the layer graph as SVG")
 
 
 def _calibration_options(p: argparse.ArgumentParser) -> None:
@@ -283,7 +324,22 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("inspect", help="verify an artifact and show its signature and kernels")
     p.add_argument("artifact")
     p.add_argument("--kernels", action="store_true", help="list every kernel call in order")
+    p.add_argument("--ops", action="store_true",
+                   help="the placement report: per layer NPU or host, fused ops, reasons")
+    _report_options(p)
     p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("check", help="pre-flight: where each op of an ONNX model would run, "
+                                     "and why, without compiling")
+    p.add_argument("model", help="the .onnx file")
+    p.add_argument("--target", default="lepton", choices=["host", "lepton"])
+    p.add_argument("--spec", default=None, help="NPU spec TOML")
+    p.add_argument("--float", action="store_true",
+                   help="check a float32 build (default: an int8 build)")
+    p.add_argument("--input-shape", action="append", type=_parse_shape, metavar="[NAME=]DIMS",
+                   help="fix a dynamic input shape (once per input, in order)")
+    _report_options(p)
+    p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("demo", help="compile and run the bundled model, check it against torch")
     p.add_argument("--batch", type=int, default=4, help="batch size (default 4)")

@@ -27,12 +27,16 @@ class CompiledModel:
     self-contained artifact that ``lepton_runtime.load`` runs without the compiler.
     """
 
-    def __init__(self, data: bytes, build_info: dict, quantization: Any = None) -> None:
+    def __init__(self, data: bytes, build_info: dict, quantization: Any = None,
+                 report: Any = None) -> None:
         self._data = data
         self.build_info = build_info
         #: For a quantized build, a ``QuantizationResult``: the integer graph, its numpy
         #: reference (``.reference(inputs)``) and the calibration table (``.table.save()``).
         self.quantization = quantization
+        #: The placement report (``PlacementReport``): per layer NPU or host, fused ops,
+        #: fallback reasons and costs; ``print(compiled.report)`` shows the table.
+        self.report = report
         fd, name = tempfile.mkstemp(prefix="lepton-", suffix=".lepton")
         with os.fdopen(fd, "wb") as f:
             f.write(data)

@@ -102,6 +102,10 @@ def build(
     timings: dict[str, float] = {}
     check = lowering.check_well_formed if verify else (lambda mod, stage: None)
     imported, mod = prepare(model, example_inputs, timings, check)
+    from . import placement
+    from .passes.qgraph import read_graph
+
+    relax_ops = placement.relax_op_count(mod)
     quant = None
     if quantize is not None:
         from . import quantization
@@ -110,11 +114,18 @@ def build(
         with _stage("calibrate", timings):
             graph, table = quantization.calibrate(mod, imported.input_names, quantize, host)
         with _stage("quantize", timings):
-            quant = quantization.quantize(graph, table, quantize)
+            quant = quantization.quantize(graph, table, quantize,
+                                          spec=npu.spec if npu is not None else None)
             mod = quant.module
             check(mod, "quantize")
+        ops = quant.placement
+    else:
+        graph = read_graph(mod["main"])
+        ops = placement.place(graph, set(), npu.spec if npu is not None else None)
     built, kernels_so, npu_kernels = lower(mod, imported.input_names, imported.output_names,
                                            host, npu, timings, check)
+    report = placement.PlacementReport(target, npu.spec.name if npu is not None else None,
+                                       ops, relax_ops, len(built.plan["calls"]))
     with _stage("package", timings):
         data = artifact.pack(
             plan=built.plan,
@@ -125,6 +136,7 @@ def build(
             spec_fingerprint=npu.spec.fingerprint() if npu is not None else None,
             compiler_version=__version__,
             tvm_version=tvm_compat.tvm_version(),
+            report=report.to_dict(),
         )
     info = {
         "target": target,
@@ -134,16 +146,17 @@ def build(
         "calls": len(built.plan["calls"]),
         "arena_bytes": built.plan["arena_bytes"],
         "weights_bytes": len(built.weights),
+        "placement": report.summary(),
     }
     if quant is not None:
         info["quantization"] = quant.summary()
     if npu is not None:
         info["spec"] = npu.spec.name
         info["npu_kernels"] = sorted(npu_kernels)
-        info["fallbacks"] = [{"kernel": name, "reason": _fallback_reason(name, quant)}
-                             for name in built.kernel_names if name not in npu_kernels]
+        info["fallbacks"] = [{"layer": o.layer, "op": o.op, "reason": o.reason}
+                             for o in report.fallbacks()]
     logger.info("built %s: %d kernels, %.1fs", target, info["kernels"], sum(timings.values()))
-    return CompiledModel(data, info, quant)
+    return CompiledModel(data, info, quant, report)
 
 
 def prepare(model: Any, example_inputs: Sequence[Any] | None,
@@ -168,20 +181,6 @@ def _npu_manifest(npu: Any, linked: bool) -> dict:
     return {**npu.manifest(), "sim_counters": list(COUNTERS)} if linked else npu.manifest()
 
 
-def _fallback_reason(kernel: str, quant: Any) -> str:
-    """Why a kernel of a lepton-target build runs on the host."""
-    from .target.npu_constraints import int8_operands
-
-    if quant is None:  # a float model: the int8 rule's own text is the reason
-        return " ".join((int8_operands.__doc__ or "").split()) + " Quantize the model."
-    if kernel.startswith(("quantize_", "dequantize_")):
-        return "float <-> int8 conversion at a float boundary runs on the host"
-    if kernel.startswith("q"):
-        return ("int8 elementwise/pooling kernel: only conv2d and matmul kernels are "
-                "offloaded to the matrix engine")
-    return "float kernel (a layer kept in float32, see build_info['quantization'])"
-
-
 def lower(mod: Any, input_names: list[str], output_names: list[str], host: Any, npu: Any,
           timings: dict[str, float], check: Any) -> tuple[Any, bytes, set[str]]:
     """fuse → schedule → codegen → plan: a Relax module to (plan, kernels.so, NPU kernels)."""
@@ -203,10 +202,15 @@ def lower(mod: Any, input_names: list[str], output_names: list[str], host: Any, 
         # The NPU instructions are linked only where a kernel uses them.
         kernels_so = lowering.codegen(scheduled, kernels, host.tvm_target(),
                                       npu if npu_kernels else None)
-    if npu is not None:
-        from .target.npu_schedule import gemm_sim_static
+    from .passes.quantize import LAYER_ATTR
 
-        for call in built.plan["calls"]:
-            if call["kernel"] in npu_kernels:
-                call["sim"] = gemm_sim_static(scheduled[call["kernel"]], npu.spec)
+    for call in built.plan["calls"]:
+        func = scheduled[call["kernel"]]
+        layer = func.attrs.get(LAYER_ATTR) if func.attrs is not None else None
+        if layer:
+            call["ops"] = [str(layer)]  # the source layer, for profiles and reports
+        if npu is not None and call["kernel"] in npu_kernels:
+            from .target.npu_schedule import gemm_sim_static
+
+            call["sim"] = gemm_sim_static(func, npu.spec)
     return built, kernels_so, npu_kernels

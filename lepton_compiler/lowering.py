@@ -164,7 +164,7 @@ def schedule(mod: Any, config: Any, npu: Any = None) -> tuple[Any, set[str]]:
     mod = relax.transform.AttachAttrLayoutFreeBuffers()(mod)
     on_npu: set[str] = set()
     for name, func in kernels_of(mod).items():
-        if npu is not None and func.attrs is not None and GEMM_ATTR in func.attrs:
+        if npu is not None and func.attrs is not None and func.attrs.get(GEMM_ATTR):
             from .target.npu_schedule import schedule_gemm_kernel
 
             mod[name] = schedule_gemm_kernel(func, npu.spec)
@@ -181,7 +181,7 @@ def schedule(mod: Any, config: Any, npu: Any = None) -> tuple[Any, set[str]]:
     mod = seq(mod)  # may rename kernels: find the NPU ones again by their attribute
     if npu is not None:
         on_npu = {name for name, f in kernels_of(mod).items()
-                  if f.attrs is not None and GEMM_ATTR in f.attrs}
+                  if f.attrs is not None and f.attrs.get(GEMM_ATTR)}
     return mod, on_npu
 
 

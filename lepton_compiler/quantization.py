@@ -137,6 +137,7 @@ class QuantizationResult:
     module: Any
     graph: QuantizedGraph
     table: CalibrationTable
+    placement: list[Any] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         """Quantized layers, float layers with the reason, and the method."""
@@ -363,11 +364,16 @@ def _apply_overrides(table: CalibrationTable, config: QuantConfig) -> Calibratio
 
 
 def quantize(graph: LayerGraph, table: CalibrationTable, config: QuantConfig,
-             keep: list[str] | None = None) -> QuantizationResult:
-    """The integer rewrite of ``graph`` with ``table``'s ranges."""
+             keep: list[str] | None = None, spec: Any = None) -> QuantizationResult:
+    """The integer rewrite of ``graph`` with ``table``'s ranges; with an NPU ``spec`` the
+    offload rules decide which GEMM layers are marked for the NPU."""
+    from .placement import place
+
     skip = set(config.skip) | {n for n, o in config.overrides.items() if o.get("float")}
     qg = plan_quantization(graph, table.ranges(), skip, bool(config.per_channel))
-    return QuantizationResult(emit(qg, keep), qg, table)
+    ops = place(graph, qg.quantized, spec)
+    npu_layers = {o.layer for o in ops if o.unit == "npu"}
+    return QuantizationResult(emit(qg, keep, npu_layers), qg, table, ops)
 
 
 def load_samples(path: str | os.PathLike) -> list[Any]:

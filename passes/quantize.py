@@ -246,11 +246,17 @@ def run_reference(qg: QuantizedGraph, inputs: dict[str, np.ndarray],
 
 # --- Relax emission --------------------------------------------------------------------------
 
-def emit(qg: QuantizedGraph, keep: list[str] | None = None) -> Any:
+LAYER_ATTR = "lepton.layer"  # the layer a kernel computes (kernels are never shared)
+
+
+def emit(qg: QuantizedGraph, keep: list[str] | None = None,
+         npu_layers: set[str] | None = None) -> Any:
     """The quantized Relax module (``main`` plus its integer kernels).
 
     ``keep`` adds the named tensors (dequantized when int8) as extra outputs after the
     model's own; the per-layer analysis reads intermediate values through them.
+    ``npu_layers``: the GEMM layers placed on the NPU (their kernels are marked for the NPU
+    schedules); ``None`` marks every GEMM kernel.
     """
     import tvm
     from lepton_compiler.target import qkernels
@@ -268,7 +274,7 @@ def emit(qg: QuantizedGraph, keep: list[str] | None = None) -> Any:
 
     def call(func: Any, name: str, args: list[Any], shape: tuple[int, ...],
              dtype: str) -> Any:
-        gvar = bb.add_func(func, name)
+        gvar = bb.add_func(func.with_attr(LAYER_ATTR, name), name)
         return bb.emit(relax.call_tir(gvar, args, out_ty=relax.TensorType(list(shape),
                                                                           dtype)))
 
@@ -292,7 +298,8 @@ def emit(qg: QuantizedGraph, keep: list[str] | None = None) -> Any:
         with bb.dataflow():
             for layer in graph.layers:
                 if layer.name in qg.quantized:
-                    int_env[layer.output] = _emit_layer(bb, layer, qg, get_int8, call)
+                    on_npu = npu_layers is None or layer.name in npu_layers
+                    int_env[layer.output] = _emit_layer(bb, layer, qg, get_int8, call, on_npu)
                 else:
                     float_env[layer.output] = _emit_float(bb, layer, graph, get_float)
             outs = [get_float(t) for t in graph.outputs + list(keep or [])]
@@ -305,7 +312,8 @@ def emit(qg: QuantizedGraph, keep: list[str] | None = None) -> Any:
     return relax.transform.Normalize()(tvm.IRModule(dict(mod.functions.items())))
 
 
-def _emit_layer(bb: Any, layer: Layer, qg: QuantizedGraph, get_int8: Any, call: Any) -> Any:
+def _emit_layer(bb: Any, layer: Layer, qg: QuantizedGraph, get_int8: Any, call: Any,
+                on_npu: bool) -> Any:
     from lepton_compiler.target import qkernels
     from lepton_compiler.target.npu_kernels import Conv2dShape
     from tvm import relax
@@ -339,28 +347,29 @@ def _emit_layer(bb: Any, layer: Layer, qg: QuantizedGraph, get_int8: Any, call: 
             func = qkernels.dense_func(m, k, cout)
             weight = relax.const(np.ascontiguousarray(w))
             x = args[0] if len(in_shape) == 2 else bb.emit(relax.op.reshape(args[0], [m, k]))
-        out = call(func, f"q{layer.kind}_{layer.name}", [x, weight, *vectors, qp],
-                   (m, cout), "int8")
+        if not on_npu and func.attrs is not None and qkernels.GEMM_ATTR in func.attrs:
+            func = func.with_attr(qkernels.GEMM_ATTR, "")  # placed on the host
+        out = call(func, layer.name, [x, weight, *vectors, qp], (m, cout), "int8")
         if tuple(out_shape) == (m, cout):
             return out
         return bb.emit(relax.op.reshape(out, list(out_shape)))
     if layer.kind == "add":
         func = qkernels.add_func(out_shape, p["za"], p["ma"], p["zb"], p["mb"], p["shift"],
                                  p["zo"], p["lo"], p["hi"])
-        return call(func, f"qadd_{layer.name}", args, out_shape, "int8")
+        return call(func, layer.name, args, out_shape, "int8")
     if layer.kind in ("relu", "clip"):
         return call(qkernels.clamp_func(out_shape, p["lo"], p["hi"]),
-                    f"q{layer.kind}_{layer.name}", args, out_shape, "int8")
+                    layer.name, args, out_shape, "int8")
     if layer.kind == "mean":
         in_shape = graph.tensors[layer.inputs[0]].shape
         return call(qkernels.mean_func(in_shape, layer.attrs["axes"], layer.attrs["keepdims"]),
-                    f"qmean_{layer.name}", args, out_shape, "int8")
+                    layer.name, args, out_shape, "int8")
     if layer.kind == "max_pool2d":
         a = layer.attrs
         nb, h, w_, c = graph.tensors[layer.inputs[0]].shape
         func = qkernels.max_pool2d_func(nb, h, w_, c, a["pool_size"], a["strides"],
                                         a["padding"], out_shape[1:3])
-        return call(func, f"qmaxpool_{layer.name}", args, out_shape, "int8")
+        return call(func, layer.name, args, out_shape, "int8")
     if layer.kind == "avg_pool2d":
         a = layer.attrs
         nb, h, w_, c = graph.tensors[layer.inputs[0]].shape
@@ -369,7 +378,7 @@ def _emit_layer(bb: Any, layer: Layer, qg: QuantizedGraph, get_int8: Any, call: 
         pooled = (nb, (h - ph) // sh + 1, (w_ - pw) // sw + 1, c)
         func = qkernels.avg_pool2d_func(nb, h, w_, c, a["pool_size"], a["strides"],
                                         pooled[1:3])
-        out = call(func, f"qavgpool_{layer.name}", args, pooled, "int8")
+        out = call(func, layer.name, args, pooled, "int8")
         if tuple(out_shape) == pooled:
             return out
         return bb.emit(relax.op.reshape(out, list(out_shape)))

@@ -53,10 +53,66 @@ def dense_groups(op: Conv2dOp, spec: LeptonSpec) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class OpFacts:
+    """The facts about any layer that the rules look at (a superset of ``Conv2dOp``)."""
+
+    name: str
+    kind: str                     # conv2d | dense | add | max_pool2d | ... | float
+    op: str                       # the Relax op, e.g. relax.nn.conv2d
+    dtype: str                    # int8 when the layer is quantized
+    cin: int = 0
+    cout: int = 0
+    groups: int = 1
+    gemm: tuple[int, int, int] | None = None  # (M, N, K) of a matrix product
+
+
+def fits_sram(op: OpFacts, spec: LeptonSpec) -> str | None:
+    """A matrix product runs on the NPU when one output tile's working set (a row strip of
+    the input, a column strip of the weights, the int32 accumulators) fits the SRAM."""
+    from .npu_schedule import SramOverflowError, plan_gemm
+
+    if op.gemm is None:
+        return None
+    try:
+        plan_gemm(*op.gemm, spec)
+    except SramOverflowError as err:
+        return f"{op.name}: {err}"
+    return None
+
+
+def matrix_products_only(op: OpFacts, spec: LeptonSpec) -> str | None:
+    """The NPU runs convolutions and matrix products, with their bias, requantization and
+    ReLU/ReLU6 fused into the same kernel; elementwise, pooling, reduction, layout and
+    float <-> int8 conversion kernels run on the host CPU in the same artifact."""
+    if op.kind not in ("conv2d", "dense"):
+        what = "float32" if op.dtype != "int8" else "int8"
+        return (f"{op.name}: {op.op.removeprefix('relax.')} ({what}) is not a matrix product; "
+                "it runs on the host CPU")
+    return None
+
+
 CONV2D_RULES: tuple[Callable[[Conv2dOp, LeptonSpec], str | None], ...] = (
     int8_operands,
     dense_groups,
 )
+
+#: Every rule, in the order they are applied, for any layer.
+RULES: tuple[Callable[[OpFacts, LeptonSpec], str | None], ...] = (
+    matrix_products_only,
+    int8_operands,
+    dense_groups,
+    fits_sram,
+)
+
+
+def placement(op: OpFacts, spec: LeptonSpec) -> Placement:
+    """Apply every rule; the first that fails gives the host-fallback reason."""
+    for rule in RULES:
+        reason = rule(op, spec)
+        if reason is not None:
+            return Placement(False, reason)
+    return Placement(True)
 
 
 def conv2d_placement(op: Conv2dOp, spec: LeptonSpec) -> Placement:

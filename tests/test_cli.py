@@ -30,10 +30,17 @@ def onnx_model(tmp_path_factory):
     return model, path
 
 
-def test_help_for_every_command():
-    for args in ([], ["compile"], ["run"], ["inspect"], ["demo"]):
-        result = lepton(*args, "--help")
-        assert result.returncode == 0 and "usage: lepton" in result.stdout
+def test_help_for_every_command(capsys):
+    from lepton_compiler.cli import main
+
+    result = lepton("--help")  # the installed console script
+    assert result.returncode == 0 and "usage: lepton" in result.stdout
+    for command in ("compile", "run", "inspect", "check", "quant-report", "demo"):
+        assert command in result.stdout
+        with pytest.raises(SystemExit) as exit_info:
+            main([command, "--help"])
+        assert exit_info.value.code == 0
+        assert f"usage: lepton {command}" in capsys.readouterr().out
 
 
 def test_compile_run_inspect(onnx_model, tmp_path):
