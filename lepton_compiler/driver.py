@@ -123,7 +123,8 @@ def build(
         graph = read_graph(mod["main"])
         ops = placement.place(graph, set(), npu.spec if npu is not None else None)
     built, kernels_so, npu_kernels = lower(mod, imported.input_names, imported.output_names,
-                                           host, npu, timings, check)
+                                           host, npu, timings, check,
+                                           {o.layer for o in ops})
     report = placement.PlacementReport(target, npu.spec.name if npu is not None else None,
                                        ops, relax_ops, len(built.plan["calls"]))
     with _stage("package", timings):
@@ -182,8 +183,12 @@ def _npu_manifest(npu: Any, linked: bool) -> dict:
 
 
 def lower(mod: Any, input_names: list[str], output_names: list[str], host: Any, npu: Any,
-          timings: dict[str, float], check: Any) -> tuple[Any, bytes, set[str]]:
-    """fuse → schedule → codegen → plan: a Relax module to (plan, kernels.so, NPU kernels)."""
+          timings: dict[str, float], check: Any,
+          layers: set[str] | None = None) -> tuple[Any, bytes, set[str]]:
+    """fuse → schedule → plan → codegen: a Relax module to (plan, kernels.so, NPU kernels).
+
+    ``layers``: layer names; a call whose result is bound to one records it as its source op.
+    """
     from .target.host_schedule import HostScheduleConfig
 
     with _stage("fuse", timings):
@@ -202,13 +207,11 @@ def lower(mod: Any, input_names: list[str], output_names: list[str], host: Any, 
         # The NPU instructions are linked only where a kernel uses them.
         kernels_so = lowering.codegen(scheduled, kernels, host.tvm_target(),
                                       npu if npu_kernels else None)
-    from .passes.quantize import LAYER_ATTR
-
     for call in built.plan["calls"]:
         func = scheduled[call["kernel"]]
-        layer = func.attrs.get(LAYER_ATTR) if func.attrs is not None else None
-        if layer:
-            call["ops"] = [str(layer)]  # the source layer, for profiles and reports
+        var = call.pop("var", None)
+        if layers and var in layers:
+            call["ops"] = [var]  # the source layer, for profiles and reports
         if npu is not None and call["kernel"] in npu_kernels:
             from .target.npu_schedule import gemm_sim_static
 

@@ -138,7 +138,8 @@ class _Builder:
         else:
             outs = (self.new(out_ty, "arena", producer=index, last_use=index),)
             self.values[var] = outs[0]
-        self.calls.append({"kernel": kernel, "args": args + list(outs), "ops": [kernel]})
+        self.calls.append({"kernel": kernel, "args": args + list(outs), "ops": [kernel],
+                           "var": tvm_compat.param_name(var)})
 
     def outputs(self, ret: Any) -> list[int]:
         value = self.value_of(ret)

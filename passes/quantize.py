@@ -246,9 +246,6 @@ def run_reference(qg: QuantizedGraph, inputs: dict[str, np.ndarray],
 
 # --- Relax emission --------------------------------------------------------------------------
 
-LAYER_ATTR = "lepton.layer"  # the layer a kernel computes (kernels are never shared)
-
-
 def emit(qg: QuantizedGraph, keep: list[str] | None = None,
          npu_layers: set[str] | None = None) -> Any:
     """The quantized Relax module (``main`` plus its integer kernels).
@@ -274,9 +271,10 @@ def emit(qg: QuantizedGraph, keep: list[str] | None = None,
 
     def call(func: Any, name: str, args: list[Any], shape: tuple[int, ...],
              dtype: str) -> Any:
-        gvar = bb.add_func(func.with_attr(LAYER_ATTR, name), name)
-        return bb.emit(relax.call_tir(gvar, args, out_ty=relax.TensorType(list(shape),
-                                                                          dtype)))
+        gvar = bb.add_func(func, f"q_{name}")  # identical kernels are shared
+        # The binding is named after the layer: the plan records it as the call's source op.
+        return bb.emit(relax.call_tir(gvar, args, out_ty=relax.TensorType(list(shape), dtype)),
+                       name_hint=name)
 
     def get_int8(t: str) -> Any:
         if t not in int_env:
