@@ -43,6 +43,7 @@ def build(
     num_threads: int | None = None,
     spec: Any = None,
     quantize: Any = None,
+    fuse: bool = True,
     verify: bool = True,
 ) -> CompiledModel:
     """Compile a model ahead of time.
@@ -74,6 +75,11 @@ def build(
         overrides); ``None`` (default) keeps the model in float32. Quantized layers run as
         integer kernels — on the NPU for ``target="lepton"`` — and ``build_info
         ["quantization"]`` lists the layers kept in float with the reason.
+    fuse
+        Fuse operators into kernels (default). ``False`` compiles every operator as its own
+        kernel — int8 composites (conv/matmul + bias + requantize + activation) become
+        chains of single-op host kernels — to check or debug what fusion does: the results
+        are identical for int8 and equal to rounding for float.
     verify
         Check the IR is well formed after every stage (cheap; on by default).
 
@@ -115,7 +121,8 @@ def build(
             graph, table = quantization.calibrate(mod, imported.input_names, quantize, host)
         with _stage("quantize", timings):
             quant = quantization.quantize(graph, table, quantize,
-                                          spec=npu.spec if npu is not None else None)
+                                          spec=npu.spec if npu is not None else None,
+                                          fuse=fuse)
             mod = quant.module
             check(mod, "quantize")
         ops = quant.placement
@@ -124,7 +131,7 @@ def build(
         ops = placement.place(graph, set(), npu.spec if npu is not None else None)
     built, kernels_so, npu_kernels = lower(mod, imported.input_names, imported.output_names,
                                            host, npu, timings, check,
-                                           {o.layer for o in ops})
+                                           {o.layer for o in ops}, fuse)
     report = placement.PlacementReport(target, npu.spec.name if npu is not None else None,
                                        ops, relax_ops, len(built.plan["calls"]))
     with _stage("package", timings):
@@ -183,8 +190,8 @@ def _npu_manifest(npu: Any, linked: bool) -> dict:
 
 
 def lower(mod: Any, input_names: list[str], output_names: list[str], host: Any, npu: Any,
-          timings: dict[str, float], check: Any,
-          layers: set[str] | None = None) -> tuple[Any, bytes, set[str]]:
+          timings: dict[str, float], check: Any, layers: set[str] | None = None,
+          fuse: bool = True) -> tuple[Any, bytes, set[str]]:
     """fuse → schedule → plan → codegen: a Relax module to (plan, kernels.so, NPU kernels).
 
     ``layers``: layer names; a call whose result is bound to one records it as its source op.
@@ -192,7 +199,7 @@ def lower(mod: Any, input_names: list[str], output_names: list[str], host: Any, 
     from .target.host_schedule import HostScheduleConfig
 
     with _stage("fuse", timings):
-        mod = lowering.fuse(mod)
+        mod = lowering.fuse(mod, fuse)
         check(mod, "fuse")
         kernels = lowering.kernels_of(mod)
     with _stage("schedule", timings):

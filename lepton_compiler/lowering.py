@@ -94,18 +94,21 @@ def convert_layout(mod: Any) -> Any:
         return mod
 
 
-def fuse(mod: Any) -> Any:
-    """Legalize to TIR and fuse; main becomes a flat chain of call_tir over kernels."""
+def fuse(mod: Any, enabled: bool = True) -> Any:
+    """Legalize to TIR and fuse; main becomes a flat chain of call_tir over kernels.
+
+    ``enabled=False`` keeps one kernel per operator (for checking what fusion does).
+    """
     import tvm
     from tvm import relax
 
+    fusion = [relax.transform.FuseOps(), relax.transform.FuseTIR()] if enabled else []
     seq = tvm.transform.Sequential(
         [
             relax.transform.LegalizeOps(),
             relax.transform.AnnotateTIROpPattern(),
             relax.transform.FoldConstant(),
-            relax.transform.FuseOps(),
-            relax.transform.FuseTIR(),
+            *fusion,
             relax.transform.DeadCodeElimination(),
             relax.transform.RewriteDataflowReshape(),
         ]

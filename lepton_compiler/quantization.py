@@ -364,7 +364,8 @@ def _apply_overrides(table: CalibrationTable, config: QuantConfig) -> Calibratio
 
 
 def quantize(graph: LayerGraph, table: CalibrationTable, config: QuantConfig,
-             keep: list[str] | None = None, spec: Any = None) -> QuantizationResult:
+             keep: list[str] | None = None, spec: Any = None,
+             fuse: bool = True) -> QuantizationResult:
     """The integer rewrite of ``graph`` with ``table``'s ranges; with an NPU ``spec`` the
     offload rules decide which GEMM layers are marked for the NPU."""
     from .placement import place
@@ -373,7 +374,13 @@ def quantize(graph: LayerGraph, table: CalibrationTable, config: QuantConfig,
     qg = plan_quantization(graph, table.ranges(), skip, bool(config.per_channel))
     ops = place(graph, qg.quantized, spec)
     npu_layers = {o.layer for o in ops if o.unit == "npu"}
-    return QuantizationResult(emit(qg, keep, npu_layers), qg, table, ops)
+    if not fuse:  # the NPU kernels are the fused composites
+        npu_layers = set()
+        for o in ops:
+            if o.unit == "npu":
+                o.unit, o.reason = "host", (f"{o.layer}: built with fuse=False; the NPU runs "
+                                            "the fused composites only")
+    return QuantizationResult(emit(qg, keep, npu_layers, fuse), qg, table, ops)
 
 
 def load_samples(path: str | os.PathLike) -> list[Any]:

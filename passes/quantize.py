@@ -247,13 +247,15 @@ def run_reference(qg: QuantizedGraph, inputs: dict[str, np.ndarray],
 # --- Relax emission --------------------------------------------------------------------------
 
 def emit(qg: QuantizedGraph, keep: list[str] | None = None,
-         npu_layers: set[str] | None = None) -> Any:
+         npu_layers: set[str] | None = None, fuse: bool = True) -> Any:
     """The quantized Relax module (``main`` plus its integer kernels).
 
     ``keep`` adds the named tensors (dequantized when int8) as extra outputs after the
     model's own; the per-layer analysis reads intermediate values through them.
     ``npu_layers``: the GEMM layers placed on the NPU (their kernels are marked for the NPU
-    schedules); ``None`` marks every GEMM kernel.
+    schedules); ``None`` marks every GEMM kernel. ``fuse=False`` emits each GEMM layer as
+    separate kernels (gather, product, bias add, requantize, activation) and every fused
+    activation as its own clamp: the same arithmetic, for checking the composites.
     """
     import tvm
     from lepton_compiler.target import qkernels
@@ -297,7 +299,8 @@ def emit(qg: QuantizedGraph, keep: list[str] | None = None,
             for layer in graph.layers:
                 if layer.name in qg.quantized:
                     on_npu = npu_layers is None or layer.name in npu_layers
-                    int_env[layer.output] = _emit_layer(bb, layer, qg, get_int8, call, on_npu)
+                    emit_one = _emit_layer if fuse else _emit_unfused
+                    int_env[layer.output] = emit_one(bb, layer, qg, get_int8, call, on_npu)
                 else:
                     float_env[layer.output] = _emit_float(bb, layer, graph, get_float)
             outs = [get_float(t) for t in graph.outputs + list(keep or [])]
@@ -385,6 +388,61 @@ def _emit_layer(bb: Any, layer: Layer, qg: QuantizedGraph, get_int8: Any, call: 
     if layer.kind == "permute_dims":
         return bb.emit(relax.op.permute_dims(args[0], list(layer.attrs["axes"])))
     raise QuantizationError(f"{layer.name}: cannot emit {layer.kind}")
+
+
+def _emit_unfused(bb: Any, layer: Layer, qg: QuantizedGraph, get_int8: Any, call: Any,
+                  on_npu: bool) -> Any:
+    """``layer`` as a chain of single-op kernels (see :func:`emit`)."""
+    from tvm import relax
+
+    from lepton_compiler.target import qkernels
+    from lepton_compiler.target.npu_kernels import Conv2dShape
+
+    graph = qg.graph
+    p = qg.params[layer.name]
+    out_shape = graph.tensors[layer.output].shape
+    grouped = layer.kind == "conv2d" and layer.attrs["groups"] != 1
+    if layer.kind not in ("conv2d", "dense", "add") or grouped or (
+            layer.kind == "add" and layer.act is None):
+        return _emit_layer(bb, layer, qg, get_int8, call, on_npu)
+    if layer.kind == "add":
+        func = qkernels.add_func(out_shape, p["za"], p["ma"], p["zb"], p["mb"], p["shift"],
+                                 p["zo"], -128, 127)
+        y = call(func, f"{layer.name}_add", [get_int8(t) for t in layer.inputs], out_shape,
+                 "int8")
+        return call(qkernels.clamp_func(out_shape, p["lo"], p["hi"]), f"{layer.name}_act", [y],
+                    out_shape, "int8")
+    w = p["weight"]
+    x = get_int8(layer.inputs[0])
+    if layer.kind == "conv2d":
+        n, h, wd, cin = graph.tensors[layer.inputs[0]].shape
+        kh, kw, _, cout = w.shape
+        a = layer.attrs
+        shape = Conv2dShape(n, h, wd, cin, cout, kh, kw, a["strides"], a["padding"],
+                            a["dilation"])
+        m, _, k = shape.gemm
+        x = call(qkernels.im2col_func(shape, p["input_zero_point"]), f"{layer.name}_im2col",
+                 [x], (m, k), "int8")
+        w = w.reshape(k, cout)
+    else:
+        k, cout = w.shape
+        m = int(np.prod(graph.tensors[layer.inputs[0]].shape[:-1]))
+        if len(graph.tensors[layer.inputs[0]].shape) != 2:
+            x = bb.emit(relax.op.reshape(x, [m, k]))
+    acc = call(qkernels.gemm_acc_func(m, k, cout), f"{layer.name}_gemm",
+               [x, relax.const(np.ascontiguousarray(w))], (m, cout), "int32")
+    acc = call(qkernels.bias_add_func(m, cout), f"{layer.name}_bias",
+               [acc, relax.const(p["bias"])], (m, cout), "int32")
+    qp = relax.const(np.array([p["zero_point"], -128, 127], np.int32))  # no activation here
+    y = call(qkernels.requant_func(m, cout), f"{layer.name}_requant",
+             [acc, relax.const(np.zeros(cout, np.int32)), relax.const(p["multiplier"]),
+              relax.const(p["shift"]), qp], (m, cout), "int8")
+    if layer.act is not None:
+        y = call(qkernels.clamp_func((m, cout), p["lo"], p["hi"]), f"{layer.name}_act", [y],
+                 (m, cout), "int8")
+    if tuple(out_shape) == (m, cout):
+        return y
+    return bb.emit(relax.op.reshape(y, list(out_shape)))
 
 
 def _emit_float(bb: Any, layer: Layer, graph: LayerGraph, get_float: Any) -> Any:

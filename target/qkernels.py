@@ -303,3 +303,71 @@ def grouped_conv2d_func(shape: Any, groups: int, input_zero_point: int) -> Any:
                 requant_store(OUT, C, BIAS, MUL, SH, QP, vi, vj)
 
     return grouped_conv2d.with_attr("op_pattern", _OPAQUE)
+
+
+# --- Unfused building blocks (build(..., fuse=False)): the same arithmetic, one op each ----
+
+def gemm_acc_func(m: int, k: int, n: int) -> Any:
+    """``C[m, n] = X[m, k] @ W[k, n]`` (int8 operands, int32 result), on its own."""
+    from tvm import te, tirx
+
+    x = te.placeholder((m, k), "int8", name="X")
+    w = te.placeholder((k, n), "int8", name="W")
+    r = te.reduce_axis((0, k), name="r")
+    c = te.compute((m, n), lambda i, j: te.sum(
+        tirx.Cast("int32", x[i, r]) * tirx.Cast("int32", w[r, j]), axis=r), name="matmul")
+    return te.create_prim_func([x, w, c]).with_attr("op_pattern", _OPAQUE)
+
+
+def im2col_func(shape: Any, input_zero_point: int) -> Any:
+    """The conv2d window gather on its own: ``X`` NHWC -> ``[N*OH*OW, KH*KW*Cin]``."""
+    from tvm import te, tirx
+
+    s = shape
+    oh, ow = s.out_hw
+    m, _, k = s.gemm
+    sh, sw = s.stride
+    dh, dw = s.dilation
+    top, left = s.padding[0], s.padding[1]
+    x = te.placeholder((s.n, s.h, s.w, s.cin), "int8", name="X")
+
+    def gather(r, q):
+        y = r % (oh * ow) // ow * sh + q // (s.kw * s.cin) * dh - top
+        xx = r % ow * sw + q % (s.kw * s.cin) // s.cin * dw - left
+        inside = tirx.all(y >= 0, y < s.h, xx >= 0, xx < s.w)
+        return tirx.if_then_else(inside, x[r // (oh * ow), tirx.max(tirx.min(y, s.h - 1), 0),
+                                           tirx.max(tirx.min(xx, s.w - 1), 0), q % s.cin],
+                                 tirx.const(input_zero_point, "int8"))
+
+    cols = te.compute((m, k), gather, name="im2col")
+    return te.create_prim_func([x, cols]).with_attr("op_pattern", _OPAQUE)
+
+
+def bias_add_func(m: int, n: int) -> Any:
+    """``ACC[m, n] + BIAS[n]`` in int32, on its own."""
+    from tvm import te
+
+    acc = te.placeholder((m, n), "int32", name="ACC")
+    bias = te.placeholder((n,), "int32", name="BIAS")
+    out = te.compute((m, n), lambda i, j: acc[i, j] + bias[j], name="bias_add")
+    return te.create_prim_func([acc, bias, out]).with_attr("op_pattern", _OPAQUE)
+
+
+def requant_func(m: int, n: int) -> Any:
+    """Per-channel requantization (zero bias) of ``ACC[m, n]`` to int8, on its own."""
+    from tvm.script import tirx as T
+
+    from .intrinsics import requant_macro
+
+    requant_store = requant_macro()
+
+    @T.prim_func(s_tir=True)
+    def requant(ACC: T.Buffer((m, n), "int32"), BIAS: T.Buffer((n,), "int32"),
+                MUL: T.Buffer((n,), "int32"), SH: T.Buffer((n,), "int32"),
+                QP: T.Buffer((3,), "int32"), OUT: T.Buffer((m, n), "int8")) -> None:
+        for i, j in T.grid(m, n):
+            with T.sblock("requant"):
+                vi, vj = T.axis.remap("SS", [i, j])
+                requant_store(OUT, ACC, BIAS, MUL, SH, QP, vi, vj)
+
+    return requant.with_attr("op_pattern", _OPAQUE)
