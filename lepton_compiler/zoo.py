@@ -220,7 +220,7 @@ def mobilenet_v2(num_classes: int = 1000, width: float = 1.0, seed: int = 0) -> 
                 act: bool = True) -> list:
         layers = [nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=False),
                   nn.BatchNorm2d(cout)]
-        return layers + [nn.ReLU6()] if act else layers
+        return [*layers, nn.ReLU6()] if act else layers
 
     class InvertedResidual(nn.Module):
         def __init__(self, cin: int, cout: int, stride: int, expand: int) -> None:

@@ -19,7 +19,7 @@ def _axes(call: Any) -> list[int] | None:
     return None if axes is None else [int(a) for a in axes]
 
 
-def CancelTransposes() -> Any:  # noqa: N802 - a pass, named like TVM's
+def CancelTransposes() -> Any:
     """The pass: rewrite ``permute(op(permute(x, a), ...), b)`` to ``op(x, ...)`` when ``b``
     undoes ``a`` and ``op`` is elementwise."""
     import tvm

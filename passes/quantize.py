@@ -393,10 +393,9 @@ def _emit_layer(bb: Any, layer: Layer, qg: QuantizedGraph, get_int8: Any, call: 
 def _emit_unfused(bb: Any, layer: Layer, qg: QuantizedGraph, get_int8: Any, call: Any,
                   on_npu: bool) -> Any:
     """``layer`` as a chain of single-op kernels (see :func:`emit`)."""
-    from tvm import relax
-
     from lepton_compiler.target import qkernels
     from lepton_compiler.target.npu_kernels import Conv2dShape
+    from tvm import relax
 
     graph = qg.graph
     p = qg.params[layer.name]

@@ -4,10 +4,11 @@ bit, and float fusion equals unfused execution to rounding."""
 
 from __future__ import annotations
 
-import lepton_compiler as lc
 import numpy as np
 import pytest
 import torch
+
+import lepton_compiler as lc
 
 
 def _relu6_cnn():
@@ -21,12 +22,13 @@ def _relu6_cnn():
             self.a = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16),
                                    nn.ReLU6())
             self.b = nn.Conv2d(16, 16, 3, padding=1)
+            self.c = nn.Conv2d(16, 16, 1)
             self.dw = nn.Conv2d(16, 16, 3, padding=1, groups=16)
             self.fc = nn.Linear(16 * 8 * 8, 10)
 
         def forward(self, x):
-            h = self.a(x)
-            h = torch.relu(h + self.b(h))
+            h = self.b(self.a(x))
+            h = torch.relu(h + self.c(h))
             return self.fc(torch.flatten(self.dw(h), 1))
 
     return Net().eval()

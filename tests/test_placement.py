@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import lepton_compiler as lc
 import lepton_runtime
 import numpy as np
 import onnx
@@ -14,6 +13,8 @@ import pytest
 import torch
 from lepton_compiler.passes import supported_ops
 from onnx import TensorProto, helper
+
+import lepton_compiler as lc
 
 from .conftest import to_onnx_bytes
 
