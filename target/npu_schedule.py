@@ -231,5 +231,9 @@ def schedule_gemm_kernel(func, spec: LeptonSpec):
         sch.reorder(io, jo, ii, ji)
         sch.parallel(sch.fuse(io, jo))
         sch.tensorize(ii, names.requant)
+    if any(sch.get(b).name_hint == "im2col" for b in sch.get_child_blocks(sch.get_sblock("root"))):
+        gather = sch.get_sblock("im2col")
+        loops = sch.get_loops(gather)
+        sch.parallel(sch.fuse(loops[0], loops[1]))  # images x output rows
     schedule_matmul(sch, sch.get_sblock("matmul"), spec, plan)
     return sch.mod["main"].with_attr(EXTENTS_ATTR, [m, n, k])

@@ -109,19 +109,16 @@ def conv2d_func(shape: Any, input_zero_point: int) -> Any:
                OUT: T.Buffer((m, n_out), "int8")) -> None:
         cols = T.sblock_alloc_buffer((m, k), "int8")
         C = T.sblock_alloc_buffer((m, n_out), "int32")
-        for r, q in T.grid(m, k):
+        # One iteration per (pixel, window tap, channel): affine addresses, the channel run
+        # contiguous on both sides (the DMA engine's address generation).
+        for b, oy, ox, ky, kx, c in T.grid(s.n, oh, ow, s.kh, kw_, cin):
             with T.sblock("im2col"):
-                vr, vq = T.axis.remap("SS", [r, q])
-                cols[vr, vq] = T.if_then_else(
-                    0 <= vr % (oh * ow) // ow * sh + vq // (kw_ * cin) * dh - top
-                    and vr % (oh * ow) // ow * sh + vq // (kw_ * cin) * dh - top < h
-                    and 0 <= vr % ow * sw + vq % (kw_ * cin) // cin * dw - left
-                    and vr % ow * sw + vq % (kw_ * cin) // cin * dw - left < w,
-                    X[vr // (oh * ow),
-                      T.max(T.min(vr % (oh * ow) // ow * sh + vq // (kw_ * cin) * dh - top,
-                                  h - 1), 0),
-                      T.max(T.min(vr % ow * sw + vq % (kw_ * cin) // cin * dw - left, w - 1), 0),
-                      vq % cin],
+                vb, voy, vox, vky, vkx, vc = T.axis.remap("SSSSSS", [b, oy, ox, ky, kx, c])
+                cols[(vb * oh + voy) * ow + vox, (vky * kw_ + vkx) * cin + vc] = T.if_then_else(
+                    0 <= voy * sh + vky * dh - top and voy * sh + vky * dh - top < h
+                    and 0 <= vox * sw + vkx * dw - left and vox * sw + vkx * dw - left < w,
+                    X[vb, T.max(T.min(voy * sh + vky * dh - top, h - 1), 0),
+                      T.max(T.min(vox * sw + vkx * dw - left, w - 1), 0), vc],
                     T.int8(zp))
         for i, j, kk in T.grid(m, n_out, k):
             with T.sblock("matmul"):

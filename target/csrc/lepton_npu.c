@@ -10,6 +10,9 @@
  */
 #include <stdint.h>
 #include <string.h>
+#if defined(__AVX2__) || defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 #include <tvm/ffi/c_api.h>
 
@@ -30,7 +33,51 @@ enum {
 static int g_mode = LEPTON_MODE_FAST;
 static int64_t g_counters[C_COUNT];
 
-#if defined(__AVX512BW__) && LEPTON_TILE_N == 16
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__) && LEPTON_TILE_N == 16
+#include <immintrin.h>
+/* A full tile with AVX-512 VNNI: vpdpbusd sums four u8 x s8 products per int32 lane. A is
+   made unsigned by flipping its sign bit (a + 128); the 128 * column sums of B this adds are
+   subtracted at the end, so the result is the exact int8 x int8 product. */
+static void gemm_full_tile(const int8_t* A, const int8_t* B, int32_t* C, int32_t lda,
+                           int32_t ldb, int32_t ldc, int32_t k) {
+  __m512i acc[LEPTON_TILE_M];
+  for (int i = 0; i < LEPTON_TILE_M; ++i) acc[i] = _mm512_loadu_si512(C + (int64_t)i * ldc);
+  const __m512i ones = _mm512_set1_epi8(1);
+  const __m512i flip = _mm512_set1_epi32((int)0x80808080u);
+  __m512i colsum = _mm512_setzero_si512();
+  int32_t kk = 0;
+  for (; kk + 3 < k; kk += 4) {
+    const int8_t* b = B + (int64_t)kk * ldb;
+    __m128i r0 = _mm_loadu_si128((const __m128i*)b);
+    __m128i r1 = _mm_loadu_si128((const __m128i*)(b + ldb));
+    __m128i r2 = _mm_loadu_si128((const __m128i*)(b + 2 * (int64_t)ldb));
+    __m128i r3 = _mm_loadu_si128((const __m128i*)(b + 3 * (int64_t)ldb));
+    __m128i t0 = _mm_unpacklo_epi8(r0, r1), t1 = _mm_unpackhi_epi8(r0, r1);
+    __m128i t2 = _mm_unpacklo_epi8(r2, r3), t3 = _mm_unpackhi_epi8(r2, r3);
+    /* lane j holds B[kk..kk+3][j] */
+    __m512i quads = _mm512_inserti64x4(
+        _mm512_castsi256_si512(_mm256_set_m128i(_mm_unpackhi_epi16(t0, t2),
+                                                _mm_unpacklo_epi16(t0, t2))),
+        _mm256_set_m128i(_mm_unpackhi_epi16(t1, t3), _mm_unpacklo_epi16(t1, t3)), 1);
+    colsum = _mm512_dpbusd_epi32(colsum, ones, quads);
+    for (int i = 0; i < LEPTON_TILE_M; ++i) {
+      int32_t a4;
+      memcpy(&a4, A + (int64_t)i * lda + kk, sizeof(a4));
+      acc[i] = _mm512_dpbusd_epi32(acc[i], _mm512_xor_si512(_mm512_set1_epi32(a4), flip),
+                                   quads);
+    }
+  }
+  const __m512i correction = _mm512_slli_epi32(colsum, 7);
+  for (int i = 0; i < LEPTON_TILE_M; ++i) acc[i] = _mm512_sub_epi32(acc[i], correction);
+  for (; kk < k; ++kk) { /* k not a multiple of 4: the last steps one at a time */
+    __m512i b = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i*)(B + (int64_t)kk * ldb)));
+    for (int i = 0; i < LEPTON_TILE_M; ++i)
+      acc[i] = _mm512_add_epi32(
+          acc[i], _mm512_mullo_epi32(_mm512_set1_epi32(A[(int64_t)i * lda + kk]), b));
+  }
+  for (int i = 0; i < LEPTON_TILE_M; ++i) _mm512_storeu_si512(C + (int64_t)i * ldc, acc[i]);
+}
+#elif defined(__AVX512BW__) && LEPTON_TILE_N == 16
 #include <immintrin.h>
 /* A full tile with AVX-512: 16 output columns are one zmm of int32 per row, two k steps per
    vpmaddwd. Exact: int8 x int8 products and the sum of two fit in int32. */
@@ -156,14 +203,33 @@ int lepton_gemm_i8(const int8_t* A, const int8_t* B, int32_t* C, int32_t lda, in
  * per output channel j; qp = {zp, lo, hi}. The vector unit's add/mul/shift-with-rounding/
  * min/max/saturating-cast sequence, lanes at a time. */
 int lepton_requant_i32_i8(const int32_t* ACC, const int32_t* bias, const int32_t* mult,
-                          const int32_t* shift, const int32_t* qp, int8_t* OUT, int32_t lda, int32_t ldo, int32_t m,
-                          int32_t n) {
+                          const int32_t* shift, const int32_t* qp, int8_t* OUT, int32_t lda,
+                          int32_t ldo, int32_t m, int32_t n) {
   const int64_t zp = qp[0], lo = qp[1], hi = qp[2];
   for (int32_t i = 0; i < m; ++i) {
     const int32_t* a = ACC + (int64_t)i * lda;
     int8_t* o = OUT + (int64_t)i * ldo;
-    for (int32_t j = 0; j < n; ++j) {
-      int64_t v = ((((int64_t)a[j] + bias[j]) * mult[j]) + ((int64_t)1 << (shift[j] - 1))) >> shift[j];
+    int32_t j = 0;
+#if defined(__AVX512DQ__) && defined(__AVX512F__)
+    /* Eight int64 lanes at a time: the same arithmetic, exactly. */
+    const __m512i vzp = _mm512_set1_epi64(zp), vlo = _mm512_set1_epi64(lo),
+                  vhi = _mm512_set1_epi64(hi), one = _mm512_set1_epi64(1);
+    for (; j + 8 <= n; j += 8) {
+      __m512i v = _mm512_add_epi64(
+          _mm512_cvtepi32_epi64(_mm256_loadu_si256((const __m256i*)(a + j))),
+          _mm512_cvtepi32_epi64(_mm256_loadu_si256((const __m256i*)(bias + j))));
+      __m512i sh = _mm512_cvtepi32_epi64(_mm256_loadu_si256((const __m256i*)(shift + j)));
+      v = _mm512_mullo_epi64(
+          v, _mm512_cvtepi32_epi64(_mm256_loadu_si256((const __m256i*)(mult + j))));
+      v = _mm512_add_epi64(v, _mm512_sllv_epi64(one, _mm512_sub_epi64(sh, one)));
+      v = _mm512_add_epi64(_mm512_srav_epi64(v, sh), vzp);
+      v = _mm512_min_epi64(_mm512_max_epi64(v, vlo), vhi);
+      _mm_storel_epi64((__m128i*)(o + j), _mm512_cvtepi64_epi8(v));
+    }
+#endif
+    for (; j < n; ++j) {
+      int64_t v = ((((int64_t)a[j] + bias[j]) * mult[j]) + ((int64_t)1 << (shift[j] - 1))) >>
+                  shift[j];
       v += zp;
       v = v < lo ? lo : (v > hi ? hi : v);
       o[j] = (int8_t)v;
@@ -184,8 +250,20 @@ int lepton_requant_i32_i8(const int32_t* ACC, const int32_t* bias, const int32_t
  * Strides are in bytes. In the emulation the "SRAM" is a host buffer. */
 static int dma_copy(const int8_t* src, int8_t* dst, int32_t src_stride, int32_t dst_stride,
                     int32_t rows, int32_t row_bytes) {
-  for (int32_t r = 0; r < rows; ++r)
-    memcpy(dst + (int64_t)r * dst_stride, src + (int64_t)r * src_stride, (size_t)row_bytes);
+  if (row_bytes == 16) { /* a tile-wide int8 column strip: one 16-byte move per row */
+    for (int32_t r = 0; r < rows; ++r) {
+      uint64_t lo, hi;
+      memcpy(&lo, src + (int64_t)r * src_stride, 8);
+      memcpy(&hi, src + (int64_t)r * src_stride + 8, 8);
+      memcpy(dst + (int64_t)r * dst_stride, &lo, 8);
+      memcpy(dst + (int64_t)r * dst_stride + 8, &hi, 8);
+    }
+  } else if (src_stride == row_bytes && dst_stride == row_bytes) {
+    memcpy(dst, src, (size_t)rows * (size_t)row_bytes); /* one contiguous block */
+  } else {
+    for (int32_t r = 0; r < rows; ++r)
+      memcpy(dst + (int64_t)r * dst_stride, src + (int64_t)r * src_stride, (size_t)row_bytes);
+  }
   if (g_mode == LEPTON_MODE_SIM) {
     int64_t bytes = (int64_t)rows * row_bytes;
     int64_t cycles = LEPTON_DMA_FIXED_CYCLES +
