@@ -31,6 +31,9 @@ class GemmPlan:
     k: int
     padded: tuple[int, int, int]
     k_block: int  # reduction depth staged in SRAM at once
+    # The whole (padded) weight matrix is staged in weight SRAM once and reused by every
+    # row strip, instead of one column strip per output tile.
+    weights_stationary: bool = False
 
     @property
     def useful_macs(self) -> int:
@@ -41,13 +44,14 @@ def _round_up(x: int, to: int) -> int:
     return -(-x // to) * to
 
 
-def _needs(mat, pn: int, pk: int, k_block: int) -> dict[str, int]:
+def _needs(mat, pn: int, pk: int, k_block: int, stationary: bool = False) -> dict[str, int]:
     """SRAM bytes per scope for a K block: staged strips are double-buffered; partial sums of
-    a whole row strip stay in the accumulator SRAM when K spans several blocks."""
+    a whole row strip stay in the accumulator SRAM when K spans several blocks; stationary
+    weights occupy ``pk x pn`` bytes for the whole kernel."""
     acc_tiles = 2 * mat.tile_n if k_block == pk else pn
     return {
         "input": 2 * mat.tile_m * k_block,
-        "weight": 2 * k_block * mat.tile_n,
+        "weight": pk * pn if stationary else 2 * k_block * mat.tile_n,
         "accumulator": mat.tile_m * acc_tiles * 4,
     }
 
@@ -62,13 +66,16 @@ def plan_gemm(m: int, n: int, k: int, spec: LeptonSpec) -> GemmPlan:
     """
     mat = spec.matrix
     pm, pn, pk = _round_up(m, mat.tile_m), _round_up(n, mat.tile_n), _round_up(k, mat.tile_k)
-    # The deepest strip that divides the padded K and fits every SRAM scope.
-    for k_block in range(pk, 0, -mat.tile_k):
-        if pk % k_block == 0 and all(
-            need <= getattr(spec.sram, f"{scope}_bytes")
-            for scope, need in _needs(mat, pn, pk, k_block).items()
-        ):
-            return GemmPlan(m, n, k, (pm, pn, pk), k_block)
+    # The deepest strip that divides the padded K and fits every SRAM scope; weights stay
+    # resident when the whole matrix fits the weight SRAM and there is more than one row
+    # strip to reuse them.
+    for stationary in ((True, False) if pm > mat.tile_m else (False,)):
+        for k_block in range(pk, 0, -mat.tile_k):
+            if pk % k_block == 0 and all(
+                need <= getattr(spec.sram, f"{scope}_bytes")
+                for scope, need in _needs(mat, pn, pk, k_block, stationary).items()
+            ):
+                return GemmPlan(m, n, k, (pm, pn, pk), k_block, stationary)
     raise SramOverflowError(
         f"matmul {m}x{n}x{k} does not fit the SRAM of {spec.name} (input "
         f"{spec.sram.input_bytes} B, weight {spec.sram.weight_bytes} B, accumulator "
@@ -78,7 +85,8 @@ def plan_gemm(m: int, n: int, k: int, spec: LeptonSpec) -> GemmPlan:
 
 def sram_needs(plan: GemmPlan, spec: LeptonSpec) -> dict[str, int]:
     """Peak SRAM bytes per scope of ``plan``'s schedule."""
-    return _needs(spec.matrix, plan.padded[1], plan.padded[2], plan.k_block)
+    return _needs(spec.matrix, plan.padded[1], plan.padded[2], plan.k_block,
+                  plan.weights_stationary)
 
 
 def check_working_set(plan: GemmPlan, spec: LeptonSpec) -> None:
@@ -97,9 +105,10 @@ def sim_static(plan: GemmPlan, spec: LeptonSpec) -> dict[str, int]:
     the prologue double-buffering cannot hide (the first A and B strips) and the useful MACs.
     """
     mat, dma = spec.matrix, spec.dma
+    _, pn, pk = plan.padded
+    weights = pk * pn if plan.weights_stationary else plan.k_block * mat.tile_n
     return {
-        "prologue_cycles": dma.cycles(mat.tile_m * plan.k_block)
-        + dma.cycles(plan.k_block * mat.tile_n),
+        "prologue_cycles": dma.cycles(mat.tile_m * plan.k_block) + dma.cycles(weights),
         "useful_macs": plan.useful_macs,
         **{f"sram_{scope}_bytes": need for scope, need in sram_needs(plan, spec).items()},
     }
@@ -157,20 +166,24 @@ def schedule_matmul(sch, block, spec: LeptonSpec, plan: GemmPlan) -> None:
 
 def _stage_operands(sch, block, spec: LeptonSpec, plan: GemmPlan, kb, jo) -> None:
     """DMA the A strip (tile_m x k_block) into input SRAM once per K block, the B strip
-    (k_block x tile_n) into weight SRAM per output tile, and store each int32 output tile
-    from the accumulator SRAM; the GEMM works on the staged copies."""
+    (k_block x tile_n) into weight SRAM per output tile — or, with stationary weights, the
+    whole B once before the loops — and store each int32 output tile from the accumulator
+    SRAM; the GEMM works on the staged copies."""
     from .intrinsics import register_dma
 
     mat = spec.matrix
+    _, pn, pk = plan.padded
     a_copy = sch.cache_read(block, 0, "global")
     b_copy = sch.cache_read(block, 1, "global")
     c_store = sch.cache_write(block, 0, "global")
     sch.compute_at(a_copy, kb, preserve_unit_loops=True)
-    sch.compute_at(b_copy, jo, preserve_unit_loops=True)
+    b_rows, b_cols = (pk, pn) if plan.weights_stationary else (plan.k_block, mat.tile_n)
+    if not plan.weights_stationary:
+        sch.compute_at(b_copy, jo, preserve_unit_loops=True)
     sch.reverse_compute_at(c_store, jo, preserve_unit_loops=True)
     for copy, direction, scope, rows, cols, dtype in (
         (a_copy, "load", "input", mat.tile_m, plan.k_block, mat.input_dtype),
-        (b_copy, "load", "weight", plan.k_block, mat.tile_n, mat.weight_dtype),
+        (b_copy, "load", "weight", b_rows, b_cols, mat.weight_dtype),
         (c_store, "store", "accumulator", mat.tile_m, mat.tile_n, mat.accumulator_dtype),
     ):
         loops = sch.get_loops(copy)
