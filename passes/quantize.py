@@ -334,9 +334,15 @@ def _emit_layer(bb: Any, layer: Layer, qg: QuantizedGraph, get_int8: Any, call: 
             shape = Conv2dShape(n, h, wd, cin, cout, kh, kw, a["strides"], a["padding"],
                                 a["dilation"])
             m = shape.gemm[0]
+            pointwise = (kh, kw) == (1, 1) and a["strides"] == (1, 1) and \
+                not any(a["padding"]) and a["groups"] == 1
             if a["groups"] != 1:  # grouped/depthwise: a host kernel over HWIO weights
                 func = qkernels.grouped_conv2d_func(shape, a["groups"], p["input_zero_point"])
                 weight = relax.const(np.ascontiguousarray(w))
+            elif pointwise:  # a 1x1 conv is a matrix product over pixels: no window gather
+                func = qkernels.dense_func(m, cin, cout)
+                weight = relax.const(np.ascontiguousarray(w.reshape(cin, cout)))
+                args = [bb.emit(relax.op.reshape(args[0], [m, cin]))]
             else:
                 func = qkernels.conv2d_func(shape, p["input_zero_point"])
                 weight = relax.const(np.ascontiguousarray(w.reshape(kh * kw * cin, cout)))

@@ -299,6 +299,34 @@ def grouped_conv2d_func(shape: Any, groups: int, input_zero_point: int) -> Any:
                 vi, vj = T.axis.remap("SS", [i, j])
                 requant_store(OUT, C, BIAS, MUL, SH, QP, vi, vj)
 
+    if cin_g == 1 and cout_g == 1:  # depthwise: channels innermost, so they vectorise
+        @T.prim_func(s_tir=True)
+        def depthwise_conv2d(X: T.Buffer((n, h, w, s.cin), "int8"),
+                             W: T.Buffer((s.kh, s.kw, 1, cout), "int8"),
+                             BIAS: T.Buffer((cout,), "int32"), MUL: T.Buffer((cout,), "int32"),
+                             SH: T.Buffer((cout,), "int32"), QP: T.Buffer((3,), "int32"),
+                             OUT: T.Buffer((m, cout), "int8")) -> None:
+            C = T.sblock_alloc_buffer((m, cout), "int32")
+            for r, o, ky, kx in T.grid(m, cout, s.kh, s.kw):
+                with T.sblock("conv"):
+                    vr, vo, vky, vkx = T.axis.remap("SSRR", [r, o, ky, kx])
+                    with T.init():
+                        C[vr, vo] = 0
+                    C[vr, vo] = C[vr, vo] + T.Cast("int32", T.if_then_else(
+                        0 <= vr % (oh * ow) // ow * sh + vky * dh - top
+                        and vr % (oh * ow) // ow * sh + vky * dh - top < h
+                        and 0 <= vr % ow * sw + vkx * dw - left
+                        and vr % ow * sw + vkx * dw - left < w,
+                        X[vr // (oh * ow),
+                          T.max(T.min(vr % (oh * ow) // ow * sh + vky * dh - top, h - 1), 0),
+                          T.max(T.min(vr % ow * sw + vkx * dw - left, w - 1), 0), vo],
+                        T.int8(zp))) * T.Cast("int32", W[vky, vkx, 0, vo])
+            for i, j in T.grid(m, cout):
+                with T.sblock("requant"):
+                    vi, vj = T.axis.remap("SS", [i, j])
+                    requant_store(OUT, C, BIAS, MUL, SH, QP, vi, vj)
+
+        return depthwise_conv2d.with_attr("op_pattern", _OPAQUE)
     return grouped_conv2d.with_attr("op_pattern", _OPAQUE)
 
 
