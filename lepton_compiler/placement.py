@@ -184,6 +184,9 @@ def _gemm_extents(layer: Any, graph: Any) -> tuple[int, int, int] | None:
     if layer.kind == "dense":
         k, n = layer.weight.shape
         return int(np.prod(out[:-1])), n, k
+    if layer.kind == "matmul":
+        a = graph.tensors[layer.inputs[0]].shape
+        return a[-2], out[-1], a[-1]
     return None
 
 
@@ -193,7 +196,7 @@ def _fused(layer: Any, int8: bool) -> list[str]:
         op = str(getattr(value.op, "name", "")).removeprefix("relax.")
         names.append("bias add" if op == "add" and layer.kind in ("conv2d", "dense")
                      else "relu6" if op == "clip" else op)
-    if int8 and layer.kind in ("conv2d", "dense", "add"):
+    if int8 and layer.kind in ("conv2d", "dense", "matmul", "add"):
         names.append("requantize")
     return names
 

@@ -169,7 +169,7 @@ def analyze_quantization(model: Any, example_inputs: Sequence[Any] | None = None
     result = quantization.quantize(graph, table, config)
     qg = result.graph
     layers = [lay for lay in graph.layers
-              if lay.name in qg.quantized and lay.kind in ("conv2d", "dense", "add")]
+              if lay.name in qg.quantized and lay.kind in ("conv2d", "dense", "matmul", "add")]
     keep = [lay.output for lay in layers]
     observed = quantization._observed(graph)
     float_model = quantization._observer_model(mod, graph, observed, host)

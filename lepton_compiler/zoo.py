@@ -183,9 +183,10 @@ def digits_cnn(width: int = 16, num_classes: int = 10, seed: int = 0) -> Any:
 
 
 def linear_block(dim: int = 64, hidden: int = 128, seed: int = 0) -> Any:
-    """The token-wise part of a transformer layer on ``[N, T, dim]``: query/key/value and
-    output projections joined by residual adds, and a ReLU MLP with a residual — every op
-    integer-quantizable (softmax and layer norm, which stay float, are left out)."""
+    """An integer-only attention-style block on ``[N, T, dim]``: query/key/value projections,
+    the score and value products (``relu(q k^T) v``, activation x activation), an output
+    projection with a residual add, and a ReLU MLP with a residual — every op quantizable
+    (softmax and layer norm, which stay float, are left out)."""
     torch = _torch()
     nn = torch.nn
 
@@ -200,7 +201,8 @@ def linear_block(dim: int = 64, hidden: int = 128, seed: int = 0) -> Any:
             self.fc2 = nn.Linear(hidden, dim)
 
         def forward(self, x):
-            h = x + self.o(torch.relu(self.q(x) + self.k(x)) + self.v(x))
+            scores = torch.relu(self.q(x) @ self.k(x).transpose(1, 2))
+            h = x + self.o(scores @ self.v(x))
             return h + self.fc2(torch.relu(self.fc1(h)))
 
     torch.manual_seed(seed)

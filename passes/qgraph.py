@@ -18,7 +18,7 @@ import numpy as np
 from lepton_compiler import tvm_compat
 
 GEMM_KINDS = ("conv2d", "dense")
-COMPUTE_KINDS = (*GEMM_KINDS, "add")          # layers with their own output range
+COMPUTE_KINDS = (*GEMM_KINDS, "matmul", "add")  # layers with their own output range
 FOLLOW_KINDS = ("max_pool2d", "avg_pool2d", "mean", "clip", "relu", "reshape",
                 "permute_dims")
 
@@ -207,7 +207,7 @@ def read_graph(func: Any) -> LayerGraph:
             channels = layer.weight.shape[-1]
             var, layer.bias = absorb_bias(var, channels)
             var, layer.act = absorb_act(var)
-        elif layer is not None and layer.kind == "add":
+        elif layer is not None and layer.kind in ("add", "matmul"):
             var, layer.act = absorb_act(var)
         if layer is None:
             layer = Layer("", "float", [], "", op=op, expr=value, reason=_float_reason(value, op))
@@ -253,8 +253,8 @@ def _float_reason(value: Any, op: str) -> str:
         return "not an operator (tuple plumbing)"
     reasons = {
         "relax.nn.conv2d": "conv2d that is not NHWC/HWIO or has a non-constant weight",
-        "relax.matmul": "matmul whose right operand is not a constant 2-D weight "
-                        "(activation x activation products stay float)",
+        "relax.matmul": "matmul with broadcast batch dimensions or a constant weight of "
+                        "rank > 2",
         "relax.add": "add with a constant or broadcast operand that is not a bias",
     }
     return reasons.get(op, f"{_short(op)} has no integer kernel; it runs in float32 "
@@ -287,9 +287,15 @@ def _match(value: Any, op: str, names: dict, tensors: dict) -> Layer | None:
                             "dilation": _ints(attrs.dilation), "groups": int(attrs.groups)})
     if op == "relax.matmul":
         x = var_input(args[0])
-        if x is None or not _is_const(args[1]) or len(_const(args[1]).shape) != 2:
+        if x is not None and _is_const(args[1]) and len(_const(args[1]).shape) == 2:
+            return Layer("", "dense", [x], "", weight=_const(args[1]).astype(np.float64))
+        y = var_input(args[1])
+        if x is None or y is None:
             return None
-        return Layer("", "dense", [x], "", weight=_const(args[1]).astype(np.float64))
+        a, b = tensors[x].shape, tensors[y].shape
+        if len(a) < 2 or len(a) != len(b) or a[:-2] != b[:-2] or a[-1] != b[-2]:
+            return None  # broadcast batches stay float
+        return Layer("", "matmul", [x, y], "")
     if op == "relax.add":
         a, b = var_input(args[0]), var_input(args[1])
         if a is None or b is None or tensors[a].shape != tensors[b].shape:
@@ -342,6 +348,10 @@ def _match(value: Any, op: str, names: dict, tensors: dict) -> Layer | None:
     if op == "relax.reshape":
         x = var_input(args[0])
         return Layer("", "reshape", [x], "") if x is not None else None
+    if op == "relax.broadcast_to":  # a broadcast to the same shape is the identity
+        x = var_input(args[0])
+        same = x is not None and tuple(int(d) for d in args[1].values) == tensors[x].shape
+        return Layer("", "reshape", [x], "") if same else None
     if op == "relax.permute_dims":
         x = var_input(args[0])
         if x is None:

@@ -132,6 +132,12 @@ def _layer_params(layer: Layer, qg: QuantizedGraph, out: QParams,
                 "shift": np.array([p[1] for p in pairs], np.int32),
                 "input_zero_point": x.zero_point, "zero_point": out.zero_point,
                 "lo": lo, "hi": hi}
+    if layer.kind == "matmul":
+        (a, b) = ins
+        multiplier, shift = fixed_point(a.scale * b.scale / out.scale)
+        lo, hi = _clamp_bounds(layer.act, out)
+        return {"za": a.zero_point, "zb": b.zero_point, "multiplier": multiplier,
+                "shift": shift, "zero_point": out.zero_point, "lo": lo, "hi": hi}
     if layer.kind == "add":
         (a, b) = ins
         ra, rb = a.scale / out.scale, b.scale / out.scale
@@ -181,6 +187,9 @@ def run_layer(layer: Layer, params: dict[str, Any], args: list[np.ndarray],
     if layer.kind == "add":
         return ref.add(args[0], args[1], p["za"], p["ma"], p["zb"], p["mb"], p["shift"],
                        p["zo"], p["lo"], p["hi"])
+    if layer.kind == "matmul":
+        return ref.matmul(args[0], args[1], p["za"], p["zb"], p["multiplier"], p["shift"],
+                          p["zero_point"], p["lo"], p["hi"])
     if layer.kind in ("relu", "clip"):
         return ref.clamp(args[0], p["lo"], p["hi"])
     if layer.kind == "mean":
@@ -364,6 +373,19 @@ def _emit_layer(bb: Any, layer: Layer, qg: QuantizedGraph, get_int8: Any, call: 
         func = qkernels.add_func(out_shape, p["za"], p["ma"], p["zb"], p["mb"], p["shift"],
                                  p["zo"], p["lo"], p["hi"])
         return call(func, layer.name, args, out_shape, "int8")
+    if layer.kind == "matmul":
+        a_shape = graph.tensors[layer.inputs[0]].shape
+        b_shape = graph.tensors[layer.inputs[1]].shape
+        batch = int(np.prod(a_shape[:-2]))
+        m, k, n = a_shape[-2], a_shape[-1], b_shape[-1]
+        func = qkernels.batch_matmul_func(batch, m, k, n, p["za"], p["zb"], p["multiplier"],
+                                          p["shift"], p["zero_point"], p["lo"], p["hi"])
+        if not on_npu:
+            func = func.with_attr(qkernels.GEMM_ATTR, "")
+        a3 = bb.emit(relax.op.reshape(args[0], [batch, m, k]))
+        b3 = bb.emit(relax.op.reshape(args[1], [batch, k, n]))
+        out = call(func, layer.name, [a3, b3], (batch, m, n), "int8")
+        return bb.emit(relax.op.reshape(out, list(out_shape)))
     if layer.kind in ("relu", "clip"):
         return call(qkernels.clamp_func(out_shape, p["lo"], p["hi"]),
                     layer.name, args, out_shape, "int8")

@@ -85,7 +85,7 @@ def matrix_products_only(op: OpFacts, spec: LeptonSpec) -> str | None:
     """The NPU runs convolutions and matrix products, with their bias, requantization and
     ReLU/ReLU6 fused into the same kernel; elementwise, pooling, reduction, layout and
     float <-> int8 conversion kernels run on the host CPU in the same artifact."""
-    if op.kind not in ("conv2d", "dense"):
+    if op.kind not in ("conv2d", "dense", "matmul"):
         what = "float32" if op.dtype != "int8" else "int8"
         return (f"{op.name}: {op.op.removeprefix('relax.')} ({what}) is not a matrix product; "
                 "it runs on the host CPU")

@@ -146,17 +146,21 @@ def schedule_matmul(sch, block, spec: LeptonSpec, plan: GemmPlan) -> None:
     names = register_intrinsics(spec, plan.k_block)
     mat = spec.matrix
     main_name = sch.get(block).name_hint
+    iters = sch.get(block).iter_vars
+    batch = [int(iv.dom.extent) for iv in iters[:-3]]  # a leading batch axis, if any
     if (plan.m, plan.n, plan.k) != plan.padded:
-        sch.pad_einsum(block, list(plan.padded))
+        sch.pad_einsum(block, [*batch, *plan.padded])
     padding = [sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root"))
                if sch.get(b).name_hint != main_name]
-    i, j, k = sch.get_loops(block)[-3:]
+    loops = sch.get_loops(block)
+    i, j, k = loops[-3:]
     io, ii = sch.split(i, [None, mat.tile_m])
     jo, ji = sch.split(j, [None, mat.tile_n])
     kb, kr = sch.split(k, [None, plan.k_block])
     # io: row strips in parallel; kb: K blocks; jo: output tiles reusing the staged A strip.
-    sch.reorder(io, kb, jo, ii, ji, kr)
-    sch.parallel(io)
+    outer = loops[-3 - len(batch):-3]
+    sch.reorder(*outer, io, kb, jo, ii, ji, kr)
+    sch.parallel(sch.fuse(*outer, io) if outer else io)
     _stage_operands(sch, block, spec, plan, kb, jo)
     sch.decompose_reduction(block, kb)
     sch.tensorize(ii, names.gemm)
@@ -173,8 +177,9 @@ def _stage_operands(sch, block, spec: LeptonSpec, plan: GemmPlan, kb, jo) -> Non
 
     mat = spec.matrix
     _, pn, pk = plan.padded
-    a_copy = sch.cache_read(block, 0, "global")
-    b_copy = sch.cache_read(block, 1, "global")
+    # Only the product reads the staged copies (a kernel may read A or B elsewhere too).
+    a_copy = sch.cache_read(block, 0, "global", consumer_blocks=[block])
+    b_copy = sch.cache_read(block, 1, "global", consumer_blocks=[block])
     c_store = sch.cache_write(block, 0, "global")
     sch.compute_at(a_copy, kb, preserve_unit_loops=True)
     b_rows, b_cols = (pk, pn) if plan.weights_stationary else (plan.k_block, mat.tile_n)
@@ -211,13 +216,28 @@ def gemm_extents(func) -> tuple[int, int, int]:
         return m, n, k
     sch = s_tir.Schedule(func)
     block = sch.get(sch.get_sblock("matmul"))
-    m, n, k = (int(iv.dom.extent) for iv in block.iter_vars)
+    m, n, k = (int(iv.dom.extent) for iv in block.iter_vars[-3:])  # after a batch axis
     return m, n, k
+
+
+def gemm_batch(func) -> int:
+    """The batch extent of a quantized GEMM kernel (1 without a batch axis)."""
+    from tvm import s_tir
+
+    sch = s_tir.Schedule(func)
+    batch = 1
+    for iv in sch.get(sch.get_sblock("matmul")).iter_vars[:-3]:
+        batch *= int(iv.dom.extent)
+    return batch
 
 
 def gemm_sim_static(func, spec: LeptonSpec) -> dict[str, int]:
     """The static sim figures (see :func:`sim_static`) of a quantized GEMM kernel."""
-    return sim_static(plan_gemm(*gemm_extents(func), spec), spec)
+    figures = sim_static(plan_gemm(*gemm_extents(func), spec), spec)
+    batch = int(func.attrs["lepton.gemm_batch"]) if func.attrs is not None and \
+        "lepton.gemm_batch" in func.attrs else 1
+    figures["useful_macs"] *= batch
+    return figures
 
 
 def schedule_gemm_kernel(func, spec: LeptonSpec):
@@ -236,17 +256,20 @@ def schedule_gemm_kernel(func, spec: LeptonSpec):
     plan = plan_gemm(m, n, k, spec)
     sch = s_tir.Schedule(func)
     names = register_intrinsics(spec, plan.k_block)
-    requant = sch.get_sblock("requant")
-    if m % mat.tile_m == 0 and n % mat.tile_n == 0:
+    names_in = {sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root"))}
+    batch = gemm_batch(func)
+    if "requant" in names_in and m % mat.tile_m == 0 and n % mat.tile_n == 0:
+        requant = sch.get_sblock("requant")
         i, j = sch.get_loops(requant)
         io, ii = sch.split(i, [None, mat.tile_m])
         jo, ji = sch.split(j, [None, mat.tile_n])
         sch.reorder(io, jo, ii, ji)
         sch.parallel(sch.fuse(io, jo))
         sch.tensorize(ii, names.requant)
-    if any(sch.get(b).name_hint == "im2col" for b in sch.get_child_blocks(sch.get_sblock("root"))):
+    if "im2col" in names_in:
         gather = sch.get_sblock("im2col")
         loops = sch.get_loops(gather)
         sch.parallel(sch.fuse(loops[0], loops[1]))  # images x output rows
     schedule_matmul(sch, sch.get_sblock("matmul"), spec, plan)
-    return sch.mod["main"].with_attr(EXTENTS_ATTR, [m, n, k])
+    return sch.mod["main"].with_attr(EXTENTS_ATTR, [m, n, k]).with_attr("lepton.gemm_batch",
+                                                                         batch)

@@ -396,3 +396,52 @@ def requant_func(m: int, n: int) -> Any:
                 requant_store(OUT, ACC, BIAS, MUL, SH, QP, vi, vj)
 
     return requant.with_attr("op_pattern", _OPAQUE)
+
+
+def batch_matmul_func(batch: int, m: int, k: int, n: int, za: int, zb: int, multiplier: int,
+                      shift: int, zo: int, lo: int, hi: int) -> Any:
+    """Activation x activation int8 matmul ``OUT[b] = requant(sum_k (A[b]-za) (B[b]-zb))``.
+
+    The product runs on the GEMM instruction over the raw int8 operands; the zero points
+    enter through row sums of A and column sums of B:
+    ``sum (a-za)(b-zb) = sum ab - zb*rowsum(a) - za*colsum(b) + k*za*zb`` (exact in int64).
+    """
+    from tvm.script import tirx as T
+
+    kzz = k * za * zb
+
+    @T.prim_func(s_tir=True)
+    def batch_matmul(A: T.Buffer((batch, m, k), "int8"), B: T.Buffer((batch, k, n), "int8"),
+                     OUT: T.Buffer((batch, m, n), "int8")) -> None:
+        C = T.sblock_alloc_buffer((batch, m, n), "int32")
+        RA = T.sblock_alloc_buffer((batch, m), "int32")
+        CB = T.sblock_alloc_buffer((batch, n), "int32")
+        for b, i, j, kk in T.grid(batch, m, n, k):
+            with T.sblock("matmul"):
+                vb, vi, vj, vk = T.axis.remap("SSSR", [b, i, j, kk])
+                with T.init():
+                    C[vb, vi, vj] = 0
+                C[vb, vi, vj] = C[vb, vi, vj] + T.cast(A[vb, vi, vk], "int32") * T.cast(
+                    B[vb, vk, vj], "int32")
+        for b, i, kk in T.grid(batch, m, k):
+            with T.sblock("rowsum"):
+                vb, vi, vk = T.axis.remap("SSR", [b, i, kk])
+                with T.init():
+                    RA[vb, vi] = 0
+                RA[vb, vi] = RA[vb, vi] + T.cast(A[vb, vi, vk], "int32")
+        for b, j, kk in T.grid(batch, n, k):
+            with T.sblock("colsum"):
+                vb, vj, vk = T.axis.remap("SSR", [b, j, kk])
+                with T.init():
+                    CB[vb, vj] = 0
+                CB[vb, vj] = CB[vb, vj] + T.cast(B[vb, vk, vj], "int32")
+        for b, i, j in T.grid(batch, m, n):
+            with T.sblock("requant_zp"):
+                vb, vi, vj = T.axis.remap("SSS", [b, i, j])
+                OUT[vb, vi, vj] = T.Cast("int8", T.max(T.min(T.shift_right(
+                    (T.Cast("int64", C[vb, vi, vj]) - T.int64(zb) * T.Cast("int64", RA[vb, vi])
+                     - T.int64(za) * T.Cast("int64", CB[vb, vj]) + T.int64(kzz))
+                    * T.int64(multiplier) + T.shift_left(T.int64(1), T.int64(shift - 1)),
+                    T.int64(shift)) + T.int64(zo), T.int64(hi)), T.int64(lo)))
+
+    return _finish(batch_matmul, "matmul")

@@ -129,6 +129,16 @@ def add(a: np.ndarray, b: np.ndarray, za: int, ma: int, zb: int, mb: int, shift:
     return np.clip(((acc + (1 << (shift - 1))) >> shift) + zo, lo, hi).astype(np.int8)
 
 
+def matmul(a: np.ndarray, b: np.ndarray, za: int, zb: int, multiplier: int, shift: int,
+           zero_point: int, lo: int, hi: int) -> np.ndarray:
+    """Activation x activation int8 matmul (batched over leading axes):
+    ``requantize(sum_k (a - za)(b - zb))`` with one multiplier and shift."""
+    acc = np.matmul(a.astype(np.int64) - za, b.astype(np.int64) - zb)
+    n = acc.shape[-1]
+    return requantize(acc, np.full(n, multiplier, np.int64), np.full(n, shift, np.int64),
+                      zero_point, lo, hi)
+
+
 def clamp(q: np.ndarray, lo: int, hi: int) -> np.ndarray:
     """ReLU / ReLU6 / clip in the input's own quantization."""
     return np.clip(q, lo, hi).astype(np.int8)

@@ -82,7 +82,7 @@ def test_mobilenet_v2_int8_runs_depthwise_on_the_host_and_says_why():
     assert cosine > 0.99
 
 
-def test_transformer_block_int8_places_projections_on_the_npu():
+def test_transformer_block_int8_places_its_matmuls_on_the_npu():
     model = lc.zoo.transformer_block()
     shape = (2, 16, 64)
     compiled = lc.build(model, _calibration(shape)[0], target="lepton",
@@ -90,6 +90,8 @@ def test_transformer_block_int8_places_projections_on_the_npu():
     ops = {o.layer: o for o in compiled.report.ops}
     dense = [o for o in ops.values() if o.kind == "dense"]
     assert len(dense) >= 3 and all(o.unit == "npu" for o in dense)
+    scores = [o for o in ops.values() if o.kind == "matmul"]  # q k^T and p v
+    assert len(scores) == 2 and all(o.unit == "npu" and o.dtype == "int8" for o in scores)
     for prefix in ("softmax", "layer_norm"):
         found = [o for o in ops.values() if o.layer.startswith(prefix)]
         assert found and all(o.unit == "host" and o.reason for o in found)
