@@ -29,7 +29,7 @@ import numpy as np
 
 from .errors import CalibrationError, OptionError, QuantizationError
 from .passes.calibrate import METHODS, Stats, choose_range
-from .passes.qgraph import COMPUTE_KINDS, LayerGraph, read_graph
+from .passes.qgraph import COMPUTE_KINDS, LayerGraph, check_partition, read_graph
 from .passes.quantize import QuantizedGraph, emit, plan_quantization, run_reference
 
 TABLE_VERSION = 1
@@ -295,6 +295,7 @@ def calibrate(mod: Any, input_names: list[str], config: QuantConfig,
               host: Any) -> tuple[LayerGraph, CalibrationTable]:
     """Read the layer graph of ``mod`` and calibrate it (or take the config's table)."""
     graph = read_graph(mod["main"])
+    check_partition(graph)  # the layer groups must contract to an acyclic kernel graph
     _check_names(graph, config)
     signature = graph_signature(graph)
     if config.table is not None:

@@ -289,6 +289,12 @@ def _match(value: Any, op: str, names: dict, tensors: dict) -> Layer | None:
         x = var_input(args[0])
         if x is not None and _is_const(args[1]) and len(_const(args[1]).shape) == 2:
             return Layer("", "dense", [x], "", weight=_const(args[1]).astype(np.float64))
+        if x is not None and _is_const(args[1]):  # a weight broadcast over the batch
+            w = _const(args[1])
+            flat = w.reshape(-1, *w.shape[-2:])
+            if all(np.array_equal(flat[0], f) for f in flat[1:]):
+                return Layer("", "dense", [x], "", weight=flat[0].astype(np.float64))
+            return None
         y = var_input(args[1])
         if x is None or y is None:
             return None
@@ -348,6 +354,9 @@ def _match(value: Any, op: str, names: dict, tensors: dict) -> Layer | None:
     if op == "relax.reshape":
         x = var_input(args[0])
         return Layer("", "reshape", [x], "") if x is not None else None
+    if op in ("relax.expand_dims", "relax.squeeze"):  # same bytes, new shape
+        x = var_input(args[0])
+        return Layer("", "reshape", [x], "") if x is not None else None
     if op == "relax.broadcast_to":  # a broadcast to the same shape is the identity
         x = var_input(args[0])
         same = x is not None and tuple(int(d) for d in args[1].values) == tensors[x].shape
@@ -361,3 +370,48 @@ def _match(value: Any, op: str, names: dict, tensors: dict) -> Layer | None:
         return Layer("", "permute_dims", [x], "", attrs={
             "axes": _ints(axes) if axes is not None else tuple(reversed(range(rank)))})
     return None
+
+
+def partition_cycle(edges: list[tuple[Any, Any]], group_of: dict[Any, str]) -> list[str] | None:
+    """A cycle among groups if contracting each group of nodes to one kernel creates one.
+
+    A group that is not convex (a path leaves it and comes back) shows up as a cycle in the
+    quotient graph, as do two groups that depend on each other; ``None`` means the grouping
+    is a legal partition (checked with networkx).
+    """
+    import networkx as nx
+
+    quotient = nx.DiGraph()
+    quotient.add_nodes_from(set(group_of.values()))
+    for a, b in edges:
+        ga, gb = group_of[a], group_of[b]
+        if ga != gb:
+            quotient.add_edge(ga, gb)
+    try:
+        cycle = nx.find_cycle(quotient)
+    except nx.NetworkXNoCycle:
+        return None
+    return [edge[0] for edge in cycle]
+
+
+def check_partition(graph: LayerGraph) -> None:
+    """Raise CompileError if the layer grouping of ``graph`` is not a legal partition."""
+    from tvm import relax
+
+    from lepton_compiler.errors import CompileError
+
+    group_of: dict[Any, str] = {}
+    for layer in graph.layers:
+        for var, _ in layer.bindings:
+            group_of[var] = layer.name
+    edges = []
+    for layer in graph.layers:
+        for var, value in layer.bindings:
+            sources: list[Any] = []
+            relax.analysis.post_order_visit(
+                value, lambda e, s=sources: s.append(e) if isinstance(e, relax.Var) else None)
+            edges += [(src, var) for src in sources if src in group_of]
+    cycle = partition_cycle(edges, group_of)
+    if cycle is not None:
+        raise CompileError(f"fusing {' -> '.join(cycle)} would create a cycle between kernels; "
+                           "this is a compiler bug, please report it with the model")

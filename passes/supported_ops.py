@@ -27,8 +27,12 @@ PATTERNS = (
     Pattern("conv2d", "nn.conv2d (+ add bias) (+ relu or clip 0..6)",
             "im2col + int8 GEMM (int32 accumulators) + bias + requantize + clamp, one kernel",
             "NPU when groups = 1 (matrix engine + vector unit); grouped/depthwise on the host"),
-    Pattern("dense", "matmul with a constant 2-D weight (+ add bias) (+ relu or clip 0..6)",
+    Pattern("dense", "matmul with a constant 2-D weight, or one broadcast over the batch "
+            "(+ add bias) (+ relu or clip 0..6)",
             "int8 GEMM + bias + requantize + clamp, one kernel", "NPU"),
+    Pattern("matmul", "matmul of two activations with equal batch dimensions (+ relu)",
+            "batched int8 GEMM; zero points through row/column sums; requantize + clamp",
+            "NPU"),
     Pattern("add", "add of two same-shape activations (+ relu)",
             "both inputs rescaled to the output scale, one rounding, clamp", "host"),
     Pattern("max_pool2d", "nn.max_pool2d (NHWC, no dilation)", "int8 max (exact)", "host"),
@@ -37,7 +41,8 @@ PATTERNS = (
     Pattern("mean", "mean over any axes", "int32 sum, rounded division", "host"),
     Pattern("relu / clip", "nn.relu or clip(lo <= 0 <= hi) not fused into a GEMM",
             "int8 clamp in the input's quantization", "host"),
-    Pattern("layout", "reshape or permute_dims", "int8 data movement (exact)", "host"),
+    Pattern("layout", "reshape, permute_dims, expand_dims, squeeze, identity broadcast_to",
+            "int8 data movement (exact)", "host"),
 )
 
 

@@ -167,3 +167,19 @@ def test_cli_check_and_inspect_ops(tmp_path):
                              str(tmp_path / "g.dot")], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "100.0% of" in result.stdout and (tmp_path / "g.dot").read_text().startswith("digraph")
+
+
+def test_partition_legality_is_checked_with_networkx():
+    from lepton_compiler.passes.qgraph import check_partition, partition_cycle, read_graph
+
+    # a -> b -> c with a and c in one kernel and b outside: not convex, a cycle.
+    edges = [("a", "b"), ("b", "c")]
+    assert partition_cycle(edges, {"a": "G", "b": "H", "c": "G"}) in (["G", "H"], ["H", "G"])
+    assert partition_cycle(edges, {"a": "G", "b": "G", "c": "H"}) is None
+    # The groups built for real networks are legal.
+    from lepton_compiler import driver
+
+    for model, shape in ((lc.zoo.small_cnn(), (1, 3, 16, 16)),
+                         (lc.zoo.transformer_block(), (1, 16, 64))):
+        _, mod = driver.prepare(model, (np.zeros(shape, np.float32),))
+        check_partition(read_graph(mod["main"]))
