@@ -140,8 +140,14 @@ def sim_report(plan: GemmPlan, spec: LeptonSpec, counters: dict[str, int]) -> di
     }
 
 
-def schedule_matmul(sch, block, spec: LeptonSpec, plan: GemmPlan) -> None:
-    """Tensorize an int8 matmul block in ``sch`` onto the spec's GEMM instruction."""
+def schedule_matmul(sch, block, spec: LeptonSpec, plan: GemmPlan,
+                    epilogue: str | None = None) -> None:
+    """Tensorize an int8 matmul block in ``sch`` onto the spec's GEMM instruction.
+
+    ``epilogue``: the name of a requantize block that consumes the product; it then reads
+    the accumulators in place (no int32 store to DRAM) and, on whole tiles, runs as the
+    requantize instruction right after each output tile (or row strip) completes.
+    """
     check_working_set(plan, spec)
     names = register_intrinsics(spec, plan.k_block)
     mat = spec.matrix
@@ -160,15 +166,40 @@ def schedule_matmul(sch, block, spec: LeptonSpec, plan: GemmPlan) -> None:
     # io: row strips in parallel; kb: K blocks; jo: output tiles reusing the staged A strip.
     outer = loops[-3 - len(batch):-3]
     sch.reorder(*outer, io, kb, jo, ii, ji, kr)
-    sch.parallel(sch.fuse(*outer, io) if outer else io)
-    _stage_operands(sch, block, spec, plan, kb, jo)
+    io = sch.fuse(*outer, io) if outer else io
+    sch.parallel(io)
+    _stage_operands(sch, block, spec, plan, kb, jo, store=epilogue is None)
+    if epilogue is not None:
+        padding = _fuse_epilogue(sch, spec, plan, names, epilogue, padding, io)
     sch.decompose_reduction(block, kb)
     sch.tensorize(ii, names.gemm)
     for name in padding:  # the pad/unpad copies run on the host, in parallel
         _parallel_outer(sch, sch.get_sblock(name))
 
 
-def _stage_operands(sch, block, spec: LeptonSpec, plan: GemmPlan, kb, jo) -> None:
+def _fuse_epilogue(sch, spec: LeptonSpec, plan: GemmPlan, names, epilogue: str,
+                   padding: list[str], at) -> list[str]:
+    """Requantize straight from the accumulators (see :func:`schedule_matmul`)."""
+    mat = spec.matrix
+    blocks = {sch.get(b).name_hint: b for b in sch.get_child_blocks(sch.get_sblock("root"))}
+    for name in list(padding):  # the unpad copy of the product: read the padded one instead
+        if name != epilogue and name in blocks and name.endswith("_unpad") is False and \
+                "matmul" in name:
+            sch.compute_inline(blocks[name])
+            padding.remove(name)
+    requant = sch.get_sblock(epilogue)
+    if plan.m % mat.tile_m or plan.n % mat.tile_n:
+        return padding  # a ragged edge: the epilogue stays a host loop over the accumulators
+    sch.reverse_compute_at(requant, at, preserve_unit_loops=True)
+    i, j = sch.get_loops(requant)[-2:]
+    jo, ji = sch.split(j, [None, mat.tile_n])
+    sch.reorder(jo, i, ji)
+    sch.tensorize(i, names.requant)
+    return [n for n in padding if n != epilogue]
+
+
+def _stage_operands(sch, block, spec: LeptonSpec, plan: GemmPlan, kb, jo,
+                    store: bool = True) -> None:
     """DMA the A strip (tile_m x k_block) into input SRAM once per K block, the B strip
     (k_block x tile_n) into weight SRAM per output tile — or, with stationary weights, the
     whole B once before the loops — and store each int32 output tile from the accumulator
@@ -180,17 +211,18 @@ def _stage_operands(sch, block, spec: LeptonSpec, plan: GemmPlan, kb, jo) -> Non
     # Only the product reads the staged copies (a kernel may read A or B elsewhere too).
     a_copy = sch.cache_read(block, 0, "global", consumer_blocks=[block])
     b_copy = sch.cache_read(block, 1, "global", consumer_blocks=[block])
-    c_store = sch.cache_write(block, 0, "global")
     sch.compute_at(a_copy, kb, preserve_unit_loops=True)
     b_rows, b_cols = (pk, pn) if plan.weights_stationary else (plan.k_block, mat.tile_n)
     if not plan.weights_stationary:
         sch.compute_at(b_copy, jo, preserve_unit_loops=True)
-    sch.reverse_compute_at(c_store, jo, preserve_unit_loops=True)
-    for copy, direction, scope, rows, cols, dtype in (
-        (a_copy, "load", "input", mat.tile_m, plan.k_block, mat.input_dtype),
-        (b_copy, "load", "weight", b_rows, b_cols, mat.weight_dtype),
-        (c_store, "store", "accumulator", mat.tile_m, mat.tile_n, mat.accumulator_dtype),
-    ):
+    copies = [(a_copy, "load", "input", mat.tile_m, plan.k_block, mat.input_dtype),
+              (b_copy, "load", "weight", b_rows, b_cols, mat.weight_dtype)]
+    if store:
+        c_store = sch.cache_write(block, 0, "global")
+        sch.reverse_compute_at(c_store, jo, preserve_unit_loops=True)
+        copies.append((c_store, "store", "accumulator", mat.tile_m, mat.tile_n,
+                       mat.accumulator_dtype))
+    for copy, direction, scope, rows, cols, dtype in copies:
         loops = sch.get_loops(copy)
         sch.tensorize(loops[-2], register_dma(spec, direction, scope, rows, cols, dtype))
 
@@ -258,18 +290,11 @@ def schedule_gemm_kernel(func, spec: LeptonSpec):
     names = register_intrinsics(spec, plan.k_block)
     names_in = {sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root"))}
     batch = gemm_batch(func)
-    if "requant" in names_in and m % mat.tile_m == 0 and n % mat.tile_n == 0:
-        requant = sch.get_sblock("requant")
-        i, j = sch.get_loops(requant)
-        io, ii = sch.split(i, [None, mat.tile_m])
-        jo, ji = sch.split(j, [None, mat.tile_n])
-        sch.reorder(io, jo, ii, ji)
-        sch.parallel(sch.fuse(io, jo))
-        sch.tensorize(ii, names.requant)
     if "im2col" in names_in:
         gather = sch.get_sblock("im2col")
         loops = sch.get_loops(gather)
         sch.parallel(sch.fuse(loops[0], loops[1]))  # images x output rows
-    schedule_matmul(sch, sch.get_sblock("matmul"), spec, plan)
+    schedule_matmul(sch, sch.get_sblock("matmul"), spec, plan,
+                    epilogue="requant" if "requant" in names_in else None)
     return sch.mod["main"].with_attr(EXTENTS_ATTR, [m, n, k]).with_attr("lepton.gemm_batch",
                                                                          batch)
