@@ -273,21 +273,19 @@ def gemm_sim_static(func, spec: LeptonSpec) -> dict[str, int]:
 
 
 def schedule_gemm_kernel(func, spec: LeptonSpec):
-    """Schedule a quantized conv2d/dense kernel (``qkernels``) for the NPU.
+    """Schedule a quantized conv2d/dense/matmul kernel (``qkernels``) for the NPU.
 
     The product is tensorized onto the GEMM instruction (:func:`schedule_matmul`); the
-    requantization onto the vector unit's requantize sequence when the output is a whole
-    number of tiles (otherwise that epilogue runs on the host, same arithmetic); the
-    ``im2col`` window gather, which the DMA engine's address generation performs, runs in
-    parallel on the host in the emulation.
+    requantization reads the accumulators in place and runs as the requantize instruction
+    when the output is a whole number of tiles (otherwise as a host loop, same arithmetic);
+    the ``im2col`` window gather, which the DMA engine's address generation performs, runs
+    in parallel on the host in the emulation.
     """
     from tvm import s_tir
 
-    mat = spec.matrix
     m, n, k = gemm_extents(func)
     plan = plan_gemm(m, n, k, spec)
     sch = s_tir.Schedule(func)
-    names = register_intrinsics(spec, plan.k_block)
     names_in = {sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root"))}
     batch = gemm_batch(func)
     if "im2col" in names_in:
