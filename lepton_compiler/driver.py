@@ -189,6 +189,18 @@ def _npu_manifest(npu: Any, linked: bool) -> dict:
     return {**npu.manifest(), "sim_counters": list(COUNTERS)} if linked else npu.manifest()
 
 
+def compile_for_host(mod: Any, input_names: list[str], output_names: list[str], host: Any,
+                     purpose: str) -> CompiledModel:
+    """A Relax module compiled for the host and loaded in-process, for the compiler's own use
+    (calibration and analysis models, which read intermediate tensors as extra outputs)."""
+    built, kernels_so, _ = lower(mod, input_names, output_names, host, None, {},
+                                 lambda m, s: None)
+    data = artifact.pack(plan=built.plan, weights=built.weights, kernels=kernels_so,
+                         target=host.manifest(), spec_fingerprint=None,
+                         compiler_version=purpose, tvm_version=tvm_compat.tvm_version())
+    return CompiledModel(data, {"target": "host", "purpose": purpose})
+
+
 def lower(mod: Any, input_names: list[str], output_names: list[str], host: Any, npu: Any,
           timings: dict[str, float], check: Any, layers: set[str] | None = None,
           fuse: bool = True) -> tuple[Any, bytes, set[str]]:

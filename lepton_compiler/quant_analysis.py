@@ -151,7 +151,7 @@ def analyze_quantization(model: Any, example_inputs: Sequence[Any] | None = None
         data (held-out data gives the honest figures).
     """
     from . import driver, quantization
-    from .passes.quantize import run_layer
+    from .passes.quantize import emit, run_layer
     from .target import reference as ref
     from .target.host import resolve_host
 
@@ -166,15 +166,14 @@ def analyze_quantization(model: Any, example_inputs: Sequence[Any] | None = None
                for i, s in enumerate(samples_src)]
     if not samples:
         raise CalibrationError("the analysis data is empty")
-    result = quantization.quantize(graph, table, config)
-    qg = result.graph
+    qg = quantization.plan(graph, table, config)
     layers = [lay for lay in graph.layers
               if lay.name in qg.quantized and lay.kind in ("conv2d", "dense", "matmul", "add")]
     keep = [lay.output for lay in layers]
     observed = quantization._observed(graph)
     float_model = quantization._observer_model(mod, graph, observed, host)
-    int8_module = quantization.quantize(graph, table, config, keep=keep).module
-    int8_model = _compile_host(int8_module, graph, keep, host)
+    int8_model = driver.compile_for_host(emit(qg, keep), list(graph.inputs),
+                                         [*graph.outputs, *keep], host, "analysis")
 
     net = {lay.name: _Acc() for lay in layers}
     alone = {lay.name: _Acc() for lay in layers}
@@ -206,16 +205,3 @@ def analyze_quantization(model: Any, example_inputs: Sequence[Any] | None = None
     return QuantReport(table.method, len(samples), rows, out_acc.sqnr(), out_acc.cosine(),
                        agree / total if total else None, dict(qg.float_layers))
 
-
-def _compile_host(module: Any, graph: Any, keep: list[str], host: Any) -> Any:
-    from . import artifact, tvm_compat
-    from .compiled_model import CompiledModel
-    from .driver import lower
-
-    outputs = [*graph.outputs, *keep]
-    built, kernels_so, _ = lower(module, list(graph.inputs), outputs, host, None, {},
-                                 lambda m, s: None)
-    data = artifact.pack(plan=built.plan, weights=built.weights, kernels=kernels_so,
-                         target=host.manifest(), spec_fingerprint=None,
-                         compiler_version="analysis", tvm_version=tvm_compat.tvm_version())
-    return CompiledModel(data, {"target": "host", "purpose": "analysis"})

@@ -248,9 +248,8 @@ def _observer_model(mod: Any, graph: LayerGraph, observed: list[str], host: Any)
     """The float model compiled for the host with every observed tensor as an output."""
     from tvm import relax
 
-    from . import artifact, tvm_compat
-    from .compiled_model import CompiledModel
-    from .driver import lower
+    from . import tvm_compat
+    from .driver import compile_for_host
     from .passes.quantize import substitute
 
     func = mod["main"]
@@ -266,13 +265,7 @@ def _observer_model(mod: Any, graph: LayerGraph, observed: list[str], host: Any)
             outs = [env[tensor_var[n]] for n in observed]
             gv = bb.emit_output(relax.Tuple(outs))
         bb.emit_func_output(gv)
-    observer = bb.get()
-    built, kernels_so, _ = lower(observer, list(graph.inputs), list(observed), host, None, {},
-                                 lambda m, s: None)
-    data = artifact.pack(plan=built.plan, weights=built.weights, kernels=kernels_so,
-                         target=host.manifest(), spec_fingerprint=None,
-                         compiler_version="calibration", tvm_version=tvm_compat.tvm_version())
-    return CompiledModel(data, {"target": "host", "purpose": "calibration"})
+    return compile_for_host(bb.get(), list(graph.inputs), list(observed), host, "calibration")
 
 
 def _progress(total: int | None, label: str, enabled: bool | None):
@@ -331,19 +324,14 @@ def calibrate(mod: Any, input_names: list[str], config: QuantConfig,
         return got
 
     done = 0
-    for i, s in enumerate(samples):
-        for n, v in values(s, i).items():
-            if n in stats:
-                stats[n].update_range(v)
-        done += 1
-        step(done)
-    if passes == 2:
-        for st in stats.values():
-            st.start_histogram()
+    for histogram in (False, True)[:passes]:  # exact ranges first, then histograms over them
+        if histogram:
+            for st in stats.values():
+                st.start_histogram()
         for i, s in enumerate(samples):
             for n, v in values(s, i).items():
                 if n in stats:
-                    stats[n].update_histogram(v)
+                    (stats[n].update_histogram if histogram else stats[n].update_range)(v)
             done += 1
             step(done)
     tensors = {}
@@ -364,15 +352,19 @@ def _apply_overrides(table: CalibrationTable, config: QuantConfig) -> Calibratio
     return CalibrationTable(table.method, table.percentile, table.signature, tensors)
 
 
+def plan(graph: LayerGraph, table: CalibrationTable, config: QuantConfig) -> QuantizedGraph:
+    """Which layers run in int8 and their integer parameters (no IR is emitted)."""
+    skip = set(config.skip) | {n for n, o in config.overrides.items() if o.get("float")}
+    return plan_quantization(graph, table.ranges(), skip, bool(config.per_channel))
+
+
 def quantize(graph: LayerGraph, table: CalibrationTable, config: QuantConfig,
-             keep: list[str] | None = None, spec: Any = None,
-             fuse: bool = True) -> QuantizationResult:
+             spec: Any = None, fuse: bool = True) -> QuantizationResult:
     """The integer rewrite of ``graph`` with ``table``'s ranges; with an NPU ``spec`` the
     offload rules decide which GEMM layers are marked for the NPU."""
     from .placement import place
 
-    skip = set(config.skip) | {n for n, o in config.overrides.items() if o.get("float")}
-    qg = plan_quantization(graph, table.ranges(), skip, bool(config.per_channel))
+    qg = plan(graph, table, config)
     ops = place(graph, qg.quantized, spec)
     npu_layers = {o.layer for o in ops if o.unit == "npu"}
     if not fuse:  # the NPU kernels are the fused composites
@@ -381,7 +373,7 @@ def quantize(graph: LayerGraph, table: CalibrationTable, config: QuantConfig,
             if o.unit == "npu":
                 o.unit, o.reason = "host", (f"{o.layer}: built with fuse=False; the NPU runs "
                                             "the fused composites only")
-    return QuantizationResult(emit(qg, keep, npu_layers, fuse), qg, table, ops)
+    return QuantizationResult(emit(qg, npu_layers=npu_layers, fuse=fuse), qg, table, ops)
 
 
 def load_samples(path: str | os.PathLike) -> list[Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from .spec import LeptonSpec
 
@@ -106,19 +107,20 @@ RULES: tuple[Callable[[OpFacts, LeptonSpec], str | None], ...] = (
 )
 
 
-def placement(op: OpFacts, spec: LeptonSpec) -> Placement:
-    """Apply every rule; the first that fails gives the host-fallback reason."""
-    for rule in RULES:
+def _apply(rules: tuple, op: Any, spec: LeptonSpec) -> Placement:
+    """The first failing rule gives the host-fallback reason; none failing: the NPU."""
+    for rule in rules:
         reason = rule(op, spec)
         if reason is not None:
             return Placement(False, reason)
     return Placement(True)
+
+
+def placement(op: OpFacts, spec: LeptonSpec) -> Placement:
+    """Apply every rule to any layer."""
+    return _apply(RULES, op, spec)
 
 
 def conv2d_placement(op: Conv2dOp, spec: LeptonSpec) -> Placement:
-    """Apply every conv2d rule; the first that fails gives the host-fallback reason."""
-    for rule in CONV2D_RULES:
-        reason = rule(op, spec)
-        if reason is not None:
-            return Placement(False, reason)
-    return Placement(True)
+    """Apply every conv2d rule."""
+    return _apply(CONV2D_RULES, op, spec)

@@ -181,12 +181,6 @@ def _fuse_epilogue(sch, spec: LeptonSpec, plan: GemmPlan, names, epilogue: str,
                    padding: list[str], at) -> list[str]:
     """Requantize straight from the accumulators (see :func:`schedule_matmul`)."""
     mat = spec.matrix
-    blocks = {sch.get(b).name_hint: b for b in sch.get_child_blocks(sch.get_sblock("root"))}
-    for name in list(padding):  # the unpad copy of the product: read the padded one instead
-        if name != epilogue and name in blocks and name.endswith("_unpad") is False and \
-                "matmul" in name:
-            sch.compute_inline(blocks[name])
-            padding.remove(name)
     requant = sch.get_sblock(epilogue)
     if plan.m % mat.tile_m or plan.n % mat.tile_n:
         return padding  # a ragged edge: the epilogue stays a host loop over the accumulators
