@@ -183,6 +183,36 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_profile(args: argparse.Namespace) -> int:
+    import json
+
+    import lepton_runtime
+
+    from .profile_report import example_inputs, render_html
+
+    session = lepton_runtime.load(args.artifact, mode=args.mode)
+    inputs = example_inputs(session, args.seed)
+    inputs.update(_load_inputs(session, args.input or []))
+    session.run(**inputs)  # warm-up: first-touch page faults are not the kernels' time
+    profile = session.profile(**inputs)
+    print(profile.table())
+    if args.html:
+        Path(args.html).write_text(render_html(profile, f"Lepton profile: {args.artifact}"),
+                                   encoding="utf-8")
+        print(f"wrote {args.html}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(profile.to_dict(), indent=1) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench.runner import main_args
+
+    main_args(args)
+    return 0
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
     import lepton_runtime
 
@@ -321,6 +351,18 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", "-o", help="write the output (.npy) or all outputs (.npz)")
     p.set_defaults(func=cmd_run)
 
+    p = sub.add_parser("profile", help="per-kernel time (fast) or NPU cycles (sim) of an "
+                                       "artifact, with an HTML report")
+    p.add_argument("artifact")
+    p.add_argument("--mode", default="sim", choices=["fast", "sim"],
+                   help="sim: NPU cycles, utilisation, DRAM bytes (default); fast: wall time")
+    p.add_argument("--input", "-i", action="append", metavar="[NAME=]FILE.npy",
+                   help="an input array (default: seeded random inputs)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
+    p.add_argument("--html", default=None, help="write the HTML report")
+    p.add_argument("--json", default=None, help="write the profile as JSON")
+    p.set_defaults(func=cmd_profile)
+
     p = sub.add_parser("inspect", help="verify an artifact and show its signature and kernels")
     p.add_argument("artifact")
     p.add_argument("--kernels", action="store_true", help="list every kernel call in order")
@@ -340,6 +382,13 @@ def make_parser() -> argparse.ArgumentParser:
                    help="fix a dynamic input shape (once per input, in order)")
     _report_options(p)
     p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("bench", help="benchmark models against PyTorch, onnxruntime and TVM "
+                                     "(latency, fidelity, NPU sim); JSON, markdown, charts")
+    from .bench.runner import add_arguments
+
+    add_arguments(p)
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("demo", help="compile and run the bundled model, check it against torch")
     p.add_argument("--batch", type=int, default=4, help="batch size (default 4)")

@@ -3,26 +3,35 @@ codegen → plan → package. Each stage is timed and logged; ``build`` is the p
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import time
 from collections.abc import Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 from . import artifact, frontend, lowering, plan_builder, tvm_compat
 from .compiled_model import CompiledModel
 from .errors import CompileError, LeptonError, OptionError
+from .progress import progress as progress_bar
 from .target.host import resolve_host
 
 logger = logging.getLogger(__name__)
 
 TARGETS = ("host", "lepton")
+STAGES = ("import", "simplify", "layout", "fuse", "schedule", "plan", "codegen", "package")
+QUANT_STAGES = ("calibrate", "quantize")
+
+_bar: contextvars.ContextVar[Any] = contextvars.ContextVar("lepton_build_bar", default=None)
 
 
 @contextmanager
 def _stage(name: str, timings: dict[str, float]):
     start = time.perf_counter()
     logger.info("stage %s ...", name)
+    bar = _bar.get()
+    if bar is not None:
+        bar.update(0, note=name)
     try:
         yield
     except LeptonError:
@@ -32,6 +41,8 @@ def _stage(name: str, timings: dict[str, float]):
     finally:
         timings[name] = time.perf_counter() - start
         logger.info("stage %s done in %.2fs", name, timings[name])
+        if bar is not None:
+            bar.update(1)
 
 
 def build(
@@ -45,6 +56,7 @@ def build(
     quantize: Any = None,
     fuse: bool = True,
     verify: bool = True,
+    progress: bool | None = None,
 ) -> CompiledModel:
     """Compile a model ahead of time.
 
@@ -82,6 +94,9 @@ def build(
         are identical for int8 and equal to rounding for float.
     verify
         Check the IR is well formed after every stage (cheap; on by default).
+    progress
+        Show a progress bar over the compilation stages (default: when stderr is a terminal;
+        ``LEPTON_PROGRESS=0/1`` overrides).
 
     Returns
     -------
@@ -93,8 +108,6 @@ def build(
     ModelLoadError, UnsupportedOperatorError, OptionError, CompileError
         All subclasses of ``LeptonError``, with a message naming the file, node or op.
     """
-    from . import __version__
-
     if target not in TARGETS:
         raise OptionError(f"unknown target {target!r}; available targets: {', '.join(TARGETS)}")
     if spec is not None and target != "lepton":
@@ -105,6 +118,23 @@ def build(
 
         npu = resolve_lepton(spec, cpu, num_threads)  # SpecError on a bad spec, before work
     host = npu.host if npu is not None else resolve_host(cpu, num_threads)
+    stages = len(STAGES) + (len(QUANT_STAGES) if quantize is not None else 0)
+    # Nested builds (calibration models) draw no bar of their own.
+    bar_cm = progress_bar(stages, f"compiling ({target})", progress) \
+        if _bar.get() is None else nullcontext(None)
+    with bar_cm as bar:
+        token = _bar.set(bar) if bar is not None else None
+        try:
+            return _build(model, example_inputs, target, npu, host, quantize, fuse, verify)
+        finally:
+            if token is not None:
+                _bar.reset(token)
+
+
+def _build(model: Any, example_inputs: Any, target: str, npu: Any, host: Any, quantize: Any,
+           fuse: bool, verify: bool) -> CompiledModel:
+    from . import __version__
+
     timings: dict[str, float] = {}
     check = lowering.check_well_formed if verify else (lambda mod, stage: None)
     imported, mod = prepare(model, example_inputs, timings, check)
@@ -193,8 +223,12 @@ def compile_for_host(mod: Any, input_names: list[str], output_names: list[str], 
                      purpose: str) -> CompiledModel:
     """A Relax module compiled for the host and loaded in-process, for the compiler's own use
     (calibration and analysis models, which read intermediate tensors as extra outputs)."""
-    built, kernels_so, _ = lower(mod, input_names, output_names, host, None, {},
-                                 lambda m, s: None)
+    token = _bar.set(None)  # its stages are not the user's build stages
+    try:
+        built, kernels_so, _ = lower(mod, input_names, output_names, host, None, {},
+                                     lambda m, s: None)
+    finally:
+        _bar.reset(token)
     data = artifact.pack(plan=built.plan, weights=built.weights, kernels=kernels_so,
                          target=host.manifest(), spec_fingerprint=None,
                          compiler_version=purpose, tvm_version=tvm_compat.tvm_version())

@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +30,7 @@ from .errors import CalibrationError, OptionError, QuantizationError
 from .passes.calibrate import METHODS, Stats, choose_range
 from .passes.qgraph import COMPUTE_KINDS, LayerGraph, check_partition, read_graph
 from .passes.quantize import QuantizedGraph, emit, plan_quantization, run_reference
+from .progress import progress
 
 TABLE_VERSION = 1
 
@@ -268,22 +268,6 @@ def _observer_model(mod: Any, graph: LayerGraph, observed: list[str], host: Any)
     return compile_for_host(bb.get(), list(graph.inputs), list(observed), host, "calibration")
 
 
-def _progress(total: int | None, label: str, enabled: bool | None):
-    """A minimal progress bar on stderr (off when not a terminal unless asked)."""
-    on = sys.stderr.isatty() if enabled is None else enabled
-
-    def step(i: int) -> None:
-        if not on:
-            return
-        count = f"{i}/{total}" if total else str(i)
-        sys.stderr.write(f"\r{label}: {count}")
-        if total and i >= total:
-            sys.stderr.write("\n")
-        sys.stderr.flush()
-
-    return step
-
-
 def calibrate(mod: Any, input_names: list[str], config: QuantConfig,
               host: Any) -> tuple[LayerGraph, CalibrationTable]:
     """Read the layer graph of ``mod`` and calibrate it (or take the config's table)."""
@@ -311,7 +295,6 @@ def calibrate(mod: Any, input_names: list[str], config: QuantConfig,
     stats = {n: Stats() for n in [*graph.inputs, *observed]
              if graph.tensors[n].dtype == "float32"}
     passes = 1 if config.method == "minmax" else 2
-    step = _progress(passes * len(samples), f"calibrating ({config.method})", config.progress)
 
     def values(sample: dict[str, np.ndarray], index: int) -> dict[str, np.ndarray]:
         outs = model(sample)
@@ -323,17 +306,17 @@ def calibrate(mod: Any, input_names: list[str], config: QuantConfig,
                                        f"{index}; the float model overflows on it")
         return got
 
-    done = 0
-    for histogram in (False, True)[:passes]:  # exact ranges first, then histograms over them
-        if histogram:
-            for st in stats.values():
-                st.start_histogram()
-        for i, s in enumerate(samples):
-            for n, v in values(s, i).items():
-                if n in stats:
-                    (stats[n].update_histogram if histogram else stats[n].update_range)(v)
-            done += 1
-            step(done)
+    with progress(passes * len(samples), f"calibrating ({config.method})",
+                  config.progress) as bar:
+        for histogram in (False, True)[:passes]:  # exact ranges first, then histograms
+            if histogram:
+                for st in stats.values():
+                    st.start_histogram()
+            for i, s in enumerate(samples):
+                for n, v in values(s, i).items():
+                    if n in stats:
+                        (stats[n].update_histogram if histogram else stats[n].update_range)(v)
+                bar.update(1)
     tensors = {}
     for n, st in stats.items():
         lo, hi = choose_range(st, config.method, float(config.percentile))

@@ -252,3 +252,40 @@ def mobilenet_v2(num_classes: int = 1000, width: float = 1.0, seed: int = 0) -> 
                           nn.Linear(last, num_classes))
     _randomize_batch_norm(model, seed)
     return model.eval()
+
+
+def bert_encoder(layers: int = 4, hidden: int = 256, heads: int = 4, ff: int = 1024,
+                 seed: int = 0) -> Any:
+    """A BERT-style encoder: ``layers`` post-norm blocks of multi-head self-attention (separate
+    query/key/value projections, scaled softmax) and a GELU feed-forward, each with a residual
+    add and layer norm. Takes the embedded sequence ``[N, seq, hidden]``."""
+    torch = _torch()
+    nn = torch.nn
+    head_dim = hidden // heads
+
+    class Layer(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.q = nn.Linear(hidden, hidden)
+            self.k = nn.Linear(hidden, hidden)
+            self.v = nn.Linear(hidden, hidden)
+            self.o = nn.Linear(hidden, hidden)
+            self.ln1 = nn.LayerNorm(hidden)
+            self.fc1 = nn.Linear(hidden, ff)
+            self.fc2 = nn.Linear(ff, hidden)
+            self.ln2 = nn.LayerNorm(hidden)
+
+        def split(self, x):
+            n, t, _ = x.shape
+            return x.reshape(n, t, heads, head_dim).permute(0, 2, 1, 3)
+
+        def forward(self, x):
+            n, t, _ = x.shape
+            q, k, v = self.split(self.q(x)), self.split(self.k(x)), self.split(self.v(x))
+            p = torch.softmax(q @ k.transpose(-1, -2) * (head_dim ** -0.5), dim=-1)
+            a = (p @ v).permute(0, 2, 1, 3).reshape(n, t, hidden)
+            x = self.ln1(x + self.o(a))
+            return self.ln2(x + self.fc2(torch.nn.functional.gelu(self.fc1(x))))
+
+    torch.manual_seed(seed)
+    return nn.Sequential(*[Layer() for _ in range(layers)]).eval()

@@ -52,7 +52,9 @@ class LeptonTarget:
         """Target description for an artifact manifest."""
         return {**self.host.manifest(), "kind": TARGET_KEY, "spec": self.spec.name,
                 "spec_fingerprint": self.spec.fingerprint(),
-                "peak_macs_per_cycle": self.spec.matrix.macs_per_cycle}
+                "peak_macs_per_cycle": self.spec.matrix.macs_per_cycle,
+                "dma_bytes_per_cycle": self.spec.dma.bytes_per_cycle,
+                "clock_hz": self.spec.machine.clock_hz}
 
 
 def resolve_lepton(spec: Any = None, cpu: str | None = None,

@@ -4,12 +4,16 @@ The sim cycle model: every DMA transfer (operand loads, output stores) is double
 DMA overlaps compute except the prologue (the first operand strips)::
 
     cycles = max(compute_cycles + vector_cycles, dma_cycles) + prologue_cycles
+
+The roofline of an NPU kernel is ``max(useful MACs / peak MACs per cycle, minimal DRAM bytes /
+DMA bytes per cycle)``, where the minimal bytes read every operand and write every result once.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 
 def sim_cycles(counters: Mapping[str, int], static: Mapping[str, int]) -> int:
@@ -21,16 +25,26 @@ def sim_cycles(counters: Mapping[str, int], static: Mapping[str, int]) -> int:
 
 @dataclass
 class KernelProfile:
-    """One kernel call of the plan."""
+    """One kernel call of the plan.
+
+    ``layer`` is the source layer the kernel computes (empty when the compiler recorded none),
+    ``ops`` the source operators fused into it, ``unit`` "npu" or "host". ``macs`` counts
+    the layer's multiply-accumulates (host and NPU); the ``cycles``, ``macs_issued``,
+    ``dram_bytes`` and ``counters`` figures are filled in sim mode for NPU kernels.
+    """
 
     index: int
     kernel: str
     ops: tuple[str, ...]
     time_ms: float
+    layer: str = ""
+    unit: str = "host"
+    macs: int = 0
     cycles: int = 0
     macs_useful: int = 0
     macs_issued: int = 0
     dram_bytes: int = 0
+    min_dram_bytes: int = 0
     sram_bytes: dict[str, int] = field(default_factory=dict)  # peak per SRAM scope
     counters: dict[str, int] = field(default_factory=dict)
 
@@ -43,10 +57,17 @@ class KernelProfile:
 
 @dataclass
 class Profile:
-    """A profile of one run: per-kernel rows and totals."""
+    """A profile of one run: per-kernel rows, totals and the NPU's peak figures.
+
+    ``peak_macs_per_cycle``, ``dma_bytes_per_cycle`` and ``clock_hz`` come from the artifact's
+    target (0 for host artifacts); they place the kernels on the roofline.
+    """
 
     mode: str
     kernels: list[KernelProfile]
+    peak_macs_per_cycle: int = 0
+    dma_bytes_per_cycle: int = 0
+    clock_hz: int = 0
 
     @property
     def total_ms(self) -> float:
@@ -56,11 +77,56 @@ class Profile:
     def total_cycles(self) -> int:
         return sum(k.cycles for k in self.kernels)
 
+    @property
+    def total_macs(self) -> int:
+        return sum(k.macs for k in self.kernels)
+
+    @property
+    def total_dram_bytes(self) -> int:
+        return sum(k.dram_bytes for k in self.kernels)
+
+    def roofline_cycles(self, kernel: KernelProfile) -> float:
+        """The kernel's roofline bound in cycles (0 when unknown or not an NPU kernel)."""
+        if not (kernel.cycles and self.peak_macs_per_cycle and self.dma_bytes_per_cycle):
+            return 0.0
+        return max(kernel.macs_useful / self.peak_macs_per_cycle,
+                   kernel.min_dram_bytes / self.dma_bytes_per_cycle)
+
+    @property
+    def utilisation(self) -> float:
+        """Useful MACs over peak MAC-cycles across the NPU kernels (sim mode)."""
+        cycles = self.total_cycles
+        useful = sum(k.macs_useful for k in self.kernels)
+        return useful / (cycles * self.peak_macs_per_cycle) \
+            if cycles and self.peak_macs_per_cycle else 0.0
+
     def table(self) -> str:
         """A plain-text table of the profile."""
-        lines = [f"{'#':>3} {'kernel':<40}{'ms':>9}{'cycles':>12}{'util':>7}{'DRAM B':>12}"]
+        lines = [f"{'#':>3} {'kernel':<34}{'layer':<18}{'unit':<5}{'ms':>9}{'MACs':>12}"
+                 f"{'cycles':>11}{'util':>6}{'DRAM B':>11}"]
         for k in self.kernels:
-            lines.append(f"{k.index:>3} {k.kernel[:39]:<40}{k.time_ms:>9.3f}{k.cycles:>12}"
-                         f"{k.utilisation:>7.0%}{k.dram_bytes:>12}")
-        lines.append(f"{'':>3} {'total':<40}{self.total_ms:>9.3f}{self.total_cycles:>12}")
+            lines.append(f"{k.index:>3} {k.kernel[:33]:<34}{k.layer[:17]:<18}{k.unit:<5}"
+                         f"{k.time_ms:>9.3f}{k.macs:>12}{k.cycles:>11}{k.utilisation:>6.0%}"
+                         f"{k.dram_bytes:>11}")
+        lines.append(f"{'':>3} {'total':<34}{'':<18}{'':<5}{self.total_ms:>9.3f}"
+                     f"{self.total_macs:>12}{self.total_cycles:>11}{self.utilisation:>6.0%}"
+                     f"{self.total_dram_bytes:>11}")
         return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict: the rows (with utilisation and roofline) and the totals."""
+        rows = []
+        for k in self.kernels:
+            row = asdict(k)
+            row["ops"] = list(k.ops)
+            row["utilisation"] = k.utilisation
+            row["roofline_cycles"] = self.roofline_cycles(k)
+            rows.append(row)
+        return {
+            "mode": self.mode, "kernels": rows,
+            "peak_macs_per_cycle": self.peak_macs_per_cycle,
+            "dma_bytes_per_cycle": self.dma_bytes_per_cycle, "clock_hz": self.clock_hz,
+            "totals": {"time_ms": self.total_ms, "cycles": self.total_cycles,
+                       "macs": self.total_macs, "dram_bytes": self.total_dram_bytes,
+                       "utilisation": self.utilisation},
+        }

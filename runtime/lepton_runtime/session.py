@@ -232,13 +232,18 @@ class Session:
     def profile(self, *args: Any, **kwargs: Any) -> Profile:
         """Run once and profile every kernel call.
 
-        In fast mode each call is timed; in sim mode NPU kernels also report simulated cycles,
-        MACs issued and useful, and DRAM bytes from the spec's accounting, whose totals are the
-        sums over the kernels. Inputs are passed as to :meth:`run`.
+        Each row names the kernel, the source layer and ops it computes (from the compiler's
+        placement report in the manifest), whether it runs on the NPU, its MACs and its wall
+        time. In sim mode NPU kernels also report simulated cycles, MACs issued and useful,
+        and DRAM bytes from the spec's accounting; the profile's totals are the sums over
+        the kernels. Inputs are passed as to :meth:`run`.
         """
         arrays = self._bind(args, kwargs)
-        names = list(self.manifest.get("target", {}).get("sim_counters") or [])
-        peak = int(self.manifest.get("target", {}).get("peak_macs_per_cycle") or 0)
+        target = self.manifest.get("target", {})
+        names = list(target.get("sim_counters") or [])
+        peak = int(target.get("peak_macs_per_cycle") or 0)
+        layers = {op.get("layer"): op for op in
+                  (self.manifest.get("report") or {}).get("ops", []) if isinstance(op, dict)}
         rows: list[KernelProfile] = []
 
         def measure(index: int, call: Any, invoke: Any) -> None:
@@ -248,14 +253,23 @@ class Session:
             start = time.perf_counter()
             invoke()
             elapsed = (time.perf_counter() - start) * 1e3
-            row = KernelProfile(index, call.kernel, call.ops, elapsed)
             static = dict(call.sim)
+            layer = layers.get(call.ops[0]) if len(call.ops) == 1 else None
+            row = KernelProfile(index, call.kernel, call.ops, elapsed)
+            if layer is not None:
+                row.layer = call.ops[0]
+                row.ops = tuple(o for o in [layer.get("op"), *(layer.get("fused") or [])] if o)
+                row.macs = int(layer.get("macs") or 0)
+            if static:
+                row.unit = "npu"
+                row.macs_useful = static.get("useful_macs", 0)
+                row.macs = row.macs or row.macs_useful
+                row.min_dram_bytes = sum(self._plan.tensors[t].nbytes for t in call.args)
             if counter is not None and self.mode == "sim" and static:
                 counts = {name: int(counter(i)) for i, name in enumerate(names)}
                 row.counters = {**counts, "_peak_macs_per_cycle": peak}
                 row.cycles = sim_cycles(counts, static)
                 row.macs_issued = counts.get("macs_issued", 0)
-                row.macs_useful = static.get("useful_macs", 0)
                 row.dram_bytes = counts.get("dram_bytes", 0)
                 row.sram_bytes = {k[len("sram_"):-len("_bytes")]: v for k, v in static.items()
                                   if k.startswith("sram_")}
@@ -263,7 +277,8 @@ class Session:
 
         with self._lock:
             self._execute(arrays, measure)
-        return Profile(self.mode, rows)
+        return Profile(self.mode, rows, peak, int(target.get("dma_bytes_per_cycle") or 0),
+                       int(target.get("clock_hz") or 0))
 
     __call__ = run
 
