@@ -258,7 +258,8 @@ class Session:
             row = KernelProfile(index, call.kernel, call.ops, elapsed)
             if layer is not None:
                 row.layer = call.ops[0]
-                row.ops = tuple(o for o in [layer.get("op"), *(layer.get("fused") or [])] if o)
+                op = str(layer.get("op") or "").removeprefix("relax.")
+                row.ops = tuple(o for o in [op, *(layer.get("fused") or [])] if o)
                 row.macs = int(layer.get("macs") or 0)
             if static:
                 row.unit = "npu"
