@@ -24,11 +24,13 @@ from .errors import (
     LeptonError,
     ModelLoadError,
     OptionError,
+    PruneError,
     QuantizationError,
     SpecError,
     UnsupportedOperatorError,
 )
 from .placement import PlacementReport, check
+from .pruning import PruneConfig, PruneReport, prune
 from .quant_analysis import QuantReport, analyze_quantization
 from .quantization import CalibrationTable, QuantConfig
 
@@ -43,6 +45,9 @@ __all__ = [
     "ModelLoadError",
     "OptionError",
     "PlacementReport",
+    "PruneConfig",
+    "PruneError",
+    "PruneReport",
     "QuantConfig",
     "QuantReport",
     "QuantizationError",
@@ -52,5 +57,6 @@ __all__ = [
     "analyze_quantization",
     "build",
     "check",
+    "prune",
     "zoo",
 ]

@@ -72,9 +72,15 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
     model = _onnx_path(args.model, "compile")
     config = _quant_config(args)
+    prune = None
+    if args.prune is not None:
+        from .pruning import PruneConfig
+
+        prune = PruneConfig(ratio=args.prune, criterion=args.prune_criterion,
+                            skip=[s for s in (args.prune_skip or "").split(",") if s])
     start = time.perf_counter()
     compiled = build(str(model), _examples(args, config), cpu=args.cpu, target=args.target,
-                     spec=args.spec, quantize=config)
+                     spec=args.spec, quantize=config, prune=prune)
     out = compiled.export(args.output)
     if args.save_calib_table:
         table = compiled.quantization.table.save(args.save_calib_table)
@@ -86,6 +92,11 @@ def cmd_compile(args: argparse.Namespace) -> int:
         print(f"  input  {i}")
     for o in compiled.outputs:
         print(f"  output {o}")
+    if info.get("pruning"):
+        from .pruning import PruneReport
+
+        print("  pruning:\n" + "\n".join(
+            "    " + line for line in PruneReport.from_dict(info["pruning"]).table().splitlines()))
     quant = info.get("quantization")
     if quant:
         print(f"  int8 ({quant['method']} calibration): {len(quant['quantized'])} layers "
@@ -323,6 +334,12 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--quantize", choices=["int8"], default=None,
                    help="int8 post-training quantization (needs --calib or --calib-table)")
     _calibration_options(p)
+    p.add_argument("--prune", type=float, default=None, metavar="RATIO",
+                   help="structured pruning: remove this fraction of channels, e.g. 0.5")
+    p.add_argument("--prune-criterion", default="l1", choices=["l1", "l2"],
+                   help="channel importance for --prune (default l1)")
+    p.add_argument("--prune-skip", default=None, metavar="LAYERS",
+                   help="comma-separated layers (conv2d_0, dense_1, ...) to leave whole")
     p.add_argument("--calib-table", default=None, metavar="TABLE.json",
                    help="use a saved calibration table instead of calibrating")
     p.add_argument("--save-calib-table", default=None, metavar="TABLE.json",

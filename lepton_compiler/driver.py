@@ -54,6 +54,7 @@ def build(
     num_threads: int | None = None,
     spec: Any = None,
     quantize: Any = None,
+    prune: Any = None,
     fuse: bool = True,
     verify: bool = True,
     progress: bool | None = None,
@@ -87,6 +88,10 @@ def build(
         overrides); ``None`` (default) keeps the model in float32. Quantized layers run as
         integer kernels — on the NPU for ``target="lepton"`` — and ``build_info
         ["quantization"]`` lists the layers kept in float with the reason.
+    prune
+        A :class:`~lepton_compiler.PruneConfig` (or a ratio such as ``0.5``): remove whole
+        channels before quantization, kept counts aligned to the NPU tile;
+        ``build_info["pruning"]`` holds the report (channels, MACs, parameters per group).
     fuse
         Fuse operators into kernels (default). ``False`` compiles every operator as its own
         kernel — int8 composites (conv/matmul + bias + requantize + activation) become
@@ -118,26 +123,33 @@ def build(
 
         npu = resolve_lepton(spec, cpu, num_threads)  # SpecError on a bad spec, before work
     host = npu.host if npu is not None else resolve_host(cpu, num_threads)
-    stages = len(STAGES) + (len(QUANT_STAGES) if quantize is not None else 0)
+    if prune is not None:
+        from .pruning import check_config
+
+        prune = check_config(prune)
+    stages = len(STAGES) + (len(QUANT_STAGES) if quantize is not None else 0) \
+        + (prune is not None)
     # Nested builds (calibration models) draw no bar of their own.
     bar_cm = progress_bar(stages, f"compiling ({target})", progress) \
         if _bar.get() is None else nullcontext(None)
     with bar_cm as bar:
         token = _bar.set(bar) if bar is not None else None
         try:
-            return _build(model, example_inputs, target, npu, host, quantize, fuse, verify)
+            return _build(model, example_inputs, target, npu, host, quantize, prune, fuse,
+                          verify)
         finally:
             if token is not None:
                 _bar.reset(token)
 
 
 def _build(model: Any, example_inputs: Any, target: str, npu: Any, host: Any, quantize: Any,
-           fuse: bool, verify: bool) -> CompiledModel:
+           prune: Any, fuse: bool, verify: bool) -> CompiledModel:
     from . import __version__
 
     timings: dict[str, float] = {}
     check = lowering.check_well_formed if verify else (lambda mod, stage: None)
-    imported, mod = prepare(model, example_inputs, timings, check)
+    imported, mod, pruned = prepare(model, example_inputs, timings, check, prune,
+                                    npu.spec if npu is not None else None)
     from . import placement
     from .passes.qgraph import read_graph
 
@@ -188,6 +200,8 @@ def _build(model: Any, example_inputs: Any, target: str, npu: Any, host: Any, qu
     }
     if quant is not None:
         info["quantization"] = quant.summary()
+    if pruned is not None:
+        info["pruning"] = pruned.to_dict()
     if npu is not None:
         info["spec"] = npu.spec.name
         info["npu_kernels"] = sorted(npu_kernels)
@@ -198,19 +212,31 @@ def _build(model: Any, example_inputs: Any, target: str, npu: Any, host: Any, qu
 
 
 def prepare(model: Any, example_inputs: Sequence[Any] | None,
-            timings: dict[str, float] | None = None, check: Any = None) -> tuple[Any, Any]:
-    """import → simplify → layout: the imported model and its simplified NHWC Relax module."""
+            timings: dict[str, float] | None = None, check: Any = None, prune: Any = None,
+            spec: Any = None) -> tuple[Any, Any, Any]:
+    """import → prune → simplify → layout: the imported model, its simplified NHWC Relax
+    module and the pruning report (``None`` without ``prune``)."""
     timings = {} if timings is None else timings
     check = check or (lambda mod, stage: None)
     with _stage("import", timings):
         imported = frontend.import_model(model, example_inputs)
+    mod, report = imported.mod, None
+    if prune is not None:
+        from .pruning import prune_module
+        from .target.spec import load_spec
+
+        with _stage("prune", timings):
+            result = prune_module(lowering.fold_constants(mod), prune,
+                                  (spec or load_spec()).matrix.tile_n)
+            mod, report = result.module, result.report
+            check(mod, "prune")
     with _stage("simplify", timings):
-        mod = lowering.simplify(imported.mod)
+        mod = lowering.simplify(mod)
         check(mod, "simplify")
     with _stage("layout", timings):
         mod = lowering.convert_layout(mod)
         check(mod, "layout")
-    return imported, mod
+    return imported, mod, report
 
 
 def _npu_manifest(npu: Any, linked: bool) -> dict:

@@ -71,3 +71,7 @@ class QuantizationError(LeptonError):
 
 class CalibrationError(QuantizationError):
     """The calibration data is unusable (empty, NaN/Inf, wrong shapes or names)."""
+
+
+class PruneError(LeptonError):
+    """Pruning cannot proceed: unknown layer names, or nothing in the model is prunable."""

@@ -33,6 +33,13 @@ def check_well_formed(mod: Any, stage: str) -> None:
                            "this is a compiler bug, please report it with the model") from None
 
 
+def fold_constants(mod: Any) -> Any:
+    """Fold constant subexpressions (reshaped biases, transposed linear weights)."""
+    from tvm import relax
+
+    return relax.transform.FoldConstant()(mod)
+
+
 def simplify(mod: Any) -> Any:
     """Inference simplifications on the graph, before layout and fusion."""
     import tvm

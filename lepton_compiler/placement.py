@@ -301,7 +301,7 @@ def check(model: Any, example_inputs: Sequence[Any] | None = None, *, target: st
 
         npu_spec = load_spec(spec)
     try:
-        _, mod = driver.prepare(model, example_inputs)
+        _, mod, _ = driver.prepare(model, example_inputs)
     except UnsupportedOperatorError as err:
         return PlacementReport(target, npu_spec.name if npu_spec else None, [], 0, None,
                                {op: list(nodes) for op, nodes in err.ops.items()})

@@ -157,7 +157,7 @@ def analyze_quantization(model: Any, example_inputs: Sequence[Any] | None = None
 
     config = quantization.check_config(quantize)
     host = resolve_host(cpu)
-    imported, mod = driver.prepare(model, example_inputs)
+    imported, mod, _ = driver.prepare(model, example_inputs)
     graph, table = quantization.calibrate(mod, imported.input_names, config, host)
     samples_src = data if data is not None else config.calibration_data
     if samples_src is None:

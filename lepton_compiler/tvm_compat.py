@@ -82,6 +82,11 @@ def is_constant(expr: Any) -> bool:
     return isinstance(expr, constant_class())
 
 
+def is_tensor_constant(expr: Any) -> bool:
+    """A Relax tensor constant (not a scalar IntImm/FloatImm, which share the base class)."""
+    return is_constant(expr) and hasattr(expr.value, "numpy")
+
+
 def constant_numpy(expr: Any) -> Any:
     """The value of a Relax constant as a numpy array."""
     return expr.value.numpy()

@@ -35,7 +35,8 @@ def test_help_for_every_command(capsys):
 
     result = lepton("--help")  # the installed console script
     assert result.returncode == 0 and "usage: lepton" in result.stdout
-    for command in ("compile", "run", "inspect", "check", "quant-report", "demo"):
+    for command in ("compile", "run", "inspect", "check", "quant-report", "demo", "profile",
+                    "bench"):
         assert command in result.stdout
         with pytest.raises(SystemExit) as exit_info:
             main([command, "--help"])

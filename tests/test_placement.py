@@ -181,5 +181,5 @@ def test_partition_legality_is_checked_with_networkx():
 
     for model, shape in ((lc.zoo.small_cnn(), (1, 3, 16, 16)),
                          (lc.zoo.transformer_block(), (1, 16, 64))):
-        _, mod = driver.prepare(model, (np.zeros(shape, np.float32),))
+        _, mod, _ = driver.prepare(model, (np.zeros(shape, np.float32),))
         check_partition(read_graph(mod["main"]))
