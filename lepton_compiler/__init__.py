@@ -27,12 +27,14 @@ from .errors import (
     PruneError,
     QuantizationError,
     SpecError,
+    TuningError,
     UnsupportedOperatorError,
 )
 from .placement import PlacementReport, check
 from .pruning import PruneConfig, PruneReport, prune
 from .quant_analysis import QuantReport, analyze_quantization
 from .quantization import CalibrationTable, QuantConfig
+from .tuning import RPCRunner, TuningSession, tune
 
 __all__ = [
     "ArtifactError",
@@ -51,12 +53,16 @@ __all__ = [
     "QuantConfig",
     "QuantReport",
     "QuantizationError",
+    "RPCRunner",
     "SpecError",
+    "TuningError",
+    "TuningSession",
     "UnsupportedOperatorError",
     "__version__",
     "analyze_quantization",
     "build",
     "check",
     "prune",
+    "tune",
     "zoo",
 ]

@@ -80,7 +80,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
                             skip=[s for s in (args.prune_skip or "").split(",") if s])
     start = time.perf_counter()
     compiled = build(str(model), _examples(args, config), cpu=args.cpu, target=args.target,
-                     spec=args.spec, quantize=config, prune=prune)
+                     spec=args.spec, quantize=config, prune=prune, tuning_db=args.tuning_db)
     out = compiled.export(args.output)
     if args.save_calib_table:
         table = compiled.quantization.table.save(args.save_calib_table)
@@ -92,6 +92,8 @@ def cmd_compile(args: argparse.Namespace) -> int:
         print(f"  input  {i}")
     for o in compiled.outputs:
         print(f"  output {o}")
+    if info.get("tuned_kernels"):
+        print(f"  tuned schedules: {len(info['tuned_kernels'])} NPU kernels")
     if info.get("pruning"):
         from .pruning import PruneReport
 
@@ -342,6 +344,8 @@ def make_parser() -> argparse.ArgumentParser:
                    help="comma-separated layers (conv2d_0, dense_1, ...) to leave whole")
     p.add_argument("--calib-table", default=None, metavar="TABLE.json",
                    help="use a saved calibration table instead of calibrating")
+    p.add_argument("--tuning-db", default=None, metavar="DIR",
+                   help="use the best schedules recorded by `lepton tune` (--target lepton)")
     p.add_argument("--save-calib-table", default=None, metavar="TABLE.json",
                    help="write the calibration table (reproducible builds)")
     p.set_defaults(func=cmd_compile)
@@ -406,6 +410,10 @@ def make_parser() -> argparse.ArgumentParser:
 
     add_arguments(p)
     p.set_defaults(func=cmd_bench)
+
+    from .tuning.cli import add_parser as add_tune
+
+    add_tune(sub, _calibration_options, _parse_shape)
 
     p = sub.add_parser("demo", help="compile and run the bundled model, check it against torch")
     p.add_argument("--batch", type=int, default=4, help="batch size (default 4)")

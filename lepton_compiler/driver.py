@@ -55,6 +55,7 @@ def build(
     spec: Any = None,
     quantize: Any = None,
     prune: Any = None,
+    tuning_db: Any = None,
     fuse: bool = True,
     verify: bool = True,
     progress: bool | None = None,
@@ -92,6 +93,10 @@ def build(
         A :class:`~lepton_compiler.PruneConfig` (or a ratio such as ``0.5``): remove whole
         channels before quantization, kept counts aligned to the NPU tile;
         ``build_info["pruning"]`` holds the report (channels, MACs, parameters per group).
+    tuning_db
+        A tuning work directory (``lepton_compiler.tune(..., work_dir=)``): NPU kernels whose
+        workload it has records for use the best recorded schedule; ``build_info
+        ["tuned_kernels"]`` lists them with the chosen plan.
     fuse
         Fuse operators into kernels (default). ``False`` compiles every operator as its own
         kernel — int8 composites (conv/matmul + bias + requantize + activation) become
@@ -127,6 +132,13 @@ def build(
         from .pruning import check_config
 
         prune = check_config(prune)
+    plans = None
+    if tuning_db is not None:
+        if npu is None:
+            raise OptionError("tuning_db= holds NPU schedules; pass it with target='lepton'")
+        from .tuning.tuner import tuned_plans
+
+        plans = tuned_plans(tuning_db, npu.spec)  # TuningError on a missing/corrupt db
     stages = len(STAGES) + (len(QUANT_STAGES) if quantize is not None else 0) \
         + (prune is not None)
     # Nested builds (calibration models) draw no bar of their own.
@@ -136,14 +148,14 @@ def build(
         token = _bar.set(bar) if bar is not None else None
         try:
             return _build(model, example_inputs, target, npu, host, quantize, prune, fuse,
-                          verify)
+                          verify, plans)
         finally:
             if token is not None:
                 _bar.reset(token)
 
 
 def _build(model: Any, example_inputs: Any, target: str, npu: Any, host: Any, quantize: Any,
-           prune: Any, fuse: bool, verify: bool) -> CompiledModel:
+           prune: Any, fuse: bool, verify: bool, plans: Any = None) -> CompiledModel:
     from . import __version__
 
     timings: dict[str, float] = {}
@@ -173,7 +185,7 @@ def _build(model: Any, example_inputs: Any, target: str, npu: Any, host: Any, qu
         ops = placement.place(graph, set(), npu.spec if npu is not None else None)
     built, kernels_so, npu_kernels = lower(mod, imported.input_names, imported.output_names,
                                            host, npu, timings, check,
-                                           {o.layer for o in ops}, fuse)
+                                           {o.layer for o in ops}, fuse, plans)
     report = placement.PlacementReport(target, npu.spec.name if npu is not None else None,
                                        ops, relax_ops, len(built.plan["calls"]))
     with _stage("package", timings):
@@ -207,6 +219,8 @@ def _build(model: Any, example_inputs: Any, target: str, npu: Any, host: Any, qu
         info["npu_kernels"] = sorted(npu_kernels)
         info["fallbacks"] = [{"layer": o.layer, "op": o.op, "reason": o.reason}
                              for o in report.fallbacks()]
+        if plans is not None:
+            info["tuned_kernels"] = tuned_kernels(built.plan, npu)
     logger.info("built %s: %d kernels, %.1fs", target, info["kernels"], sum(timings.values()))
     return CompiledModel(data, info, quant, report)
 
@@ -239,6 +253,11 @@ def prepare(model: Any, example_inputs: Sequence[Any] | None,
     return imported, mod, report
 
 
+def tuned_kernels(plan: dict, npu: Any) -> dict[str, dict]:
+    """Kernel -> the plan knobs it was scheduled with, for the NPU kernels of a build."""
+    return {c["kernel"]: c["plan"] for c in plan["calls"] if c.get("tuned")}
+
+
 def _npu_manifest(npu: Any, linked: bool) -> dict:
     from .target.npu_kernels import COUNTERS
 
@@ -263,7 +282,7 @@ def compile_for_host(mod: Any, input_names: list[str], output_names: list[str], 
 
 def lower(mod: Any, input_names: list[str], output_names: list[str], host: Any, npu: Any,
           timings: dict[str, float], check: Any, layers: set[str] | None = None,
-          fuse: bool = True) -> tuple[Any, bytes, set[str]]:
+          fuse: bool = True, plans: Any = None) -> tuple[Any, bytes, set[str]]:
     """fuse → schedule → plan → codegen: a Relax module to (plan, kernels.so, NPU kernels).
 
     ``layers``: layer names; a call whose result is bound to one records it as its source op.
@@ -275,7 +294,7 @@ def lower(mod: Any, input_names: list[str], output_names: list[str], host: Any, 
         check(mod, "fuse")
         kernels = lowering.kernels_of(mod)
     with _stage("schedule", timings):
-        mod, npu_kernels = lowering.schedule(mod, HostScheduleConfig(), npu)
+        mod, npu_kernels = lowering.schedule(mod, HostScheduleConfig(), npu, plans)
         check(mod, "schedule")
     with _stage("plan", timings):
         built = plan_builder.build_plan(mod["main"], input_names, output_names)
@@ -292,7 +311,10 @@ def lower(mod: Any, input_names: list[str], output_names: list[str], host: Any, 
         if layers and var in layers:
             call["ops"] = [var]  # the source layer, for profiles and reports
         if npu is not None and call["kernel"] in npu_kernels:
-            from .target.npu_schedule import gemm_sim_static
+            from .target.npu_schedule import gemm_sim_static, kernel_plan
 
             call["sim"] = gemm_sim_static(func, npu.spec)
+            call["plan"] = kernel_plan(func, npu.spec).knobs
+            if func.attrs.get("lepton.tuned"):
+                call["tuned"] = True
     return built, kernels_so, npu_kernels

@@ -75,3 +75,7 @@ class CalibrationError(QuantizationError):
 
 class PruneError(LeptonError):
     """Pruning cannot proceed: unknown layer names, or nothing in the model is prunable."""
+
+
+class TuningError(LeptonError):
+    """A tuning session or database cannot be used: a corrupt record, a bad option."""

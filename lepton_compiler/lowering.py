@@ -157,13 +157,15 @@ def kernels_of(mod: Any) -> dict[str, Any]:
     }
 
 
-def schedule(mod: Any, config: Any, npu: Any = None) -> tuple[Any, set[str]]:
+def schedule(mod: Any, config: Any, npu: Any = None,
+             plans: Any = None) -> tuple[Any, set[str]]:
     """Apply host schedules to every kernel; pre-pack constant weights at compile time.
 
     Kernels whose weights are constants get a layout-rewrite stage that is split out of the
     kernel and folded into the weights, so the artifact stores them already tiled. With an
     NPU target (a ``LeptonTarget``), quantized GEMM kernels are tensorized onto the NPU
-    instead; returns the module and the names of those kernels.
+    instead (``plans(func)``, when given, picks a tuned plan or ``None`` for the default);
+    returns the module and the names of those kernels.
     """
     import tvm
     from tvm import relax
@@ -177,7 +179,10 @@ def schedule(mod: Any, config: Any, npu: Any = None) -> tuple[Any, set[str]]:
         if npu is not None and func.attrs is not None and func.attrs.get(GEMM_ATTR):
             from .target.npu_schedule import schedule_gemm_kernel
 
-            mod[name] = schedule_gemm_kernel(func, npu.spec)
+            plan = plans(func) if plans else None
+            mod[name] = schedule_gemm_kernel(func, npu.spec, plan)
+            if plan is not None:
+                mod[name] = mod[name].with_attr("lepton.tuned", 1)
             on_npu.add(name)
         else:
             mod[name] = schedule_prim_func(func, config)

@@ -34,26 +34,75 @@ class GemmPlan:
     # The whole (padded) weight matrix is staged in weight SRAM once and reused by every
     # row strip, instead of one column strip per output tile.
     weights_stationary: bool = False
+    # Row strips (tile_m rows each) staged and computed per weight strip: each staged B strip
+    # is reused m_block times (less weight traffic, more input SRAM, M padded further).
+    m_block: int = 1
 
     @property
     def useful_macs(self) -> int:
         return self.m * self.n * self.k
+
+    @property
+    def knobs(self) -> dict[str, int | bool]:
+        """The tunable choices of this plan (what a tuning record stores)."""
+        return {"k_block": self.k_block, "weights_stationary": self.weights_stationary,
+                "m_block": self.m_block}
 
 
 def _round_up(x: int, to: int) -> int:
     return -(-x // to) * to
 
 
-def _needs(mat, pn: int, pk: int, k_block: int, stationary: bool = False) -> dict[str, int]:
+def _needs(mat, pn: int, pk: int, k_block: int, stationary: bool = False,
+           m_block: int = 1) -> dict[str, int]:
     """SRAM bytes per scope for a K block: staged strips are double-buffered; partial sums of
     a whole row strip stay in the accumulator SRAM when K spans several blocks; stationary
     weights occupy ``pk x pn`` bytes for the whole kernel."""
     acc_tiles = 2 * mat.tile_n if k_block == pk else pn
     return {
-        "input": 2 * mat.tile_m * k_block,
+        "input": 2 * m_block * mat.tile_m * k_block,
         "weight": pk * pn if stationary else 2 * k_block * mat.tile_n,
-        "accumulator": mat.tile_m * acc_tiles * 4,
+        "accumulator": m_block * mat.tile_m * acc_tiles * 4,
     }
+
+
+def candidate_plans(m: int, n: int, k: int, spec: LeptonSpec,
+                    m_blocks: tuple[int, ...] = (1, 2, 4)) -> list[GemmPlan]:
+    """Every plan of an ``m x n x k`` product that fits the spec's SRAM: the tuning space
+    (K block depth, stationary weights, row strips per weight strip). Candidates that would
+    overflow an SRAM scope are left out before anything is measured."""
+    mat = spec.matrix
+    pn, pk = _round_up(n, mat.tile_n), _round_up(k, mat.tile_k)
+    plans = []
+    for m_block in m_blocks:
+        pm = _round_up(m, mat.tile_m * m_block)
+        if m_block > 1 and pm // mat.tile_m < m_block:
+            continue  # fewer row strips than the block: same as a smaller block
+        for stationary in ((False, True) if pm > mat.tile_m * m_block else (False,)):
+            for k_block in range(pk, 0, -mat.tile_k):
+                if pk % k_block == 0 and all(
+                    need <= getattr(spec.sram, f"{scope}_bytes")
+                    for scope, need in _needs(mat, pn, pk, k_block, stationary,
+                                              m_block).items()):
+                    plans.append(GemmPlan(m, n, k, (pm, pn, pk), k_block, stationary,
+                                          m_block))
+    return plans
+
+
+def plan_from_knobs(m: int, n: int, k: int, spec: LeptonSpec,
+                    knobs: dict[str, int | bool]) -> GemmPlan:
+    """The plan with the given tuning choices (``GemmPlan.knobs``); SramOverflowError if it
+    does not fit this spec."""
+    mat = spec.matrix
+    m_block = int(knobs.get("m_block", 1))
+    plan = GemmPlan(m, n, k, (_round_up(m, mat.tile_m * m_block), _round_up(n, mat.tile_n),
+                              _round_up(k, mat.tile_k)),
+                    int(knobs["k_block"]), bool(knobs["weights_stationary"]), m_block)
+    if plan.padded[2] % plan.k_block or plan.k_block % mat.tile_k or plan.k_block <= 0:
+        raise SramOverflowError(f"K block {plan.k_block} does not divide the padded K "
+                                f"{plan.padded[2]} in whole tiles")
+    check_working_set(plan, spec)
+    return plan
 
 
 def plan_gemm(m: int, n: int, k: int, spec: LeptonSpec) -> GemmPlan:
@@ -86,7 +135,7 @@ def plan_gemm(m: int, n: int, k: int, spec: LeptonSpec) -> GemmPlan:
 def sram_needs(plan: GemmPlan, spec: LeptonSpec) -> dict[str, int]:
     """Peak SRAM bytes per scope of ``plan``'s schedule."""
     return _needs(spec.matrix, plan.padded[1], plan.padded[2], plan.k_block,
-                  plan.weights_stationary)
+                  plan.weights_stationary, plan.m_block)
 
 
 def check_working_set(plan: GemmPlan, spec: LeptonSpec) -> None:
@@ -108,7 +157,8 @@ def sim_static(plan: GemmPlan, spec: LeptonSpec) -> dict[str, int]:
     _, pn, pk = plan.padded
     weights = pk * pn if plan.weights_stationary else plan.k_block * mat.tile_n
     return {
-        "prologue_cycles": dma.cycles(mat.tile_m * plan.k_block) + dma.cycles(weights),
+        "prologue_cycles": dma.cycles(plan.m_block * mat.tile_m * plan.k_block)
+        + dma.cycles(weights),
         "useful_macs": plan.useful_macs,
         **{f"sram_{scope}_bytes": need for scope, need in sram_needs(plan, spec).items()},
     }
@@ -160,12 +210,17 @@ def schedule_matmul(sch, block, spec: LeptonSpec, plan: GemmPlan,
                if sch.get(b).name_hint != main_name]
     loops = sch.get_loops(block)
     i, j, k = loops[-3:]
-    io, ii = sch.split(i, [None, mat.tile_m])
+    io, ii = sch.split(i, [None, mat.tile_m * plan.m_block])
     jo, ji = sch.split(j, [None, mat.tile_n])
     kb, kr = sch.split(k, [None, plan.k_block])
-    # io: row strips in parallel; kb: K blocks; jo: output tiles reusing the staged A strip.
+    # io: row strips (m_block of them) in parallel; kb: K blocks; jo: output tiles reusing
+    # the staged A strips; im: the row strips reusing one staged B strip.
     outer = loops[-3 - len(batch):-3]
-    sch.reorder(*outer, io, kb, jo, ii, ji, kr)
+    if plan.m_block > 1:
+        im, ii = sch.split(ii, [plan.m_block, mat.tile_m])
+        sch.reorder(*outer, io, kb, jo, im, ii, ji, kr)
+    else:
+        sch.reorder(*outer, io, kb, jo, ii, ji, kr)
     io = sch.fuse(*outer, io) if outer else io
     sch.parallel(io)
     _stage_operands(sch, block, spec, plan, kb, jo, store=epilogue is None)
@@ -182,12 +237,16 @@ def _fuse_epilogue(sch, spec: LeptonSpec, plan: GemmPlan, names, epilogue: str,
     """Requantize straight from the accumulators (see :func:`schedule_matmul`)."""
     mat = spec.matrix
     requant = sch.get_sblock(epilogue)
-    if plan.m % mat.tile_m or plan.n % mat.tile_n:
+    if plan.m % (mat.tile_m * plan.m_block) or plan.n % mat.tile_n:
         return padding  # a ragged edge: the epilogue stays a host loop over the accumulators
     sch.reverse_compute_at(requant, at, preserve_unit_loops=True)
     i, j = sch.get_loops(requant)[-2:]
     jo, ji = sch.split(j, [None, mat.tile_n])
-    sch.reorder(jo, i, ji)
+    if plan.m_block > 1:
+        im, i = sch.split(i, [plan.m_block, mat.tile_m])
+        sch.reorder(jo, im, i, ji)
+    else:
+        sch.reorder(jo, i, ji)
     sch.tensorize(i, names.requant)
     return [n for n in padding if n != epilogue]
 
@@ -209,13 +268,14 @@ def _stage_operands(sch, block, spec: LeptonSpec, plan: GemmPlan, kb, jo,
     b_rows, b_cols = (pk, pn) if plan.weights_stationary else (plan.k_block, mat.tile_n)
     if not plan.weights_stationary:
         sch.compute_at(b_copy, jo, preserve_unit_loops=True)
-    copies = [(a_copy, "load", "input", mat.tile_m, plan.k_block, mat.input_dtype),
+    copies = [(a_copy, "load", "input", mat.tile_m * plan.m_block, plan.k_block,
+               mat.input_dtype),
               (b_copy, "load", "weight", b_rows, b_cols, mat.weight_dtype)]
     if store:
         c_store = sch.cache_write(block, 0, "global")
         sch.reverse_compute_at(c_store, jo, preserve_unit_loops=True)
-        copies.append((c_store, "store", "accumulator", mat.tile_m, mat.tile_n,
-                       mat.accumulator_dtype))
+        copies.append((c_store, "store", "accumulator", mat.tile_m * plan.m_block,
+                       mat.tile_n, mat.accumulator_dtype))
     for copy, direction, scope, rows, cols, dtype in copies:
         loops = sch.get_loops(copy)
         sch.tensorize(loops[-2], register_dma(spec, direction, scope, rows, cols, dtype))
@@ -257,16 +317,30 @@ def gemm_batch(func) -> int:
     return batch
 
 
+PLAN_ATTR = "lepton.gemm_plan"
+
+
+def kernel_plan(func, spec: LeptonSpec) -> GemmPlan:
+    """The plan a scheduled GEMM kernel was built with (the default plan if unrecorded)."""
+    extents = gemm_extents(func)
+    if func.attrs is not None and PLAN_ATTR in func.attrs:
+        k_block, stationary, m_block = (int(v) for v in func.attrs[PLAN_ATTR])
+        return plan_from_knobs(*extents, spec, {"k_block": k_block,
+                                                "weights_stationary": bool(stationary),
+                                                "m_block": m_block})
+    return plan_gemm(*extents, spec)
+
+
 def gemm_sim_static(func, spec: LeptonSpec) -> dict[str, int]:
     """The static sim figures (see :func:`sim_static`) of a quantized GEMM kernel."""
-    figures = sim_static(plan_gemm(*gemm_extents(func), spec), spec)
+    figures = sim_static(kernel_plan(func, spec), spec)
     batch = int(func.attrs["lepton.gemm_batch"]) if func.attrs is not None and \
         "lepton.gemm_batch" in func.attrs else 1
     figures["useful_macs"] *= batch
     return figures
 
 
-def schedule_gemm_kernel(func, spec: LeptonSpec):
+def schedule_gemm_kernel(func, spec: LeptonSpec, plan: GemmPlan | None = None):
     """Schedule a quantized conv2d/dense/matmul kernel (``qkernels``) for the NPU.
 
     The product is tensorized onto the GEMM instruction (:func:`schedule_matmul`); the
@@ -278,7 +352,7 @@ def schedule_gemm_kernel(func, spec: LeptonSpec):
     from tvm import s_tir
 
     m, n, k = gemm_extents(func)
-    plan = plan_gemm(m, n, k, spec)
+    plan = plan or plan_gemm(m, n, k, spec)
     sch = s_tir.Schedule(func)
     names_in = {sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root"))}
     batch = gemm_batch(func)
@@ -288,5 +362,6 @@ def schedule_gemm_kernel(func, spec: LeptonSpec):
         sch.parallel(sch.fuse(loops[0], loops[1]))  # images x output rows
     schedule_matmul(sch, sch.get_sblock("matmul"), spec, plan,
                     epilogue="requant" if "requant" in names_in else None)
-    return sch.mod["main"].with_attr(EXTENTS_ATTR, [m, n, k]).with_attr("lepton.gemm_batch",
-                                                                         batch)
+    return (sch.mod["main"].with_attr(EXTENTS_ATTR, [m, n, k])
+            .with_attr("lepton.gemm_batch", batch)
+            .with_attr(PLAN_ATTR, [plan.k_block, int(plan.weights_stationary), plan.m_block]))

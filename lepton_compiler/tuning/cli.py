@@ -1,0 +1,57 @@
+"""``lepton tune``: run or resume a tuning session, or show its status."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(sub: argparse._SubParsersAction, calibration_options, parse_shape) -> None:
+    p = sub.add_parser("tune", help="search NPU schedules for an ONNX model's int8 kernels "
+                                    "(resumable; records in --work-dir)")
+    p.add_argument("model", nargs="?", help="the .onnx file (not needed with --status)")
+    p.add_argument("--work-dir", default="tune", help="tuning database folder (default tune/)")
+    p.add_argument("--trials", type=int, default=2000, help="measurements this session")
+    p.add_argument("--time-budget", type=float, default=None, metavar="SECONDS")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--runner", default="sim", choices=["sim", "host", "rpc"],
+                   help="sim: simulated cycles (default); host: wall time; rpc: a tracker")
+    p.add_argument("--tracker", default=None, metavar="HOST:PORT", help="for --runner rpc")
+    p.add_argument("--key", default="lepton", help="RPC device key (default lepton)")
+    p.add_argument("--timeout", type=float, default=120.0,
+                   help="seconds before a candidate counts as hung")
+    p.add_argument("--spec", default=None, help="NPU spec TOML")
+    p.add_argument("--input-shape", action="append", type=parse_shape, metavar="[NAME=]DIMS")
+    p.add_argument("--status", action="store_true",
+                   help="print the database's per-task summary and exit")
+    calibration_options(p)
+    p.set_defaults(func=cmd_tune)
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from ..cli import _examples, _onnx_path, _quant_config
+    from ..errors import OptionError
+    from .database import Database
+    from .rpc import RPCRunner
+    from .tuner import summarize, tune
+
+    if args.status:
+        print(summarize(Database(args.work_dir, create=False), None))
+        return 0
+    if args.model is None:
+        raise OptionError("lepton tune needs a model (or --status)")
+    model = _onnx_path(args.model, "tune")
+    config = _quant_config(args)
+    runner: object = args.runner
+    if args.runner == "rpc":
+        if not args.tracker:
+            raise OptionError("--runner rpc needs --tracker HOST:PORT")
+        runner = RPCRunner(args.tracker, args.key, timeout=args.timeout)
+    session = tune(str(model), _examples(args, config), quantize=config,
+                   work_dir=args.work_dir, trials=args.trials, time_budget=args.time_budget,
+                   seed=args.seed, runner=runner, spec=args.spec, timeout=args.timeout)
+    print(f"tuned {model}: {session.trials_run} trials in {session.seconds:.1f}s "
+          f"({session.stopped}); "
+          + (f"{session.seconds / session.trials_run * 1000:.0f}s per 1000 trials"
+             if session.trials_run else "nothing left to measure"))
+    print(session.summary())
+    return 0

@@ -1,0 +1,177 @@
+"""Measuring one schedule candidate of an NPU GEMM kernel, isolated in a worker process.
+
+The worker schedules the kernel with the candidate's plan, compiles it, and runs it on
+seeded random operands: in sim mode it returns the simulated cycles (deterministic), in
+fast mode the median wall time of ``repeats`` calls. A candidate that hangs is killed after
+``timeout`` seconds and one that crashes the worker is recorded as failed; either way the
+worker is restarted and the session goes on.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+WORKLOAD_PREFIX = "gemm"
+
+
+def workload_key(func: Any, spec: Any) -> str:
+    """The database key of a quantized GEMM kernel: extents, batch, structure, spec."""
+    from tvm import s_tir
+
+    from ..target.npu_schedule import gemm_batch, gemm_extents
+
+    m, n, k = gemm_extents(func)
+    sch = s_tir.Schedule(func)
+    blocks = {sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root"))}
+    parts = [("im2col" if "im2col" in blocks else "dense"),
+             ("requant" if "requant" in blocks else "int32")]
+    return f"{WORKLOAD_PREFIX}/{m}x{n}x{k}/b{gemm_batch(func)}/{'-'.join(parts)}/" \
+           f"{spec.fingerprint()}"
+
+
+def random_args(func: Any, seed: int = 0) -> list[np.ndarray]:
+    """Operands for every buffer of ``func``: int8 data random, everything else zero (zero
+    multipliers and shifts keep the requantize arithmetic in range)."""
+    from lepton_runtime import aligned_empty
+
+    rng = np.random.default_rng(seed)
+    arrays = []
+    for param in func.params:  # a buffer-typed Var in TVM 0.27
+        shape = [int(d) for d in param.shape]
+        dtype = str(param.dtype)
+        array = aligned_empty(shape, dtype)
+        if dtype == "int8":
+            array[...] = rng.integers(-128, 128, shape, dtype=np.int8)
+        else:
+            array[...] = 0
+        arrays.append(array)
+    return arrays
+
+
+def build_candidate(func: Any, spec: Any, knobs: dict[str, Any], cpu: str | None = None
+                    ) -> tuple[bytes, Any]:
+    """Schedule and compile ``func`` with the plan ``knobs``; (kernels.so bytes, plan)."""
+    from .. import lowering
+    from ..target.lepton_target import resolve_lepton
+    from ..target.npu_schedule import gemm_extents, plan_from_knobs, schedule_gemm_kernel
+
+    npu = resolve_lepton(spec, cpu)
+    plan = plan_from_knobs(*gemm_extents(func), npu.spec, knobs)
+    scheduled = schedule_gemm_kernel(func, npu.spec, plan)
+    return lowering.codegen({"kernel": scheduled}, {}, npu.host.tvm_target(), npu), plan
+
+
+def run_candidate(so_bytes: bytes, func: Any, spec: Any, plan: Any, mode: str,
+                  repeats: int = 5) -> float:
+    """Cycles (sim) or median seconds (host) of one call of a compiled candidate."""
+    import tvm_ffi
+    from lepton_runtime.profile import sim_cycles
+
+    from ..target.npu_kernels import MODES, load_kernel_library, read_counters
+    from ..target.npu_schedule import sim_static
+
+    module = load_kernel_library(so_bytes)
+    fn = module["kernel"]
+    args = [tvm_ffi.from_dlpack(a) for a in random_args(func)]
+    if mode == "sim":
+        module["lepton_npu_set_mode"](MODES["sim"])
+        read_counters(module, reset=True)
+        fn(*args)
+        return float(sim_cycles(read_counters(module, reset=True), sim_static(plan, spec)))
+    module["lepton_npu_set_mode"](MODES["fast"])
+    fn(*args)  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn(*args)
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def worker_main() -> None:
+    """The measuring process: one JSON job per stdin line, one JSON result per stdout line."""
+    import json
+    import sys
+
+    import tvm
+
+    from ..target.spec import load_spec
+
+    out = sys.stdout
+    sys.stdout = sys.stderr  # library chatter must not corrupt the protocol
+    for line in sys.stdin:
+        job = json.loads(line)
+        try:
+            func = tvm.ir.load_json(job["func"])
+            spec = load_spec(job["spec"])
+            so_bytes, plan = build_candidate(func, spec, job["knobs"], job.get("cpu"))
+            cost = run_candidate(so_bytes, func, spec, plan, job["mode"],
+                                 job.get("repeats", 5))
+            result = {"status": "ok", "cost": cost}
+        except Exception as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+            result = {"status": "failed", "error": f"{type(err).__name__}: {first}"}
+        out.write(json.dumps(result) + "\n")
+        out.flush()
+
+
+@dataclass
+class LocalRunner:
+    """Measures in a worker process on this machine: ``mode="sim"`` (cycles) or ``"host"``
+    (wall seconds). ``timeout``: seconds before a candidate counts as hung."""
+
+    mode: str = "sim"
+    timeout: float = 120.0
+    repeats: int = 5
+
+    def __post_init__(self) -> None:
+        self._proc: Any = None
+
+    @property
+    def unit(self) -> str:
+        return "cycles" if self.mode == "sim" else "seconds"
+
+    def _start(self) -> None:
+        import subprocess
+        import sys
+
+        self._proc = subprocess.Popen(
+            [sys.executable, "-c", "from lepton_compiler.tuning.measure import worker_main; "
+                                   "worker_main()"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            text=True, bufsize=1)
+
+    def close(self) -> None:
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.wait(5)
+            self._proc = None
+
+    def measure(self, func_json: str, spec: Any, knobs: dict[str, Any]) -> dict[str, Any]:
+        """One candidate's result: ``{"status": "ok", "cost": ...}`` or failed + error."""
+        import json
+        import select
+
+        if self._proc is None or self._proc.poll() is not None:
+            self._start()
+        job = {"func": func_json, "spec": spec.to_dict(), "knobs": knobs,
+               "mode": "sim" if self.mode == "sim" else "fast", "repeats": self.repeats}
+        try:
+            self._proc.stdin.write(json.dumps(job) + "\n")
+            self._proc.stdin.flush()
+            ready, _, _ = select.select([self._proc.stdout], [], [], self.timeout)
+            line = self._proc.stdout.readline() if ready else None
+        except (BrokenPipeError, OSError):
+            line = ""
+        if line is None:
+            self.close()
+            return {"status": "failed", "error": f"timed out after {self.timeout:g}s"}
+        if not line:
+            code = self._proc.poll()
+            self.close()
+            return {"status": "failed", "error": f"the measuring process died (exit {code})"}
+        return json.loads(line)

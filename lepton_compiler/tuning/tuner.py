@@ -1,0 +1,258 @@
+"""Tuning sessions: search the NPU schedule space of a model's GEMM kernels.
+
+    session = lepton_compiler.tune(model, example_inputs, quantize=config, work_dir="tune/",
+                                   trials=200, runner="sim")
+    print(session.summary())
+    compiled = lepton_compiler.build(model, example_inputs, target="lepton",
+                                     quantize=config, tuning_db="tune/")
+
+Tasks are the distinct GEMM workloads of the quantized model (conv2d/dense/matmul kernels the
+NPU runs). Each task's space is every plan that fits the spec's SRAM
+(``target.npu_schedule.candidate_plans``: K block depth, stationary weights, row strips per
+weight strip); candidates that would overflow SRAM are pruned before anything is measured.
+The default plan is measured first, then the rest in an order drawn from ``seed``; with the
+``sim`` runner costs are simulated cycles, so the same seed gives the same records. Every
+measurement is appended to the database before the next starts; a resumed session skips
+what is recorded. Tasks are visited round-robin until ``trials`` measurements, the
+``time_budget`` or every space is exhausted.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..errors import OptionError
+from ..progress import progress
+from .database import Database, knob_key
+from .measure import LocalRunner, workload_key
+
+logger = logging.getLogger(__name__)
+
+RUNNERS = ("sim", "host")
+
+
+@dataclass
+class Task:
+    """One distinct GEMM workload of the model."""
+
+    workload: str
+    kernels: list[str]
+    func: Any
+    default: dict[str, Any]
+    candidates: list[dict[str, Any]]
+
+
+@dataclass
+class TaskSummary:
+    workload: str
+    kernels: list[str]
+    space: int
+    measured: int
+    failed: int
+    default_cost: float | None
+    best_cost: float | None
+    best_knobs: dict[str, Any] | None
+
+    @property
+    def speedup(self) -> float | None:
+        if self.default_cost and self.best_cost:
+            return self.default_cost / self.best_cost
+        return None
+
+
+@dataclass
+class TuningSession:
+    """The result of :func:`tune`: the database and a per-task summary."""
+
+    work_dir: str
+    tasks: list[Task]
+    database: Database
+    unit: str
+    trials_run: int = 0
+    seconds: float = 0.0
+    stopped: str = ""
+    summaries: list[TaskSummary] = field(default_factory=list)
+
+    def summary(self) -> str:
+        """Per task: space, trials, failures, default and best cost, speed-up."""
+        return summarize(self.database, self.tasks, self.unit)
+
+
+def summarize(db: Database, tasks: Sequence[Task] | None, unit: str = "") -> str:
+    """A per-task table from the database (all its workloads when ``tasks`` is None)."""
+    rows = []
+    workloads = [t.workload for t in tasks] if tasks is not None else list(db.workloads())
+    for w in workloads:
+        records = db.for_workload(w)
+        default = next((r for r in records if r.get("default") and r["status"] == "ok"), None)
+        best = db.best(w)
+        task = next((t for t in tasks or [] if t.workload == w), None)
+        space = len(task.candidates) if task else "?"
+        failed = sum(r["status"] != "ok" for r in records)
+        unit = unit or (records[0].get("unit", "") if records else "")
+        d = default["cost"] if default else None
+        b = best["cost"] if best else None
+        speed = f"{d / b:.2f}x" if d and b else "-"
+        name = w.rsplit("/", 1)[0]
+        rows.append(f"{name:<40}{space!s:>6}{len(records):>7}{failed:>7}"
+                    f"{_cost(d, unit):>14}{_cost(b, unit):>14}{speed:>8}")
+    head = (f"{'workload':<40}{'space':>6}{'trials':>7}{'failed':>7}{'default':>14}"
+            f"{'best':>14}{'gain':>8}")
+    return "\n".join([head, *rows])
+
+
+def _cost(value: float | None, unit: str) -> str:
+    if value is None:
+        return "-"
+    return f"{value * 1e3:.3f} ms" if unit == "seconds" else f"{value:,.0f}"
+
+
+def extract_tasks(model: Any, example_inputs: Any, quantize: Any, spec: Any = None,
+                  cpu: str | None = None) -> tuple[list[Task], Any]:
+    """The distinct NPU GEMM workloads of the model quantized for the Lepton target."""
+    import tvm
+
+    from .. import driver, lowering, quantization
+    from ..target.lepton_target import resolve_lepton
+    from ..target.npu_schedule import candidate_plans, gemm_extents, plan_gemm
+    from ..target.qkernels import GEMM_ATTR
+
+    npu = resolve_lepton(spec, cpu)
+    imported, mod, _ = driver.prepare(model, example_inputs)
+    config = quantization.check_config(quantize)
+    graph, table = quantization.calibrate(mod, imported.input_names, config, npu.host)
+    quant = quantization.quantize(graph, table, config, spec=npu.spec, fuse=True)
+    fused = lowering.fuse(quant.module, True)
+    tasks: dict[str, Task] = {}
+    for name, func in lowering.kernels_of(fused).items():
+        if func.attrs is None or not func.attrs.get(GEMM_ATTR):
+            continue
+        key = workload_key(func, npu.spec)
+        if key in tasks:
+            tasks[key].kernels.append(name)
+            continue
+        extents = gemm_extents(func)
+        tasks[key] = Task(key, [name], tvm.ir.save_json(func),
+                          plan_gemm(*extents, npu.spec).knobs,
+                          [p.knobs for p in candidate_plans(*extents, npu.spec)])
+    return list(tasks.values()), npu.spec
+
+
+def tune(model: Any, example_inputs: Sequence[Any] | None, *, target: str = "lepton",
+         quantize: Any = None, work_dir: str = "tune", trials: int = 2000,
+         time_budget: float | None = None, seed: int = 0, runner: Any = "sim",
+         spec: Any = None, cpu: str | None = None, timeout: float = 120.0,
+         progress_bar: bool | None = None) -> TuningSession:
+    """Tune the NPU schedules of a model's GEMM kernels; records go to ``work_dir``.
+
+    Parameters
+    ----------
+    model, example_inputs, quantize
+        As for :func:`~lepton_compiler.build` (``quantize`` is required: the NPU runs int8).
+    target
+        ``"lepton"`` (the only target with a schedule space to search).
+    work_dir
+        The database folder (``records.jsonl``); an existing one is resumed.
+    trials
+        Measurements to make in this session (records already in the database are reused,
+        not re-measured).
+    time_budget
+        Stop after this many seconds (checked between measurements).
+    seed
+        Orders each task's candidates after the default plan.
+    runner
+        ``"sim"`` (simulated cycles, deterministic), ``"host"`` (wall time in fast mode),
+        or an :class:`~lepton_compiler.tuning.RPCRunner`.
+    timeout
+        Seconds before a candidate counts as hung (recorded as failed).
+
+    Returns
+    -------
+    TuningSession
+        ``.summary()`` gives per task trials, failures, default and best cost.
+    """
+    from .rpc import RPCRunner
+
+    if target != "lepton":
+        raise OptionError(f"tuning searches NPU schedules; target must be 'lepton', not "
+                          f"{target!r}")
+    if quantize is None:
+        raise OptionError("tune() needs quantize=QuantConfig(...): the NPU runs int8 kernels")
+    if not isinstance(trials, int) or trials < 0:
+        raise OptionError(f"trials must be a non-negative integer, got {trials!r}")
+    if isinstance(runner, str):
+        if runner not in RUNNERS:
+            raise OptionError(f"unknown runner {runner!r}; use 'sim', 'host' or "
+                              "RPCRunner(tracker=..., key=...)")
+        runner = LocalRunner(runner, timeout=timeout)
+    elif not isinstance(runner, (LocalRunner, RPCRunner)):
+        raise OptionError(f"runner must be 'sim', 'host' or an RPCRunner, not "
+                          f"{type(runner).__name__}")
+    start = time.perf_counter()
+    db = Database(work_dir)
+    tasks, lepton_spec = extract_tasks(model, example_inputs, quantize, spec, cpu)
+    queues = []
+    for i, task in enumerate(tasks):
+        rng = np.random.default_rng([seed, i])
+        rest = [k for k in task.candidates if knob_key(k) != knob_key(task.default)]
+        order = [task.default] + [rest[j] for j in rng.permutation(len(rest))]
+        done = db.measured(task.workload)
+        queues.append([k for k in order if knob_key(k) not in done])
+    session = TuningSession(str(work_dir), tasks, db, runner.unit)
+    budget = min(trials, sum(len(q) for q in queues))
+    try:
+        with progress(budget, "tuning", progress_bar) as bar:
+            while session.trials_run < budget:
+                if time_budget is not None and time.perf_counter() - start > time_budget:
+                    session.stopped = f"time budget of {time_budget:g}s reached"
+                    break
+                for task, queue in zip(tasks, queues, strict=True):
+                    if not queue or session.trials_run >= budget:
+                        continue
+                    knobs = queue.pop(0)
+                    result = runner.measure(task.func, lepton_spec, knobs)
+                    record = {"workload": task.workload, "knobs": knobs,
+                              "status": result["status"], "unit": runner.unit,
+                              "runner": runner.name if hasattr(runner, "name") else
+                              runner.mode, "default": knob_key(knobs) ==
+                              knob_key(task.default)}
+                    if result["status"] == "ok":
+                        record["cost"] = result["cost"]
+                    else:
+                        record["error"] = result.get("error", "")
+                    db.append(record)
+                    session.trials_run += 1
+                    best = db.best(task.workload)
+                    bar.update(1, note=f"{task.kernels[0]}: best "
+                               f"{_cost(best['cost'] if best else None, runner.unit)}")
+    finally:
+        runner.close()
+    session.seconds = time.perf_counter() - start
+    if not session.stopped:
+        session.stopped = "trial budget used" if session.trials_run >= trials and any(queues) \
+            else "every candidate measured"
+    logger.info("tuning: %d trials in %.1fs (%s)", session.trials_run, session.seconds,
+                session.stopped)
+    return session
+
+
+def tuned_plans(tuning_db: Any, spec: Any) -> Any:
+    """A chooser for ``lowering.schedule``: the best recorded plan of a GEMM kernel, or
+    ``None`` when the database has no successful record of its workload."""
+    from ..target.npu_schedule import gemm_extents, plan_from_knobs
+
+    db = tuning_db if isinstance(tuning_db, Database) else Database(tuning_db, create=False)
+
+    def choose(func: Any) -> Any:
+        best = db.best(workload_key(func, spec))
+        if best is None:
+            return None
+        return plan_from_knobs(*gemm_extents(func), spec, best["knobs"])
+
+    return choose
