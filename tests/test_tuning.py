@@ -50,6 +50,20 @@ def test_sim_tuning_finds_no_worse_than_default_and_is_deterministic(tuned, tmp_
     assert again.summary().splitlines()[1].split()[1:3] == ["15", "5"]  # space, trials
 
 
+def test_a_hung_candidate_times_out_and_is_recorded_as_failed(tuned):
+    from lepton_compiler.target.spec import load_spec
+
+    from lepton_compiler.tuning import LocalRunner
+
+    task = tuned[4].tasks[0]
+    runner = LocalRunner("sim", timeout=0.2)  # shorter than any real measurement
+    try:
+        result = runner.measure(task.func, load_spec(), task.default)
+    finally:
+        runner.close()
+    assert result == {"status": "failed", "error": "timed out after 0.2s"}
+
+
 def test_build_uses_the_tuned_schedule_and_stays_bit_exact(tuned):
     model, x, config, work, _ = tuned
     db = Database(work)
@@ -178,3 +192,4 @@ def test_bad_tuning_options_are_refused(tmp_path):
     with pytest.raises(OptionError, match="pass it with target='lepton'"):
         build(model, (x,), tuning_db=str(tmp_path))
     assert Path(tmp_path).exists()
+
