@@ -197,26 +197,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
-    import json
+    from .profile_report import run_profile_command
 
-    import lepton_runtime
-
-    from .profile_report import example_inputs, render_html
-
-    session = lepton_runtime.load(args.artifact, mode=args.mode)
-    inputs = example_inputs(session, args.seed)
-    inputs.update(_load_inputs(session, args.input or []))
-    session.run(**inputs)  # warm-up: first-touch page faults are not the kernels' time
-    profile = session.profile(**inputs)
-    print(profile.table())
-    if args.html:
-        Path(args.html).write_text(render_html(profile, f"Lepton profile: {args.artifact}"),
-                                   encoding="utf-8")
-        print(f"wrote {args.html}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(profile.to_dict(), indent=1) + "\n")
-        print(f"wrote {args.json}")
-    return 0
+    return run_profile_command(args, _load_inputs)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

@@ -172,3 +172,26 @@ def render_html(profile: Any, title: str) -> str:
     return ("<!DOCTYPE html>\n<html xmlns=\"http://www.w3.org/1999/xhtml\" lang=\"en\">"
             f"<head><meta charset=\"utf-8\"/><title>{escape(title)}</title>"
             f"<style>{style}</style></head><body>" + "".join(sections) + "</body></html>\n")
+
+
+def run_profile_command(args: Any, load_inputs: Any) -> int:
+    """``lepton profile``: profile an artifact, print the table, write HTML/JSON."""
+    import json
+    from pathlib import Path
+
+    import lepton_runtime
+
+    session = lepton_runtime.load(args.artifact, mode=args.mode)
+    inputs = example_inputs(session, args.seed)
+    inputs.update(load_inputs(session, args.input or []))
+    session.run(**inputs)  # warm-up: first-touch page faults are not the kernels' time
+    profile = session.profile(**inputs)
+    print(profile.table())
+    if args.html:
+        Path(args.html).write_text(render_html(profile, f"Lepton profile: {args.artifact}"),
+                                   encoding="utf-8")
+        print(f"wrote {args.html}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(profile.to_dict(), indent=1) + "\n")
+        print(f"wrote {args.json}")
+    return 0
