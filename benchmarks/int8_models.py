@@ -30,37 +30,7 @@ def _median_ms(fn, repeats: int) -> float:
     return measure(fn, repeats).median_ms
 
 
-def _ort_int8(onnx_bytes: bytes, calib: list[np.ndarray], threads: int, workdir: Path):
-    import onnxruntime as ort
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-
-    src, dst = workdir / "fp32.onnx", workdir / "int8.onnx"
-    src.write_bytes(onnx_bytes)
-    name = ort.InferenceSession(str(src)).get_inputs()[0].name
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.items = iter([{name: x} for x in calib])
-
-        def get_next(self):
-            return next(self.items, None)
-
-    quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ,
-                    per_channel=True, activation_type=QuantType.QInt8,
-                    weight_type=QuantType.QInt8)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(str(dst), options, providers=["CPUExecutionProvider"]), name
-
-
 def bench_model(name: str, threads: int, repeats: int, calib_n: int = 4) -> dict:
-    import onnxruntime as ort
     import torch
 
     import lepton_compiler as lc
@@ -76,29 +46,27 @@ def bench_model(name: str, threads: int, repeats: int, calib_n: int = 4) -> dict
     row: dict = {"model": name, "compile_s": compile_s,
                  "npu_mac_share": compiled.report.npu_mac_share,
                  "kernels": compiled.build_info["calls"]}
-    from lepton_compiler.placement import PlacementReport  # noqa: F401  (report in row)
-
     with tempfile.TemporaryDirectory() as tmp:
-        workdir = Path(tmp)
-        from tests.conftest import to_onnx_bytes
+        from lepton_compiler.bench.systems import (
+            Case,
+            Context,
+            onnxruntime_fp32,
+            onnxruntime_int8,
+        )
 
-        onnx_bytes = to_onnx_bytes(model, (torch.from_numpy(x),))
-        ort_int8, in_name = _ort_int8(onnx_bytes, calib, threads, workdir)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        ort_fp32 = ort.InferenceSession(onnx_bytes, options,
-                                        providers=["CPUExecutionProvider"])
+        workdir = Path(tmp)
+        case = Case(name, model, (x,), [(c,) for c in calib], name)
+        ctx = Context(threads, workdir, quick=False)
+        ort_int8, ort_fp32 = onnxruntime_int8(case, ctx), onnxruntime_fp32(case, ctx)
         torch.set_num_threads(threads)
         with torch.no_grad():
             reference = model(torch.from_numpy(x)).numpy()
             row["torch_fp32_ms"] = _median_ms(lambda: model(torch.from_numpy(x)), repeats)
         row["lepton_int8_fast_ms"] = _median_ms(lambda: compiled(x), repeats)
-        row["onnxruntime_int8_ms"] = _median_ms(
-            lambda: ort_int8.run(None, {in_name: x}), repeats)
-        row["onnxruntime_fp32_ms"] = _median_ms(
-            lambda: ort_fp32.run(None, {in_name: x}), repeats)
+        row["onnxruntime_int8_ms"] = _median_ms(ort_int8.run, repeats)
+        row["onnxruntime_fp32_ms"] = _median_ms(ort_fp32.run, repeats)
         ours = compiled(x)
-        theirs = ort_int8.run(None, {in_name: x})[0]
+        theirs = ort_int8.run()[0]
         for key, out in (("lepton", ours), ("onnxruntime", theirs)):
             row[f"{key}_cosine_vs_fp32"] = float(
                 out.ravel() @ reference.ravel()
@@ -108,11 +76,8 @@ def bench_model(name: str, threads: int, repeats: int, calib_n: int = 4) -> dict
 
         profile = lepton_runtime.load(path, mode="sim").profile(x)
         row["sim_cycles"] = profile.total_cycles
-        macs = sum(k.macs_useful for k in profile.kernels)
-        peak = compiled.manifest["target"].get("peak_macs_per_cycle") or 256
-        row["sim_npu_macs"] = macs
-        row["sim_mac_utilisation"] = macs / (profile.total_cycles * peak) \
-            if profile.total_cycles else 0.0
+        row["sim_npu_macs"] = sum(k.macs_useful for k in profile.kernels)
+        row["sim_mac_utilisation"] = profile.utilisation
     row["ratio_to_onnxruntime_int8"] = row["onnxruntime_int8_ms"] / row["lepton_int8_fast_ms"]
     return row
 

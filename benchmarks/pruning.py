@@ -33,7 +33,7 @@ def main() -> dict:
 
     import lepton_compiler as lc
     from lepton_compiler.bench.runner import machine_info
-    from lepton_compiler.timing import measure
+    from lepton_compiler.timing import measure_alternating
 
     model = lc.zoo.resnet18()
     rng = np.random.default_rng(0)
@@ -52,12 +52,10 @@ def main() -> dict:
                 "pruning": compiled.build_info.get("pruning")}
         # Time both in the same stretch, alternating, so machine noise hits both alike.
         sessions = {n: lepton_runtime.load(Path(tmp) / f"{n}.lepton") for n in rows}
-        times: dict[str, list[float]] = {n: [] for n in rows}
-        for _ in range(args.repeats):
-            for name, session in sessions.items():
-                times[name].append(measure(lambda s=session: s.run(x), 1, warmup=1).min_ms)
-        for name, t in times.items():
-            rows[name].update(median_ms=float(np.median(t)), min_ms=float(np.min(t)))
+        timings = measure_alternating({n: (lambda s=s: s.run(x)) for n, s in sessions.items()},
+                                      args.repeats)
+        for name, t in timings.items():
+            rows[name].update(median_ms=t.median_ms, min_ms=t.min_ms)
     pruning = rows["pruned"]["pruning"]
     result = {
         "benchmark": "pruning", "date": dt.datetime.now(dt.timezone.utc).isoformat(),

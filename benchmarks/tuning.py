@@ -35,7 +35,7 @@ def main() -> dict:
 
     import lepton_compiler as lc
     from lepton_compiler.bench.runner import machine_info
-    from lepton_compiler.timing import measure
+    from lepton_compiler.timing import measure_alternating
 
     model = lc.zoo.resnet18()
     rng = np.random.default_rng(0)
@@ -55,12 +55,10 @@ def main() -> dict:
                           "exact": bool(np.array_equal(compiled(x),
                                                        compiled.quantization.reference(x)))}
         sessions = {n: lepton_runtime.load(Path(tmp) / f"{n}.lepton") for n in rows}
-        times: dict[str, list[float]] = {n: [] for n in rows}
-        for _ in range(args.repeats):
-            for name, s in sessions.items():
-                times[name].append(measure(lambda s=s: s.run(x), 1, warmup=1).min_ms)
-    for name, t in times.items():
-        rows[name].update(median_ms=float(np.median(t)), min_ms=float(np.min(t)))
+        timings = measure_alternating({n: (lambda s=s: s.run(x)) for n, s in sessions.items()},
+                                      args.repeats)
+    for name, t in timings.items():
+        rows[name].update(median_ms=t.median_ms, min_ms=t.min_ms)
     result = {
         "benchmark": "tuning", "date": dt.datetime.now(dt.timezone.utc).isoformat(),
         "machine": machine_info(args.threads), "trials_budget": args.trials,

@@ -220,7 +220,7 @@ def _build(model: Any, example_inputs: Any, target: str, npu: Any, host: Any, qu
         info["fallbacks"] = [{"layer": o.layer, "op": o.op, "reason": o.reason}
                              for o in report.fallbacks()]
         if plans is not None:
-            info["tuned_kernels"] = tuned_kernels(built.plan, npu)
+            info["tuned_kernels"] = tuned_kernels(built.plan)
     logger.info("built %s: %d kernels, %.1fs", target, info["kernels"], sum(timings.values()))
     return CompiledModel(data, info, quant, report)
 
@@ -253,7 +253,7 @@ def prepare(model: Any, example_inputs: Sequence[Any] | None,
     return imported, mod, report
 
 
-def tuned_kernels(plan: dict, npu: Any) -> dict[str, dict]:
+def tuned_kernels(plan: dict) -> dict[str, dict]:
     """Kernel -> the plan knobs it was scheduled with, for the NPU kernels of a build."""
     return {c["kernel"]: c["plan"] for c in plan["calls"] if c.get("tuned")}
 

@@ -166,7 +166,7 @@ def _kept_count(channels: int, ratio: float, align: int) -> int:
     return min(max(keep, align), channels)
 
 
-def _params(analysis: Analysis, func: Any) -> dict[str, int]:
+def _params(analysis: Analysis) -> dict[str, int]:
     """Weight elements of each producer layer."""
     from . import tvm_compat
 
@@ -216,7 +216,7 @@ def prune_module(mod: Any, config: PruneConfig, align: int = 16) -> PruneResult:
     new_func = rewrite(func, a, keep) if keep else func
     new_mod = IRModule({"main": new_func})
     after = analyze(new_func)
-    p_before, p_after = _params(a, func), _params(after, new_func)
+    p_before, p_after = _params(a), _params(after)
     reports = []
     for g in groups:
         layers = [a.spaces[s].producer for s in g]
@@ -243,7 +243,7 @@ def _const_elements(func: Any) -> int:
 
     def visit(expr: Any) -> None:
         if tvm_compat.is_tensor_constant(expr):
-            seen[expr] = int(tvm_compat.constant_numpy(expr).size)
+            seen[expr] = int(np.prod(tvm_compat.shape_of(expr.ty)))
 
     relax.analysis.post_order_visit(func.body, visit)
     return sum(seen.values())

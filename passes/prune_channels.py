@@ -186,7 +186,8 @@ def _step(a: Analysis, var: Any, value: Any, get: Any, pin: Any, layer: Any,
         a.spaces[space].pinned = "grouped convolution"
         pin(src, "it feeds a grouped convolution")
         return 1, ((space, w[0], 1),)
-    if op == "relax.matmul" and tvm_compat.is_tensor_constant(args[1]) and len(_shape(args[1])) == 2:
+    if op == "relax.matmul" and tvm_compat.is_tensor_constant(args[1]) \
+            and len(_shape(args[1])) == 2:
         k, out = _shape(args[1])
         name = layer("dense", var, int(np.prod(_shape(var))) * k)
         src = ins[0]
@@ -316,6 +317,7 @@ def _rebuild(func: Any, new_consts: dict[Any, Any], info: dict[Any, Any],
     from tvm import relax
 
     bb = relax.BlockBuilder()
+    outputs = _outputs(func)
     env: dict[Any, Any] = {}
     params = [relax.Var(tvm_compat.param_name(p), p.ty) for p in func.params]
     env.update(zip(func.params, params, strict=True))
@@ -351,7 +353,7 @@ def _rebuild(func: Any, new_consts: dict[Any, Any], info: dict[Any, Any],
                     else:
                         value = sub(value)
                     env[b.var] = bb.emit(value, name_hint=tvm_compat.param_name(b.var)) \
-                        if b.var not in _outputs(func) else bb.emit_output(value)
+                        if b.var not in outputs else bb.emit_output(value)
             out = bb.emit_output(sub(func.body.body)) if func.body.body not in env else None
         bb.emit_func_output(env[func.body.body] if out is None else out)
     return bb.get()["main"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import os
 import subprocess
 import sys
@@ -48,22 +47,10 @@ def relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
 
 
 def to_onnx_bytes(model: torch.nn.Module, example: tuple) -> bytes:
-    """Export a torch module to ONNX bytes.
+    """Export a torch module to ONNX bytes (the benchmarks' exporter)."""
+    from lepton_compiler.bench.systems import export_onnx
 
-    The TorchScript exporter is fast; models it cannot export (e.g. the fused attention that
-    eval-mode MultiheadAttention uses) go through the dynamo exporter.
-    """
-    names = [f"in{i}" for i in range(len(example))]
-    buf = io.BytesIO()
-    try:
-        with torch.no_grad():
-            torch.onnx.export(model, example, buf, dynamo=False, opset_version=17,
-                              input_names=names)
-        return buf.getvalue()
-    except Exception:
-        program = torch.onnx.export(model, example, dynamo=True, opset_version=18,
-                                    input_names=names, verbose=False)
-        return program.model_proto.SerializeToString()
+    return export_onnx(model, example)
 
 
 MODELS = {

@@ -57,11 +57,15 @@ class Context:
     quick: bool
 
 
-def export_onnx(model: Any, inputs: tuple[np.ndarray, ...]) -> bytes:
-    """Export a torch module to ONNX bytes (TorchScript exporter, else the dynamo one)."""
+def export_onnx(model: Any, inputs: tuple[Any, ...]) -> bytes:
+    """Export a torch module to ONNX bytes; ``inputs`` are numpy arrays or torch tensors.
+
+    The TorchScript exporter is fast; models it cannot export (e.g. the fused attention that
+    eval-mode MultiheadAttention uses) go through the dynamo exporter.
+    """
     import torch
 
-    example = tuple(torch.from_numpy(x) for x in inputs)
+    example = tuple(torch.as_tensor(x) for x in inputs)
     names = [f"in{i}" for i in range(len(example))]
     buf = io.BytesIO()
     try:
@@ -216,7 +220,8 @@ def tvm_relax(case: Case, ctx: Context) -> Prepared:
                     "exported .so")
 
 
-def _lepton(case: Case, ctx: Context, **options: Any) -> tuple[Any, Prepared]:
+def _lepton(case: Case, ctx: Context, **options: Any) -> tuple[Any, Prepared, Path]:
+    """Build with Lepton and export the artifact; (compiled model, prepared, artifact path)."""
     import lepton_compiler as lc
 
     compiled, seconds = _timed(lambda: lc.build(case.model, case.inputs,
@@ -224,7 +229,7 @@ def _lepton(case: Case, ctx: Context, **options: Any) -> tuple[Any, Prepared]:
     path = compiled.export(ctx.workdir / f"{case.name}.{options.get('target')}.lepton")
     inputs = case.inputs
     return compiled, Prepared(lambda: compiled(*inputs), seconds, Path(path).stat().st_size,
-                              ".lepton")
+                              ".lepton"), Path(path)
 
 
 def lepton_host_fp32(case: Case, ctx: Context) -> Prepared:
@@ -238,8 +243,7 @@ def lepton_int8(case: Case, ctx: Context) -> Prepared:
     import lepton_compiler as lc
 
     config = lc.QuantConfig(calibration_data=case.calibration)
-    compiled, prepared = _lepton(case, ctx, target="lepton", quantize=config)
-    path = ctx.workdir / f"{case.name}.lepton.lepton"
+    compiled, prepared, path = _lepton(case, ctx, target="lepton", quantize=config)
     profile = lepton_runtime.load(path, mode="sim").profile(*case.inputs)
     npu = [k for k in profile.kernels if k.cycles]
     roofline = sum(profile.roofline_cycles(k) for k in npu)

@@ -135,6 +135,11 @@ class LocalRunner:
     def unit(self) -> str:
         return "cycles" if self.mode == "sim" else "seconds"
 
+    @property
+    def name(self) -> str:
+        """What records name as their runner: ``sim`` or ``host``."""
+        return self.mode
+
     def _start(self) -> None:
         import subprocess
         import sys

@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -49,24 +49,6 @@ class Task:
 
 
 @dataclass
-class TaskSummary:
-    workload: str
-    kernels: list[str]
-    space: int
-    measured: int
-    failed: int
-    default_cost: float | None
-    best_cost: float | None
-    best_knobs: dict[str, Any] | None
-
-    @property
-    def speedup(self) -> float | None:
-        if self.default_cost and self.best_cost:
-            return self.default_cost / self.best_cost
-        return None
-
-
-@dataclass
 class TuningSession:
     """The result of :func:`tune`: the database and a per-task summary."""
 
@@ -77,7 +59,6 @@ class TuningSession:
     trials_run: int = 0
     seconds: float = 0.0
     stopped: str = ""
-    summaries: list[TaskSummary] = field(default_factory=list)
 
     def summary(self) -> str:
         """Per task: space, trials, failures, default and best cost, speed-up."""
@@ -219,9 +200,8 @@ def tune(model: Any, example_inputs: Sequence[Any] | None, *, target: str = "lep
                     result = runner.measure(task.func, lepton_spec, knobs)
                     record = {"workload": task.workload, "knobs": knobs,
                               "status": result["status"], "unit": runner.unit,
-                              "runner": runner.name if hasattr(runner, "name") else
-                              runner.mode, "default": knob_key(knobs) ==
-                              knob_key(task.default)}
+                              "runner": runner.name,
+                              "default": knob_key(knobs) == knob_key(task.default)}
                     if result["status"] == "ok":
                         record["cost"] = result["cost"]
                     else:
