@@ -30,6 +30,7 @@ from .errors import (
     TuningError,
     UnsupportedOperatorError,
 )
+from .onnx_validate import Limits
 from .placement import PlacementReport, check
 from .pruning import PruneConfig, PruneReport, prune
 from .quant_analysis import QuantReport, analyze_quantization
@@ -44,6 +45,7 @@ __all__ = [
     "CompiledModel",
     "InputError",
     "LeptonError",
+    "Limits",
     "ModelLoadError",
     "OptionError",
     "PlacementReport",

@@ -93,7 +93,9 @@ def cmd_compile(args: argparse.Namespace) -> int:
     for o in compiled.outputs:
         print(f"  output {o}")
     if info.get("tuned_kernels"):
-        print(f"  tuned schedules: {len(info['tuned_kernels'])} NPU kernels")
+        tuned = info["tuned_kernels"].values()
+        host = sum(v == "metaschedule" for v in tuned)
+        print(f"  tuned schedules: {len(tuned) - host} NPU kernels, {host} host kernels")
     if info.get("pruning"):
         from .pruning import PruneReport
 
@@ -328,7 +330,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--calib-table", default=None, metavar="TABLE.json",
                    help="use a saved calibration table instead of calibrating")
     p.add_argument("--tuning-db", default=None, metavar="DIR",
-                   help="use the best schedules recorded by `lepton tune` (--target lepton)")
+                   help="use the best schedules recorded by `lepton tune`")
     p.add_argument("--save-calib-table", default=None, metavar="TABLE.json",
                    help="write the calibration table (reproducible builds)")
     p.set_defaults(func=cmd_compile)

@@ -56,6 +56,8 @@ def build(
     quantize: Any = None,
     prune: Any = None,
     tuning_db: Any = None,
+    limits: Any = None,
+    opt_level: int = 2,
     fuse: bool = True,
     verify: bool = True,
     progress: bool | None = None,
@@ -94,9 +96,18 @@ def build(
         channels before quantization, kept counts aligned to the NPU tile;
         ``build_info["pruning"]`` holds the report (channels, MACs, parameters per group).
     tuning_db
-        A tuning work directory (``lepton_compiler.tune(..., work_dir=)``): NPU kernels whose
-        workload it has records for use the best recorded schedule; ``build_info
-        ["tuned_kernels"]`` lists them with the chosen plan.
+        A tuning work directory (``lepton_compiler.tune(..., work_dir=)``): NPU kernels and
+        host kernels whose workload it has records for use the best recorded schedule;
+        ``build_info["tuned_kernels"]`` lists them (NPU kernels with the chosen plan, host
+        kernels with ``"metaschedule"``).
+    limits
+        A :class:`~lepton_compiler.Limits`: resource limits an ONNX model is validated
+        against before import (model bytes, nodes, elements per tensor, rank).
+    opt_level
+        ``2`` (default): the full pipeline. ``0``: the reference pipeline — no batch-norm
+        folding, no layout conversion (unless quantizing), no fusion, and every host kernel
+        compiled as TVM legalizes it, without Lepton's schedules; for checking the
+        optimisations against (both must agree). ``1`` is the same as ``2`` today.
     fuse
         Fuse operators into kernels (default). ``False`` compiles every operator as its own
         kernel — int8 composites (conv/matmul + bias + requantize + activation) become
@@ -118,6 +129,10 @@ def build(
     ModelLoadError, UnsupportedOperatorError, OptionError, CompileError
         All subclasses of ``LeptonError``, with a message naming the file, node or op.
     """
+    if opt_level not in (0, 1, 2):
+        raise OptionError(f"opt_level must be 0, 1 or 2, got {opt_level!r}")
+    if opt_level == 0:
+        fuse = False
     if target not in TARGETS:
         raise OptionError(f"unknown target {target!r}; available targets: {', '.join(TARGETS)}")
     if spec is not None and target != "lepton":
@@ -134,11 +149,10 @@ def build(
         prune = check_config(prune)
     plans = None
     if tuning_db is not None:
-        if npu is None:
-            raise OptionError("tuning_db= holds NPU schedules; pass it with target='lepton'")
-        from .tuning.tuner import tuned_plans
+        from .tuning.tuner import tuned_schedules
 
-        plans = tuned_plans(tuning_db, npu.spec)  # TuningError on a missing/corrupt db
+        # TuningError on a missing or corrupt database
+        plans = tuned_schedules(tuning_db, npu.spec if npu is not None else None, host)
     stages = len(STAGES) + (len(QUANT_STAGES) if quantize is not None else 0) \
         + (prune is not None)
     # Nested builds (calibration models) draw no bar of their own.
@@ -148,20 +162,22 @@ def build(
         token = _bar.set(bar) if bar is not None else None
         try:
             return _build(model, example_inputs, target, npu, host, quantize, prune, fuse,
-                          verify, plans)
+                          verify, plans, limits, opt_level)
         finally:
             if token is not None:
                 _bar.reset(token)
 
 
 def _build(model: Any, example_inputs: Any, target: str, npu: Any, host: Any, quantize: Any,
-           prune: Any, fuse: bool, verify: bool, plans: Any = None) -> CompiledModel:
+           prune: Any, fuse: bool, verify: bool, plans: Any = None,
+           limits: Any = None, opt_level: int = 2) -> CompiledModel:
     from . import __version__
 
     timings: dict[str, float] = {}
     check = lowering.check_well_formed if verify else (lambda mod, stage: None)
     imported, mod, pruned = prepare(model, example_inputs, timings, check, prune,
-                                    npu.spec if npu is not None else None)
+                                    npu.spec if npu is not None else None, limits,
+                                    optimize=opt_level > 0 or quantize is not None)
     from . import placement
     from .passes.qgraph import read_graph
 
@@ -185,7 +201,8 @@ def _build(model: Any, example_inputs: Any, target: str, npu: Any, host: Any, qu
         ops = placement.place(graph, set(), npu.spec if npu is not None else None)
     built, kernels_so, npu_kernels = lower(mod, imported.input_names, imported.output_names,
                                            host, npu, timings, check,
-                                           {o.layer for o in ops}, fuse, plans)
+                                           {o.layer for o in ops}, fuse, plans,
+                                           schedule_host=opt_level > 0)
     report = placement.PlacementReport(target, npu.spec.name if npu is not None else None,
                                        ops, relax_ops, len(built.plan["calls"]))
     with _stage("package", timings):
@@ -214,26 +231,28 @@ def _build(model: Any, example_inputs: Any, target: str, npu: Any, host: Any, qu
         info["quantization"] = quant.summary()
     if pruned is not None:
         info["pruning"] = pruned.to_dict()
+    if plans is not None:
+        info["tuned_kernels"] = tuned_kernels(built.plan)
     if npu is not None:
         info["spec"] = npu.spec.name
         info["npu_kernels"] = sorted(npu_kernels)
         info["fallbacks"] = [{"layer": o.layer, "op": o.op, "reason": o.reason}
                              for o in report.fallbacks()]
-        if plans is not None:
-            info["tuned_kernels"] = tuned_kernels(built.plan)
+
     logger.info("built %s: %d kernels, %.1fs", target, info["kernels"], sum(timings.values()))
     return CompiledModel(data, info, quant, report)
 
 
 def prepare(model: Any, example_inputs: Sequence[Any] | None,
             timings: dict[str, float] | None = None, check: Any = None, prune: Any = None,
-            spec: Any = None) -> tuple[Any, Any, Any]:
+            spec: Any = None, limits: Any = None,
+            optimize: bool = True) -> tuple[Any, Any, Any]:
     """import → prune → simplify → layout: the imported model, its simplified NHWC Relax
     module and the pruning report (``None`` without ``prune``)."""
     timings = {} if timings is None else timings
     check = check or (lambda mod, stage: None)
     with _stage("import", timings):
-        imported = frontend.import_model(model, example_inputs)
+        imported = frontend.import_model(model, example_inputs, limits)
     mod, report = imported.mod, None
     if prune is not None:
         from .pruning import prune_module
@@ -245,17 +264,19 @@ def prepare(model: Any, example_inputs: Sequence[Any] | None,
             mod, report = result.module, result.report
             check(mod, "prune")
     with _stage("simplify", timings):
-        mod = lowering.simplify(mod)
+        mod = lowering.simplify(mod, fold_batch_norm=optimize)
         check(mod, "simplify")
     with _stage("layout", timings):
-        mod = lowering.convert_layout(mod)
-        check(mod, "layout")
+        if optimize:
+            mod = lowering.convert_layout(mod)
+            check(mod, "layout")
     return imported, mod, report
 
 
-def tuned_kernels(plan: dict) -> dict[str, dict]:
-    """Kernel -> the plan knobs it was scheduled with, for the NPU kernels of a build."""
-    return {c["kernel"]: c["plan"] for c in plan["calls"] if c.get("tuned")}
+def tuned_kernels(plan: dict) -> dict[str, Any]:
+    """Tuned kernel -> the plan knobs it was scheduled with (NPU kernels) or
+    ``"metaschedule"`` (host kernels scheduled from a MetaSchedule record)."""
+    return {c["kernel"]: c.get("plan", "metaschedule") for c in plan["calls"] if c.get("tuned")}
 
 
 def _npu_manifest(npu: Any, linked: bool) -> dict:
@@ -282,7 +303,8 @@ def compile_for_host(mod: Any, input_names: list[str], output_names: list[str], 
 
 def lower(mod: Any, input_names: list[str], output_names: list[str], host: Any, npu: Any,
           timings: dict[str, float], check: Any, layers: set[str] | None = None,
-          fuse: bool = True, plans: Any = None) -> tuple[Any, bytes, set[str]]:
+          fuse: bool = True, plans: Any = None,
+          schedule_host: bool = True) -> tuple[Any, bytes, set[str]]:
     """fuse → schedule → plan → codegen: a Relax module to (plan, kernels.so, NPU kernels).
 
     ``layers``: layer names; a call whose result is bound to one records it as its source op.
@@ -294,7 +316,8 @@ def lower(mod: Any, input_names: list[str], output_names: list[str], host: Any, 
         check(mod, "fuse")
         kernels = lowering.kernels_of(mod)
     with _stage("schedule", timings):
-        mod, npu_kernels = lowering.schedule(mod, HostScheduleConfig(), npu, plans)
+        mod, npu_kernels = lowering.schedule(
+            mod, HostScheduleConfig() if schedule_host else None, npu, plans)
         check(mod, "schedule")
     with _stage("plan", timings):
         built = plan_builder.build_plan(mod["main"], input_names, output_names)
@@ -315,6 +338,6 @@ def lower(mod: Any, input_names: list[str], output_names: list[str], host: Any, 
 
             call["sim"] = gemm_sim_static(func, npu.spec)
             call["plan"] = kernel_plan(func, npu.spec).knobs
-            if func.attrs.get("lepton.tuned"):
-                call["tuned"] = True
+        if func.attrs is not None and func.attrs.get("lepton.tuned"):
+            call["tuned"] = True
     return built, kernels_so, npu_kernels

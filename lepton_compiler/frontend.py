@@ -12,6 +12,7 @@ import os
 import sys
 from collections import defaultdict
 from collections.abc import Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,14 +40,16 @@ def is_torch_module(model: object) -> bool:
     return torch is not None and isinstance(model, torch.nn.Module)
 
 
-def import_model(model: object, example_inputs: Sequence[Any] | None) -> ImportedModel:
-    """Import a torch module, an ONNX path/bytes/ModelProto into Relax."""
+def import_model(model: object, example_inputs: Sequence[Any] | None,
+                 limits: Any = None) -> ImportedModel:
+    """Import a torch module, an ONNX path/bytes/ModelProto into Relax (ONNX models are
+    validated under ``limits`` first)."""
     if is_torch_module(model):
         if example_inputs is None:
             raise OptionError("a PyTorch model needs example_inputs to trace it with torch.export")
         return from_torch(model, example_inputs)
     if isinstance(model, (str, os.PathLike, bytes, bytearray)) or _is_onnx_proto(model):
-        return from_onnx(model, example_inputs)
+        return from_onnx(model, example_inputs, limits)
     raise OptionError(
         f"cannot compile a {type(model).__name__}: pass a torch.nn.Module, an ONNX file path, "
         "ONNX bytes or an onnx.ModelProto"
@@ -122,23 +125,34 @@ def _is_onnx_proto(model: object) -> bool:
     return onnx is not None and isinstance(model, onnx.ModelProto)
 
 
-def load_onnx(model: str | os.PathLike | bytes | Any) -> Any:
-    """Read an ONNX model from a path, bytes or ModelProto and run the full checker on it."""
+def load_onnx(model: str | os.PathLike | bytes | Any, limits: Any = None) -> Any:
+    """Read an ONNX model from a path, bytes or ModelProto and validate it before import
+    (``onnx_validate``: structure, tensors, external data, the full ONNX checker, and the
+    resource ``limits``, a :class:`~lepton_compiler.Limits`)."""
     import onnx
 
-    where = "ONNX model"
+    from .onnx_validate import DEFAULT_LIMITS, check_file_size, validate
+
+    limits = limits or DEFAULT_LIMITS
+    where, base_dir = "ONNX model", None
     try:
         if isinstance(model, (str, os.PathLike)):
             path = Path(model)
-            where = str(path)
+            where, base_dir = str(path), path.parent
             if not path.is_file():
                 raise ModelLoadError(f"{path}: no such ONNX file")
-            proto = onnx.load(str(path))
+            check_file_size(path, limits)
+            proto = onnx.load(str(path), load_external_data=False)
         elif isinstance(model, (bytes, bytearray)):
             where = f"ONNX bytes ({len(model)} bytes)"
+            if len(model) > limits.max_model_bytes:
+                raise ModelLoadError(f"{where}: over the model size limit of "
+                                     f"{limits.max_model_bytes} bytes")
             proto = onnx.load_from_string(bytes(model))
-        else:
+        elif _is_onnx_proto(model):
             proto = model
+        else:
+            raise ModelLoadError(f"not an ONNX model: {type(model).__name__}")
     except LeptonError:
         raise
     except Exception as err:  # protobuf DecodeError and friends
@@ -148,20 +162,17 @@ def load_onnx(model: str | os.PathLike | bytes | Any) -> Any:
         ) from None
     if not proto.graph.node and not proto.graph.output:
         raise ModelLoadError(f"{where}: the ONNX graph is empty; the file is not a valid model")
-    try:
-        onnx.checker.check_model(proto, full_check=True)
-    except Exception as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ModelLoadError(f"{where}: fails the ONNX checker: {first}") from None
+    validate(proto, where, base_dir, limits)  # also loads checked external data
     return proto
 
 
-def from_onnx(model: Any, example_inputs: Sequence[Any] | None = None) -> ImportedModel:
-    """Import an ONNX model (path, bytes or ModelProto) into Relax."""
+def from_onnx(model: Any, example_inputs: Sequence[Any] | None = None,
+              limits: Any = None) -> ImportedModel:
+    """Import an ONNX model (path, bytes or ModelProto) into Relax, validated first."""
     from tvm.relax.frontend.onnx import from_onnx as tvm_from_onnx
     from tvm.relax.frontend.onnx.onnx_frontend import _get_convert_map
 
-    proto = load_onnx(model)
+    proto = load_onnx(model, limits)
     supported = set(_get_convert_map()) | {"If", "Constant"}
     missing: dict[str, list[str]] = defaultdict(list)
     for i, node in enumerate(proto.graph.node):
@@ -173,7 +184,8 @@ def from_onnx(model: Any, example_inputs: Sequence[Any] | None = None) -> Import
     graph_inputs = [i for i in proto.graph.input if i.name not in initializers]
     shape_dict = _onnx_input_shapes(graph_inputs, example_inputs)
     try:
-        mod = tvm_from_onnx(proto, shape_dict=shape_dict, keep_params_in_input=False)
+        with _clip_as_relax_op():
+            mod = tvm_from_onnx(proto, shape_dict=shape_dict, keep_params_in_input=False)
     except Exception as err:
         raise ModelLoadError(
             f"importing the ONNX model into Relax failed: {type(err).__name__}: "
@@ -185,6 +197,44 @@ def from_onnx(model: Any, example_inputs: Sequence[Any] | None = None) -> Import
         [o.name for o in proto.graph.output],
         "onnx",
     )
+
+
+@contextmanager
+def _clip_as_relax_op() -> Any:
+    """Import ONNX ``Clip`` with constant finite bounds as ``relax.op.clip``.
+
+    TVM's importer emits ``Clip`` as two TE kernels (maximum, minimum) called with
+    ``call_tir``, which later passes cannot see as one activation: ONNX ReLU6 then stays a
+    float layer between int8 convs instead of fusing into them, as PyTorch's ReLU6 (imported
+    as ``relax.op.clip``) does. Other bounds (tensors, NaN, absent) keep TVM's conversion.
+    """
+    from tvm import relax
+    from tvm.relax.frontend.onnx.onnx_frontend import Clip
+
+    from . import tvm_compat
+
+    original = Clip.__dict__["_impl_v13"]
+
+    def bound(value: Any) -> float | None:
+        if value is None or not tvm_compat.is_tensor_constant(value):
+            return None
+        data = tvm_compat.constant_numpy(value)
+        if data.size != 1 or not np.isfinite(data).all():
+            return None
+        return float(data.reshape(()))
+
+    def impl(cls: Any, bb: Any, inputs: Any, attr: Any, params: Any) -> Any:
+        lo, hi = bound(inputs[1]), bound(inputs[2])
+        if lo is not None and hi is not None and lo <= hi \
+                and str(inputs[0].ty.dtype).startswith("float"):
+            return relax.op.clip(inputs[0], relax.prim_value(lo), relax.prim_value(hi))
+        return original.__func__(cls, bb, inputs, attr, params)
+
+    Clip._impl_v13 = classmethod(impl)
+    try:
+        yield
+    finally:
+        Clip._impl_v13 = original
 
 
 def _onnx_input_shapes(graph_inputs: list, example_inputs: Sequence[Any] | None) -> dict:

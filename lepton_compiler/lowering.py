@@ -40,7 +40,7 @@ def fold_constants(mod: Any) -> Any:
     return relax.transform.FoldConstant()(mod)
 
 
-def simplify(mod: Any) -> Any:
+def simplify(mod: Any, fold_batch_norm: bool = True) -> Any:
     """Inference simplifications on the graph, before layout and fusion."""
     import tvm
     from tvm import relax
@@ -50,7 +50,7 @@ def simplify(mod: Any) -> Any:
     seq = tvm.transform.Sequential(
         [
             relax.transform.FoldConstant(),  # e.g. reshape(bias) -> constant, for the patterns
-            FoldBatchNorm(),
+            *([FoldBatchNorm()] if fold_batch_norm else []),
             relax.transform.DecomposeOpsForInference(),
             relax.transform.FoldConstant(),
             relax.transform.DeadCodeElimination(),
@@ -158,14 +158,15 @@ def kernels_of(mod: Any) -> dict[str, Any]:
 
 
 def schedule(mod: Any, config: Any, npu: Any = None,
-             plans: Any = None) -> tuple[Any, set[str]]:
+             tuned: Any = None) -> tuple[Any, set[str]]:
     """Apply host schedules to every kernel; pre-pack constant weights at compile time.
 
     Kernels whose weights are constants get a layout-rewrite stage that is split out of the
     kernel and folded into the weights, so the artifact stores them already tiled. With an
     NPU target (a ``LeptonTarget``), quantized GEMM kernels are tensorized onto the NPU
-    instead (``plans(func)``, when given, picks a tuned plan or ``None`` for the default);
-    returns the module and the names of those kernels.
+    instead; returns the module and the names of those kernels. ``tuned`` (a
+    ``tuning.TunedSchedules``), when given, supplies tuned NPU plans and tuned host schedules
+    (``None`` from either means: no record, use the default).
     """
     import tvm
     from tvm import relax
@@ -179,13 +180,17 @@ def schedule(mod: Any, config: Any, npu: Any = None,
         if npu is not None and func.attrs is not None and func.attrs.get(GEMM_ATTR):
             from .target.npu_schedule import schedule_gemm_kernel
 
-            plan = plans(func) if plans else None
+            plan = tuned.npu(func) if tuned is not None else None
             mod[name] = schedule_gemm_kernel(func, npu.spec, plan)
             if plan is not None:
                 mod[name] = mod[name].with_attr("lepton.tuned", 1)
             on_npu.add(name)
         else:
-            mod[name] = schedule_prim_func(func, config)
+            best = tuned.host(func) if tuned is not None else None
+            if best is not None:
+                mod[name] = best.with_attr("lepton.tuned", 1)
+            elif config is not None:  # None: keep the kernel as legalized (opt_level 0)
+                mod[name] = schedule_prim_func(func, config)
     seq = tvm.transform.Sequential(
         [
             relax.transform.SplitLayoutRewritePreproc(),

@@ -265,13 +265,17 @@ def _observer_model(mod: Any, graph: LayerGraph, observed: list[str], host: Any)
             outs = [env[tensor_var[n]] for n in observed]
             gv = bb.emit_output(relax.Tuple(outs))
         bb.emit_func_output(gv)
-    return compile_for_host(bb.get(), list(graph.inputs), list(observed), host, "calibration")
+    built = tvm_compat.add_functions(bb.get(), tvm_compat.helper_functions(mod))
+    return compile_for_host(built, list(graph.inputs), list(observed), host, "calibration")
 
 
 def calibrate(mod: Any, input_names: list[str], config: QuantConfig,
               host: Any) -> tuple[LayerGraph, CalibrationTable]:
     """Read the layer graph of ``mod`` and calibrate it (or take the config's table)."""
+    from . import tvm_compat
+
     graph = read_graph(mod["main"])
+    graph.helpers = tvm_compat.helper_functions(mod)
     check_partition(graph)  # the layer groups must contract to an acyclic kernel graph
     _check_names(graph, config)
     signature = graph_signature(graph)

@@ -100,3 +100,59 @@ def region_buffer(region: Any) -> Any:
 def param_name(var: Any) -> str:
     """The name of a prim_func parameter (a Var carrying its buffer's name in TVM 0.27)."""
     return var.name if hasattr(var, "name") else var.name_hint
+
+
+def meta_schedule() -> Any:
+    """``tvm.s_tir.meta_schedule``, with its tensor intrinsics imported quickly.
+
+    Building MetaSchedule's CPU rules imports ``tvm.s_tir.tensor_intrin``, which parses ~500
+    TVMScript functions; each parse calls ``inspect.stack()``, whose source lookup for the
+    parser's ``<ast>`` frames scans every loaded module (60 s with torch loaded, 200 s under a
+    profiler). Frames without a source file get no context lines here, which is what
+    ``inspect`` returns for them anyway after its scan; the patch lasts only for the import.
+    """
+    import inspect
+    import os
+    import sys
+
+    if "tvm.s_tir.tensor_intrin" not in sys.modules:
+        original = inspect.stack
+
+        def stack(context: int = 1) -> list:
+            frames, frame = [], sys._getframe(1)
+            while frame is not None:
+                code = frame.f_code
+                if os.path.exists(code.co_filename):
+                    info = inspect.getframeinfo(frame, context)
+                    frames.append(inspect.FrameInfo(frame, info.filename, info.lineno,
+                                                    info.function, info.code_context,
+                                                    info.index, positions=info.positions))
+                else:
+                    frames.append(inspect.FrameInfo(frame, code.co_filename, frame.f_lineno,
+                                                    code.co_name, None, None, positions=None))
+                frame = frame.f_back
+            return frames
+
+        inspect.stack = stack
+        try:
+            import tvm.s_tir.tensor_intrin  # noqa: F401
+        finally:
+            inspect.stack = original
+    import tvm.s_tir.meta_schedule as ms
+
+    return ms
+
+
+def helper_functions(mod: Any) -> dict:
+    """The functions of ``mod`` other than ``main`` (GlobalVar -> function)."""
+    return {gv: f for gv, f in mod.functions.items() if gv.name_hint != "main"}
+
+
+def add_functions(mod: Any, functions: dict) -> Any:
+    """``mod`` with ``functions`` (GlobalVar -> function) added where it lacks them: a module
+    rebuilt around a new ``main`` keeps the PrimFuncs its calls refer to."""
+    present = {gv.name_hint for gv in mod.functions}
+    for gv, func in functions.items():
+        if gv.name_hint not in present:
+            mod[gv] = func
+    return mod

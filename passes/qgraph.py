@@ -61,6 +61,9 @@ class LayerGraph:
     layers: list[Layer]
     params: list[Any]               # the Relax parameters of main
     var_names: dict[Any, str] = field(default_factory=dict)  # Relax var -> tensor name
+    # Functions of the module besides main (PrimFuncs an importer emitted call_tir to, e.g.
+    # ONNX Clip); a module rebuilt from the graph must keep them.
+    helpers: dict[Any, Any] = field(default_factory=dict)
 
     def layer(self, name: str) -> Layer:
         for layer in self.layers:

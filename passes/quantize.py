@@ -318,7 +318,9 @@ def emit(qg: QuantizedGraph, keep: list[str] | None = None,
             else:
                 gv = bb.emit_output(outs[0])
         bb.emit_func_output(gv)
-    mod = bb.get()
+    from lepton_compiler import tvm_compat
+
+    mod = tvm_compat.add_functions(bb.get(), graph.helpers)
     return relax.transform.Normalize()(tvm.IRModule(dict(mod.functions.items())))
 
 

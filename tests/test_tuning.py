@@ -185,11 +185,59 @@ def test_bad_tuning_options_are_refused(tmp_path):
         tune(model, (x,), work_dir=str(tmp_path))
     with pytest.raises(OptionError, match="unknown runner 'gpu'"):
         tune(model, (x,), quantize=config, work_dir=str(tmp_path), runner="gpu")
-    with pytest.raises(OptionError, match="target must be 'lepton'"):
-        tune(model, (x,), quantize=config, target="host", work_dir=str(tmp_path))
+    with pytest.raises(OptionError, match="unknown tuning target 'gpu'"):
+        tune(model, (x,), quantize=config, target="gpu", work_dir=str(tmp_path))
+    with pytest.raises(OptionError, match="host_trials must be a non-negative integer"):
+        tune(model, (x,), quantize=config, host_trials=-1, work_dir=str(tmp_path))
     with pytest.raises(TuningError, match="no tuning database here"):
         build(model, (x,), target="lepton", quantize=config, tuning_db=str(tmp_path / "none"))
-    with pytest.raises(OptionError, match="pass it with target='lepton'"):
+    with pytest.raises(TuningError, match="no tuning database here"):
         build(model, (x,), tuning_db=str(tmp_path))
     assert Path(tmp_path).exists()
 
+
+
+def test_metaschedule_tunes_host_kernels_and_builds_use_the_records(tmp_path):
+    """Host kernels go through TVM's MetaSchedule (CPU rules); every measurement is a
+    database line, a reloaded database holds them all, and a build takes the MetaSchedule
+    schedule where it beats Lepton's own one (the default, measured the same way)."""
+    from lepton_compiler.target.host import resolve_host
+
+    from lepton_compiler.tuning.host import host_schedules
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(16, 16, 3, padding=1, groups=16),
+                                torch.nn.ReLU()).eval()
+    x = np.random.default_rng(0).standard_normal((1, 16, 16, 16)).astype(np.float32)
+    expected = model(torch.from_numpy(x)).detach().numpy()
+    work = tmp_path / "host"
+    session = tune(model, (x,), target="host", work_dir=str(work), trials=8, timeout=60)
+    assert not session.tasks  # no NPU kernels on the host target
+    records = [r for r in Database(work).records if r.get("kind") == "host"]
+    conv = [r for r in records if "ms_workload" in r or r.get("default")]
+    assert conv, records
+    workload = conv[0]["workload"]
+    mine = [r for r in records if r["workload"] == workload]
+    assert sum(bool(r.get("default")) for r in mine) == 1
+    assert len([r for r in mine if not r.get("default")]) == 8
+    assert all(r["status"] == "ok" and r["cost"] > 0 for r in mine)
+    assert workload in session.summary()  or "(host)" in session.summary()
+
+    # Without Lepton's default record in the database, the best MetaSchedule record is used.
+    only_ms = tmp_path / "only_ms"
+    only_ms.mkdir()
+    lines = (work / "records.jsonl").read_text().splitlines()
+    (only_ms / "records.jsonl").write_text(
+        "\n".join(line for line in lines if '"default": true' not in line) + "\n")
+    compiled = build(model, (x,), target="host", tuning_db=str(only_ms))
+    assert list(compiled.build_info["tuned_kernels"].values()) == ["metaschedule"]
+    np.testing.assert_allclose(compiled(x), expected, rtol=1e-5, atol=1e-5)
+
+    # With it, MetaSchedule's schedule is taken only where it measured faster.
+    best_ms = min(r["cost"] for r in mine if not r.get("default"))
+    default = next(r["cost"] for r in mine if r.get("default"))
+    compiled = build(model, (x,), target="host", tuning_db=str(work))
+    assert bool(compiled.build_info["tuned_kernels"]) == (best_ms < default)
+    np.testing.assert_allclose(compiled(x), expected, rtol=1e-5, atol=1e-5)
+    choose = host_schedules(Database(only_ms), resolve_host().tvm_target())
+    assert choose is not None

@@ -6,11 +6,18 @@ import argparse
 
 
 def add_parser(sub: argparse._SubParsersAction, calibration_options, parse_shape) -> None:
-    p = sub.add_parser("tune", help="search NPU schedules for an ONNX model's int8 kernels "
-                                    "(resumable; records in --work-dir)")
+    p = sub.add_parser("tune", help="search NPU schedules of an ONNX model's int8 kernels "
+                                    "and MetaSchedule host schedules (resumable; records "
+                                    "in --work-dir)")
     p.add_argument("model", nargs="?", help="the .onnx file (not needed with --status)")
     p.add_argument("--work-dir", default="tune", help="tuning database folder (default tune/)")
-    p.add_argument("--trials", type=int, default=2000, help="measurements this session")
+    p.add_argument("--target", default="lepton", choices=["lepton", "host"],
+                   help="lepton: NPU kernels (int8, needs --calib); host: the float model's "
+                        "kernels with MetaSchedule")
+    p.add_argument("--trials", type=int, default=2000,
+                   help="measurements this session (NPU plans; --target host: MetaSchedule)")
+    p.add_argument("--host-trials", type=int, default=None,
+                   help="MetaSchedule trials over the host kernels (default: 0 for lepton)")
     p.add_argument("--time-budget", type=float, default=None, metavar="SECONDS")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--runner", default="sim", choices=["sim", "host", "rpc"],
@@ -40,18 +47,20 @@ def cmd_tune(args: argparse.Namespace) -> int:
     if args.model is None:
         raise OptionError("lepton tune needs a model (or --status)")
     model = _onnx_path(args.model, "tune")
-    config = _quant_config(args)
+    config = _quant_config(args) if args.target == "lepton" or args.calib else None
     runner: object = args.runner
     if args.runner == "rpc":
         if not args.tracker:
             raise OptionError("--runner rpc needs --tracker HOST:PORT")
         runner = RPCRunner(args.tracker, args.key, timeout=args.timeout)
-    session = tune(str(model), _examples(args, config), quantize=config,
-                   work_dir=args.work_dir, trials=args.trials, time_budget=args.time_budget,
+    session = tune(str(model), _examples(args, config), target=args.target, quantize=config,
+                   work_dir=args.work_dir, trials=args.trials, host_trials=args.host_trials,
+                   time_budget=args.time_budget,
                    seed=args.seed, runner=runner, spec=args.spec, timeout=args.timeout)
-    print(f"tuned {model}: {session.trials_run} trials in {session.seconds:.1f}s "
-          f"({session.stopped}); "
-          + (f"{session.seconds / session.trials_run * 1000:.0f}s per 1000 trials"
-             if session.trials_run else "nothing left to measure"))
+    trials = session.trials_run + session.host_trials_run
+    print(f"tuned {model}: {session.trials_run} NPU + {session.host_trials_run} host trials "
+          f"in {session.seconds:.1f}s ({session.stopped}); "
+          + (f"{session.seconds / trials * 1000:.0f}s per 1000 trials"
+             if trials else "nothing left to measure"))
     print(session.summary())
     return 0

@@ -92,6 +92,26 @@ def run_candidate(so_bytes: bytes, func: Any, spec: Any, plan: Any, mode: str,
     return float(np.median(times))
 
 
+def time_library(path: str, args: list, repeats: int = 5) -> list[float]:
+    """Seconds per call of a compiled host kernel's ``main`` (``repeats`` timings, each the
+    mean of enough calls to last about 10 ms) on seeded random operands."""
+    import tvm
+
+    rng = np.random.default_rng(0)
+    module = tvm.runtime.load_module(path)
+    dev = tvm.cpu()
+    tensors = []
+    for shape, dtype in args:
+        if dtype.startswith("float"):
+            data = rng.standard_normal(shape).astype(dtype)
+        else:
+            data = np.zeros(shape, dtype)  # zero shifts/multipliers keep integer code in range
+        tensors.append(tvm.runtime.tensor(data, dev))
+    timer = module.time_evaluator(module.entry_name, dev, number=1, repeat=repeats,
+                                  min_repeat_ms=10)
+    return [float(t) for t in timer(*tensors).results]
+
+
 def worker_main() -> None:
     """The measuring process: one JSON job per stdin line, one JSON result per stdout line."""
     import json
@@ -105,6 +125,16 @@ def worker_main() -> None:
     sys.stdout = sys.stderr  # library chatter must not corrupt the protocol
     for line in sys.stdin:
         job = json.loads(line)
+        if job.get("kind") == "library":
+            try:
+                result = {"status": "ok", "seconds": time_library(job["path"], job["args"],
+                                                                  job.get("repeats", 5))}
+            except Exception as err:
+                first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+                result = {"status": "failed", "error": f"{type(err).__name__}: {first}"}
+            out.write(json.dumps(result) + "\n")
+            out.flush()
+            continue
         try:
             func = tvm.ir.load_json(job["func"])
             spec = load_spec(job["spec"])
@@ -158,13 +188,22 @@ class LocalRunner:
 
     def measure(self, func_json: str, spec: Any, knobs: dict[str, Any]) -> dict[str, Any]:
         """One candidate's result: ``{"status": "ok", "cost": ...}`` or failed + error."""
+        job = {"func": func_json, "spec": spec.to_dict(), "knobs": knobs,
+               "mode": "sim" if self.mode == "sim" else "fast", "repeats": self.repeats}
+        return self._request(job)
+
+    def measure_library(self, path: str, args: list) -> dict[str, Any]:
+        """Time a compiled host kernel (``main``) on operands of ``args`` (shape, dtype):
+        ``{"status": "ok", "seconds": [...]}`` or failed + error."""
+        return self._request({"kind": "library", "path": path, "args": args,
+                              "repeats": self.repeats})
+
+    def _request(self, job: dict[str, Any]) -> dict[str, Any]:
         import json
         import select
 
         if self._proc is None or self._proc.poll() is not None:
             self._start()
-        job = {"func": func_json, "spec": spec.to_dict(), "knobs": knobs,
-               "mode": "sim" if self.mode == "sim" else "fast", "repeats": self.repeats}
         try:
             self._proc.stdin.write(json.dumps(job) + "\n")
             self._proc.stdin.flush()

@@ -57,6 +57,7 @@ class TuningSession:
     database: Database
     unit: str
     trials_run: int = 0
+    host_trials_run: int = 0
     seconds: float = 0.0
     stopped: str = ""
 
@@ -69,6 +70,8 @@ def summarize(db: Database, tasks: Sequence[Task] | None, unit: str = "") -> str
     """A per-task table from the database (all its workloads when ``tasks`` is None)."""
     rows = []
     workloads = [t.workload for t in tasks] if tasks is not None else list(db.workloads())
+    if tasks is not None:  # host kernels tuned with MetaSchedule
+        workloads += [w for w in db.workloads() if w.startswith("host/")]
     for w in workloads:
         records = db.for_workload(w)
         default = next((r for r in records if r.get("default") and r["status"] == "ok"), None)
@@ -76,13 +79,14 @@ def summarize(db: Database, tasks: Sequence[Task] | None, unit: str = "") -> str
         task = next((t for t in tasks or [] if t.workload == w), None)
         space = len(task.candidates) if task else "?"
         failed = sum(r["status"] != "ok" for r in records)
-        unit = unit or (records[0].get("unit", "") if records else "")
+        row_unit = records[0].get("unit", unit) if records else unit
         d = default["cost"] if default else None
         b = best["cost"] if best else None
         speed = f"{d / b:.2f}x" if d and b else "-"
-        name = w.rsplit("/", 1)[0]
+        name = next((f"{r['kernel']} (host)" for r in records if "kernel" in r),
+                    w.rsplit("/", 1)[0])
         rows.append(f"{name:<40}{space!s:>6}{len(records):>7}{failed:>7}"
-                    f"{_cost(d, unit):>14}{_cost(b, unit):>14}{speed:>8}")
+                    f"{_cost(d, row_unit):>14}{_cost(b, row_unit):>14}{speed:>8}")
     head = (f"{'workload':<40}{'space':>6}{'trials':>7}{'failed':>7}{'default':>14}"
             f"{'best':>14}{'gain':>8}")
     return "\n".join([head, *rows])
@@ -94,25 +98,44 @@ def _cost(value: float | None, unit: str) -> str:
     return f"{value * 1e3:.3f} ms" if unit == "seconds" else f"{value:,.0f}"
 
 
-def extract_tasks(model: Any, example_inputs: Any, quantize: Any, spec: Any = None,
-                  cpu: str | None = None) -> tuple[list[Task], Any]:
-    """The distinct NPU GEMM workloads of the model quantized for the Lepton target."""
-    import tvm
+def fused_module(model: Any, example_inputs: Any, quantize: Any, npu: Any, host: Any) -> Any:
+    """The model's fused Relax module as ``build`` schedules it (quantized when ``quantize``
+    is given), with constant weights marked layout-free."""
+    from tvm import relax
 
     from .. import driver, lowering, quantization
+
+    imported, mod, _ = driver.prepare(model, example_inputs)
+    if quantize is not None:
+        config = quantization.check_config(quantize)
+        graph, table = quantization.calibrate(mod, imported.input_names, config, host)
+        mod = quantization.quantize(graph, table, config,
+                                    spec=npu.spec if npu is not None else None,
+                                    fuse=True).module
+    return relax.transform.AttachAttrLayoutFreeBuffers()(lowering.fuse(mod, True))
+
+
+def extract_tasks(model: Any, example_inputs: Any, quantize: Any, spec: Any = None,
+                  cpu: str | None = None, target: str = "lepton"
+                  ) -> tuple[list[Task], Any, dict[str, Any], Any]:
+    """The distinct NPU GEMM workloads (target ``lepton``) and the host kernels of the model:
+    (NPU tasks, NPU spec or None, host kernels by name, host target)."""
+    import tvm
+
+    from .. import lowering
+    from ..target.host import resolve_host
     from ..target.lepton_target import resolve_lepton
     from ..target.npu_schedule import candidate_plans, gemm_extents, plan_gemm
     from ..target.qkernels import GEMM_ATTR
 
-    npu = resolve_lepton(spec, cpu)
-    imported, mod, _ = driver.prepare(model, example_inputs)
-    config = quantization.check_config(quantize)
-    graph, table = quantization.calibrate(mod, imported.input_names, config, npu.host)
-    quant = quantization.quantize(graph, table, config, spec=npu.spec, fuse=True)
-    fused = lowering.fuse(quant.module, True)
+    npu = resolve_lepton(spec, cpu) if target == "lepton" else None
+    host = npu.host if npu is not None else resolve_host(cpu)
+    fused = fused_module(model, example_inputs, quantize, npu, host)
     tasks: dict[str, Task] = {}
+    host_kernels: dict[str, Any] = {}
     for name, func in lowering.kernels_of(fused).items():
-        if func.attrs is None or not func.attrs.get(GEMM_ATTR):
+        if npu is None or func.attrs is None or not func.attrs.get(GEMM_ATTR):
+            host_kernels[name] = func
             continue
         key = workload_key(func, npu.spec)
         if key in tasks:
@@ -122,34 +145,43 @@ def extract_tasks(model: Any, example_inputs: Any, quantize: Any, spec: Any = No
         tasks[key] = Task(key, [name], tvm.ir.save_json(func),
                           plan_gemm(*extents, npu.spec).knobs,
                           [p.knobs for p in candidate_plans(*extents, npu.spec)])
-    return list(tasks.values()), npu.spec
+    return list(tasks.values()), npu.spec if npu is not None else None, host_kernels, \
+        host.tvm_target()
 
 
 def tune(model: Any, example_inputs: Sequence[Any] | None, *, target: str = "lepton",
          quantize: Any = None, work_dir: str = "tune", trials: int = 2000,
          time_budget: float | None = None, seed: int = 0, runner: Any = "sim",
-         spec: Any = None, cpu: str | None = None, timeout: float = 120.0,
-         progress_bar: bool | None = None) -> TuningSession:
-    """Tune the NPU schedules of a model's GEMM kernels; records go to ``work_dir``.
+         host_trials: int | None = None, spec: Any = None, cpu: str | None = None,
+         timeout: float = 120.0, progress_bar: bool | None = None) -> TuningSession:
+    """Tune a model's kernel schedules; records go to ``work_dir``.
+
+    NPU GEMM kernels (target ``lepton``) are searched over Lepton's plan space; host
+    kernels (everything on the CPU: the whole model for target ``host``, the fallback
+    operators for ``lepton``) with TVM's MetaSchedule and its CPU rules.
 
     Parameters
     ----------
     model, example_inputs, quantize
-        As for :func:`~lepton_compiler.build` (``quantize`` is required: the NPU runs int8).
+        As for :func:`~lepton_compiler.build` (``quantize`` is required for ``lepton``: the
+        NPU runs int8; optional for ``host``).
     target
-        ``"lepton"`` (the only target with a schedule space to search).
+        ``"lepton"`` or ``"host"``.
     work_dir
         The database folder (``records.jsonl``); an existing one is resumed.
     trials
-        Measurements to make in this session (records already in the database are reused,
-        not re-measured).
+        NPU measurements to make in this session (target ``host``: MetaSchedule trials);
+        records already in the database are reused, not re-measured.
     time_budget
-        Stop after this many seconds (checked between measurements).
+        Stop the NPU search after this many seconds (checked between measurements).
     seed
-        Orders each task's candidates after the default plan.
+        Orders each task's candidates after the default plan; seeds MetaSchedule.
     runner
         ``"sim"`` (simulated cycles, deterministic), ``"host"`` (wall time in fast mode),
-        or an :class:`~lepton_compiler.tuning.RPCRunner`.
+        or an :class:`~lepton_compiler.tuning.RPCRunner`, for the NPU kernels.
+    host_trials
+        MetaSchedule trials over the host kernels, measured on this machine (default: 0 for
+        ``lepton``, ``trials`` for ``host``).
     timeout
         Seconds before a candidate counts as hung (recorded as failed).
 
@@ -160,13 +192,16 @@ def tune(model: Any, example_inputs: Sequence[Any] | None, *, target: str = "lep
     """
     from .rpc import RPCRunner
 
-    if target != "lepton":
-        raise OptionError(f"tuning searches NPU schedules; target must be 'lepton', not "
-                          f"{target!r}")
-    if quantize is None:
+    if target not in ("lepton", "host"):
+        raise OptionError(f"unknown tuning target {target!r}; use 'lepton' or 'host'")
+    if quantize is None and target == "lepton":
         raise OptionError("tune() needs quantize=QuantConfig(...): the NPU runs int8 kernels")
     if not isinstance(trials, int) or trials < 0:
         raise OptionError(f"trials must be a non-negative integer, got {trials!r}")
+    if host_trials is None:
+        host_trials, trials = (trials, 0) if target == "host" else (0, trials)
+    elif not isinstance(host_trials, int) or host_trials < 0:
+        raise OptionError(f"host_trials must be a non-negative integer, got {host_trials!r}")
     if isinstance(runner, str):
         if runner not in RUNNERS:
             raise OptionError(f"unknown runner {runner!r}; use 'sim', 'host' or "
@@ -177,7 +212,20 @@ def tune(model: Any, example_inputs: Sequence[Any] | None, *, target: str = "lep
                           f"{type(runner).__name__}")
     start = time.perf_counter()
     db = Database(work_dir)
-    tasks, lepton_spec = extract_tasks(model, example_inputs, quantize, spec, cpu)
+    tasks, lepton_spec, host_kernels, host_target = extract_tasks(
+        model, example_inputs, quantize, spec, cpu, target)
+    host_ran = 0
+    if host_trials:
+        from .host import tune_host_kernels
+
+        host_runner = LocalRunner("host", timeout=timeout)
+        try:
+            host_ran = tune_host_kernels(host_kernels, host_target, db, host_trials,
+                                         host_runner, str(work_dir), seed)
+        finally:
+            host_runner.close()
+        logger.info("tuning: %d MetaSchedule trials over %d host kernels", host_ran,
+                    len(host_kernels))
     queues = []
     for i, task in enumerate(tasks):
         rng = np.random.default_rng([seed, i])
@@ -185,7 +233,7 @@ def tune(model: Any, example_inputs: Sequence[Any] | None, *, target: str = "lep
         order = [task.default] + [rest[j] for j in rng.permutation(len(rest))]
         done = db.measured(task.workload)
         queues.append([k for k in order if knob_key(k) not in done])
-    session = TuningSession(str(work_dir), tasks, db, runner.unit)
+    session = TuningSession(str(work_dir), tasks, db, runner.unit, host_trials_run=host_ran)
     budget = min(trials, sum(len(q) for q in queues))
     try:
         with progress(budget, "tuning", progress_bar) as bar:
@@ -222,17 +270,29 @@ def tune(model: Any, example_inputs: Sequence[Any] | None, *, target: str = "lep
     return session
 
 
-def tuned_plans(tuning_db: Any, spec: Any) -> Any:
-    """A chooser for ``lowering.schedule``: the best recorded plan of a GEMM kernel, or
-    ``None`` when the database has no successful record of its workload."""
+@dataclass
+class TunedSchedules:
+    """What ``build(..., tuning_db=)`` schedules from: ``npu(func)`` gives the best recorded
+    plan of an NPU GEMM kernel, ``host(func)`` the best MetaSchedule schedule of a host
+    kernel; either returns ``None`` when the database has no record of the workload."""
+
+    npu: Any
+    host: Any
+
+
+def tuned_schedules(tuning_db: Any, spec: Any, host: Any) -> TunedSchedules:
+    """The tuned schedules of a work directory for a build with NPU ``spec`` (``None`` on
+    the host target) and host target ``host``."""
     from ..target.npu_schedule import gemm_extents, plan_from_knobs
+    from .host import host_schedules
 
     db = tuning_db if isinstance(tuning_db, Database) else Database(tuning_db, create=False)
 
-    def choose(func: Any) -> Any:
+    def npu_plan(func: Any) -> Any:
         best = db.best(workload_key(func, spec))
         if best is None:
             return None
         return plan_from_knobs(*gemm_extents(func), spec, best["knobs"])
 
-    return choose
+    return TunedSchedules(npu_plan if spec is not None else (lambda func: None),
+                          host_schedules(db, host.tvm_target()))
