@@ -34,7 +34,7 @@ def make_manifest(*, plan: dict, weights: bytes, kernels: bytes, target: dict,
             for e in entries
         ]
 
-    extra = {"report": report} if report is not None else {}
+    extra = {"report": report if report is not None else {}}
     return {
         **extra,
         "format_version": fmt.FORMAT_VERSION,

@@ -7,6 +7,8 @@ operator is reported at once in one :class:`UnsupportedOperatorError`.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
 import sys
@@ -183,13 +185,24 @@ def from_onnx(model: Any, example_inputs: Sequence[Any] | None = None,
     initializers = {t.name for t in proto.graph.initializer}
     graph_inputs = [i for i in proto.graph.input if i.name not in initializers]
     shape_dict = _onnx_input_shapes(graph_inputs, example_inputs)
+    converting: list[Any] = []
     try:
-        with _clip_as_relax_op():
+        with _clip_as_relax_op(), _track_nodes(converting), \
+                contextlib.redirect_stdout(io.StringIO()):  # the importer prints its inputs
             mod = tvm_from_onnx(proto, shape_dict=shape_dict, keep_params_in_input=False)
     except Exception as err:
+        from .onnx_validate import node_label
+
+        where = ""
+        if converting:
+            node = converting[-1]
+            where = f"{node_label(node, list(proto.graph.node).index(node))}: " \
+                if node in proto.graph.node else f"node {node.name!r} ({node.op_type}): "
+        text = str(err).strip().splitlines()[0] if str(err).strip() else ""
         raise ModelLoadError(
-            f"importing the ONNX model into Relax failed: {type(err).__name__}: "
-            f"{str(err).strip().splitlines()[0] if str(err).strip() else ''}"
+            f"{where}importing the ONNX model into Relax failed: {type(err).__name__}: "
+            f"{text[:300]}{'...' if len(text) > 300 else ''}; check this node's inputs and "
+            "attributes"
         ) from None
     return ImportedModel(
         mod,
@@ -197,6 +210,26 @@ def from_onnx(model: Any, example_inputs: Sequence[Any] | None = None,
         [o.name for o in proto.graph.output],
         "onnx",
     )
+
+
+@contextmanager
+def _track_nodes(converting: list) -> Any:
+    """Record each node TVM's ONNX importer starts converting (the last one is the node a
+    conversion error belongs to)."""
+    from tvm.relax.frontend.onnx.onnx_frontend import ONNXGraphImporter
+
+    original = ONNXGraphImporter.__dict__["_parse_value_proto"]
+
+    def parse(self: Any, value_proto: Any) -> Any:
+        if hasattr(value_proto, "op_type"):
+            converting.append(value_proto)
+        return original(self, value_proto)
+
+    ONNXGraphImporter._parse_value_proto = parse
+    try:
+        yield
+    finally:
+        ONNXGraphImporter._parse_value_proto = original
 
 
 @contextmanager

@@ -94,8 +94,19 @@ def validate(proto: Any, where: str, base_dir: Path | None, limits: Limits) -> N
                              f"{limits.max_nodes} (Limits.max_nodes)")
     _check_structure(graph, where)
     external_bytes = 0
+    readers: dict[str, list[str]] = {}
+    for index, node in enumerate(graph.node):
+        for name in node.input:
+            readers.setdefault(name, []).append(node_label(node, index))
     for tensor in graph.initializer:
-        external_bytes += _check_initializer(tensor, where, base_dir, limits)
+        try:
+            external_bytes += _check_initializer(tensor, where, base_dir, limits)
+        except ModelLoadError as err:
+            users = readers.get(tensor.name)
+            if not users:
+                raise
+            shown = ", ".join(users[:3]) + (" ..." if len(users) > 3 else "")
+            raise ModelLoadError(f"{err} (read by {shown})") from None
     if external_bytes > limits.max_model_bytes:
         raise ModelLoadError(f"{where}: external data of {external_bytes} bytes exceeds the "
                              f"limit of {limits.max_model_bytes} bytes")

@@ -30,6 +30,32 @@ def host_platform() -> dict[str, str]:
     return {"system": sys.platform, "machine": platform.machine().lower()}
 
 
+# Every key of a format-1 manifest and its JSON type.
+MANIFEST_SCHEMA = {
+    "format_version": int, "abi": str, "compiler": dict, "tvm_version": str,
+    "inputs": list, "outputs": list, "kernels": list, "members": dict, "target": dict,
+    "spec_fingerprint": (str, type(None)), "report": dict,
+}
+
+
+def check_schema(path: Path, manifest: dict) -> None:
+    """Refuse a manifest with a missing, unknown or mistyped key (an edited manifest whose
+    digest was recomputed still has to be the manifest a compiler writes)."""
+    from .errors import ArtifactIntegrityError
+
+    unknown = sorted(set(manifest) - set(MANIFEST_SCHEMA))
+    if unknown:
+        raise ArtifactIntegrityError(f"{path}: manifest has unknown key(s) "
+                                     f"{', '.join(unknown)}; re-export the model")
+    for key, kind in MANIFEST_SCHEMA.items():
+        if key not in manifest:
+            raise ArtifactIntegrityError(f"{path}: manifest lacks {key!r}; re-export the model")
+        value = manifest[key]
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise ArtifactIntegrityError(f"{path}: manifest {key!r} has the wrong type "
+                                         f"({type(value).__name__}); re-export the model")
+
+
 def check_manifest(path: Path, manifest: dict) -> None:
     """Refuse an artifact whose format, ABI, platform or CPU needs this runtime cannot meet."""
     version = manifest.get("format_version")
@@ -64,3 +90,4 @@ def check_manifest(path: Path, manifest: dict) -> None:
                 f"{path}: kernels need CPU features this machine lacks: {', '.join(missing)} "
                 f"(built for cpu {target.get('mcpu')!r}); recompile with a more portable cpu"
             )
+    check_schema(path, manifest)

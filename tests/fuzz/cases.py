@@ -1,0 +1,166 @@
+"""What one fuzz case does inside its child process; each returns a JSON-able outcome."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+RTOL = ATOL = 1e-5
+
+
+def _inputs(infos: Any, seed: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal(i.shape).astype(i.dtype) if i.dtype.startswith("float")
+            else rng.integers(-3, 4, i.shape).astype(i.dtype) for i in infos]
+
+
+def _error(err: BaseException) -> dict:
+    from lepton_compiler import LeptonError
+
+    kind = "lepton-error" if isinstance(err, LeptonError) else "other-exception"
+    return {"outcome": kind, "type": type(err).__name__, "message": str(err)[:2000]}
+
+
+def malformed(data: bytes) -> dict:
+    """Compile mutated model bytes: a LeptonError, or a model that matches onnxruntime."""
+    import onnxruntime as ort
+
+    import lepton_compiler
+
+    try:
+        compiled = lepton_compiler.build(data)
+        arrays = _inputs(compiled.inputs, 0)
+        got = compiled(*arrays)
+    except Exception as err:
+        return _error(err)
+    try:
+        sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+        names = [i.name for i in sess.get_inputs()]
+        want = sess.run(None, dict(zip(names, arrays, strict=True)))
+    except Exception as err:
+        return {"outcome": "compiled-oracle-refuses", "message": str(err)[:500]}
+    return _compare(got, want)
+
+
+def _compare(got: Any, want: list, rtol: float = RTOL, atol: float = ATOL) -> dict:
+    got = list(got) if isinstance(got, tuple) else [got]
+    if len(got) != len(want):
+        return {"outcome": "compiled-wrong", "message": f"{len(got)} outputs, expected "
+                                                        f"{len(want)}"}
+    worst = 0.0
+    for g, w in zip(got, want, strict=True):
+        w = np.asarray(w)
+        if g.shape != w.shape:
+            return {"outcome": "compiled-wrong", "message": f"shape {g.shape} vs {w.shape}"}
+        finite = np.isfinite(w)
+        if not np.array_equal(np.isfinite(g), finite):
+            return {"outcome": "compiled-wrong", "message": "non-finite values differ"}
+        if finite.any():
+            err = np.abs(g[finite].astype(np.float64) - w[finite])
+            bound = atol + rtol * np.abs(w[finite])
+            worst = max(worst, float(np.max(err / bound)))
+    if worst > 1:
+        return {"outcome": "compiled-wrong", "message": f"error {worst:.2f}x the tolerance"}
+    return {"outcome": "compiled-correct", "worst": worst}
+
+
+def _mapped_kernel_libraries() -> set[str]:
+    with open("/proc/self/maps") as f:
+        return {line.split(maxsplit=5)[-1].strip() for line in f if "lepton-kernels-" in line}
+
+
+def artifact(path: str, shape_probe: bool = False) -> dict:
+    """Load a mutated artifact: it must be refused, and before any kernels.so is mapped."""
+    import lepton_runtime
+
+    before = _mapped_kernel_libraries()
+    try:
+        session = lepton_runtime.load(path)
+    except Exception as err:
+        result = _error(err)
+        result["dlopen"] = bool(_mapped_kernel_libraries() - before)
+        return result
+    result = {"outcome": "loaded", "dlopen": bool(_mapped_kernel_libraries() - before)}
+    session.close() if hasattr(session, "close") else None
+    return result
+
+
+def bad_inputs(path: str, seed: int) -> dict:
+    """Call a valid artifact with random wrong inputs: every call is a clean InputError."""
+    import lepton_runtime
+
+    rng = np.random.default_rng(seed)
+    session = lepton_runtime.load(path)
+    infos = session.inputs
+    kinds = []
+    for trial in range(20):
+        args = [rng.standard_normal(i.shape).astype(np.float32) for i in infos]
+        which = rng.integers(5)
+        if which == 0:
+            args[0] = args[0].reshape(-1)                     # wrong rank
+        elif which == 1:
+            args[0] = np.zeros([d + 1 for d in infos[0].shape], np.float32)  # wrong dims
+        elif which == 2:
+            args[0] = args[0].astype(rng.choice(["int64", "float64", "uint8", "bool"]))
+        elif which == 3:
+            args = [*args, args[0]]                          # too many
+        else:
+            args[0] = "not an array" if rng.random() < 0.5 else None
+        try:
+            session.run(*args)
+        except lepton_runtime.LeptonError as err:
+            kinds.append(type(err).__name__)
+            continue
+        except Exception as err:
+            return _error(err) | {"trial": trial}
+        return {"outcome": "accepted-bad-input", "trial": trial, "kind": int(which)}
+    return {"outcome": "lepton-error", "type": ",".join(sorted(set(kinds)))}
+
+
+def differential(data: bytes, seed: int, int8: bool, opt0: bool = True) -> dict:
+    """A random valid graph: Lepton host fp32 (full and opt_level 0) vs onnxruntime; and,
+    with ``int8``, the lepton target's int8 build vs the numpy integer reference, bit-exact."""
+    import onnxruntime as ort
+
+    import lepton_compiler
+
+    sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    infos = sess.get_inputs()
+    rng = np.random.default_rng(seed)
+    arrays = [rng.standard_normal([int(d) for d in i.shape]).astype(np.float32) for i in infos]
+    want = sess.run(None, {i.name: a for i, a in zip(infos, arrays, strict=True)})
+    result: dict[str, Any] = {"outcome": "compiled-correct"}
+    try:
+        full = lepton_compiler.build(data)
+        check = _compare(full(*arrays), want)
+        if check["outcome"] != "compiled-correct":
+            return check | {"stage": "fp32"}
+        if opt0:
+            plain = lepton_compiler.build(data, opt_level=0)
+            check = _compare(plain(*arrays), want)
+            if check["outcome"] != "compiled-correct":
+                return check | {"stage": "opt_level=0"}
+            result["opt_level_0"] = True
+        if int8:
+            samples = [tuple(rng.standard_normal(a.shape).astype(np.float32) for a in arrays)
+                       for _ in range(4)]
+            q = lepton_compiler.build(data, target="lepton",
+                                      quantize=lepton_compiler.QuantConfig(
+                                          calibration_data=samples))
+            got, ref = q(*arrays), q.quantization.reference(*arrays)
+            got = list(got) if isinstance(got, tuple) else [got]
+            ref = list(ref) if isinstance(ref, tuple) else [ref]
+            if not all(np.array_equal(g, r) for g, r in zip(got, ref, strict=True)):
+                return {"outcome": "compiled-wrong", "stage": "int8",
+                        "message": "int8 build differs from the integer reference"}
+            result["int8"] = True
+            result["npu_kernels"] = len(q.build_info.get("npu_kernels", []))
+    except Exception as err:
+        return _error(err) | {"stage": "build"}
+    return result
+
+
+def environment() -> dict:
+    return {"pid": os.getpid()}
