@@ -258,6 +258,11 @@ def _check_declared(value: Any, kind: str, where: str, limits: Limits) -> None:
 
 
 POSITIVE_INTS = ("strides", "kernel_shape", "dilations")
+# Integer attributes that are flags: runtimes disagree on what 9 means (onnxruntime and TVM
+# gave different output ranks for ReduceMean keepdims=9), so only 0 and 1 are accepted.
+BOOLEAN_INTS = ("keepdims", "transA", "transB", "allowzero", "ceil_mode", "count_include_pad",
+                "noop_with_empty_axes", "select_last_index", "exclusive", "reverse",
+                "training_mode", "detect_negative", "detect_positive", "upper")
 
 
 def _check_nodes(proto: Any, where: str) -> None:
@@ -282,6 +287,10 @@ def _check_nodes(proto: Any, where: str) -> None:
                     and any(v < 0 for v in attr.ints):
                 raise ModelLoadError(f"{where}: {label} has pads={list(attr.ints)}; "
                                      "negative padding is not supported")
+            if attr.name in BOOLEAN_INTS and attr.type == onnx.AttributeProto.INT \
+                    and attr.i not in (0, 1):
+                raise ModelLoadError(f"{where}: {label} has {attr.name}={attr.i}; it is a "
+                                     "flag and must be 0 or 1")
             if attr.name == "group" and attr.type == onnx.AttributeProto.INT and attr.i <= 0:
                 raise ModelLoadError(f"{where}: {label} has group={attr.i}; it must be "
                                      "positive")

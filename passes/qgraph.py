@@ -234,6 +234,15 @@ def read_graph(func: Any) -> LayerGraph:
 
     ret = func.body.body
     tuple_output = isinstance(ret, relax.Tuple)
+    returned = list(ret.fields) if tuple_output else [ret]
+    for index, value in enumerate(returned):
+        if value not in names:
+            from lepton_compiler.errors import CompileError
+
+            raise CompileError(
+                f"model output #{index} does not depend on any input (it folds to a "
+                f"{type(value).__name__}); Lepton compiles outputs computed from the inputs — "
+                "remove the output or make it depend on an input")
     if tuple_output:
         outputs = [names[f] for f in ret.fields]
     else:

@@ -105,3 +105,26 @@ def test_a_manifest_edited_with_a_recomputed_digest_is_refused(tmp_path):
         with pytest.raises(lepton_runtime.ArtifactIntegrityError, match=repr(key)[1:-1]):
             lepton_runtime.load(bad)
     assert lepton_runtime.load(path) is not None
+
+
+def test_a_model_whose_output_folds_to_a_constant_is_refused_clearly():
+    """--long malformed campaign: LayerNormalization with its data input dropped folds the
+    whole graph to a constant; the layer reader raised a KeyError."""
+    from lepton_compiler import CompileError
+
+    nodes = [helper.make_node("Add", ["x", "x"], ["unused"], name="add0"),
+             helper.make_node("LayerNormalization", ["g", "b"], ["y"], name="ln0", axis=-1)]
+    data = _model(nodes, {"g": np.ones(8, np.float32), "b": np.ones(8, np.float32)},
+                  [1, 8], [8])
+    with pytest.raises(CompileError, match="model output #0 does not depend on any input"):
+        lepton_compiler.build(data)
+
+
+def test_a_flag_attribute_other_than_0_or_1_is_refused():
+    """--long malformed campaign: ReduceMean keepdims=9 compiled to shape (2, 1, 6) while
+    onnxruntime returned (2, 6)."""
+    nodes = [helper.make_node("ReduceMean", ["x"], ["y"], name="reduce0", axes=[1],
+                              keepdims=9)]
+    data = _model(nodes, {}, [2, 7, 6], [2, 1, 6])
+    with pytest.raises(ModelLoadError, match=r"node 'reduce0' \(ReduceMean\) has keepdims=9"):
+        lepton_compiler.build(data)
