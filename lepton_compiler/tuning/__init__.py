@@ -1,4 +1,5 @@
-"""Autotuning of the NPU schedules: sessions, the crash-safe database, runners."""
+"""Autotuning: sessions over NPU plans and MetaSchedule host schedules, the crash-safe
+database, runners."""
 
 from .database import Database
 from .measure import LocalRunner

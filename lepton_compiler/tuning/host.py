@@ -118,7 +118,6 @@ def _classes() -> tuple[Any, Any, Any, Any]:
             self.db = db
             self.target = target
             self.inner = ms.database.MemoryDatabase()
-            self.keys: dict[int, str] = {}
             self.persisted: set[str] = set()
             workloads: dict[str, Any] = {}
             for record in db.records:
