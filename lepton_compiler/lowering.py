@@ -164,7 +164,8 @@ def schedule(mod: Any, config: Any, npu: Any = None,
     Kernels whose weights are constants get a layout-rewrite stage that is split out of the
     kernel and folded into the weights, so the artifact stores them already tiled. With an
     NPU target (a ``LeptonTarget``), quantized GEMM kernels are tensorized onto the NPU
-    instead; returns the module and the names of those kernels. ``tuned`` (a
+    instead; returns the module and the names of those kernels. ``config=None`` leaves host
+    kernels as legalized (``opt_level=0``). ``tuned`` (a
     ``tuning.TunedSchedules``), when given, supplies tuned NPU plans and tuned host schedules
     (``None`` from either means: no record, use the default).
     """
