@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from benchmarks import write_result
 
 
 def main() -> dict:
@@ -76,10 +75,7 @@ def main() -> dict:
               f"tuned kernels {r['tuned_kernels']}/{r['kernels']}  max |err| vs torch "
               f"{r['max_abs_err']:.2e}")
     print(f"  speed-up: {result['speedup_median']:.2f}x")
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"host_tuning_{args.model}_{dt.date.today().isoformat()}.json"
-    out.write_text(json.dumps(result, indent=1, default=str) + "\n")
-    print(f"wrote {out}")
+    write_result(f"host_tuning_{args.model}", result)
     return result
 
 

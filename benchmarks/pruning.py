@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from benchmarks import write_result
 
 
 def main() -> dict:
@@ -74,10 +73,7 @@ def main() -> dict:
               f"ms (min {r['min_ms']:.2f})")
     print(f"  speed-up: sim {result['sim_speedup']:.2f}x, fast "
           f"{result['fast_speedup_median']:.2f}x (min {result['fast_speedup_min']:.2f}x)")
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"pruning_{dt.date.today().isoformat()}.json"
-    out.write_text(json.dumps(result, indent=1, default=str) + "\n")
-    print(f"wrote {out}")
+    write_result("pruning", result)
     return result
 
 

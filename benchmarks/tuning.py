@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from benchmarks import write_result
 
 
 def main() -> dict:
@@ -79,10 +78,7 @@ def main() -> dict:
               f"(min {r['min_ms']:.2f})  bit-exact {r['exact']}")
     print(f"  speed-up: sim {result['sim_speedup']:.3f}x, fast "
           f"{result['fast_speedup_median']:.2f}x")
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"tuning_{dt.date.today().isoformat()}.json"
-    out.write_text(json.dumps(result, indent=1, default=str) + "\n")
-    print(f"wrote {out}")
+    write_result("tuning", result)
     return result
 
 

@@ -238,7 +238,6 @@ def _build(model: Any, example_inputs: Any, target: str, npu: Any, host: Any, qu
         info["npu_kernels"] = sorted(npu_kernels)
         info["fallbacks"] = [{"layer": o.layer, "op": o.op, "reason": o.reason}
                              for o in report.fallbacks()]
-
     logger.info("built %s: %d kernels, %.1fs", target, info["kernels"], sum(timings.values()))
     return CompiledModel(data, info, quant, report)
 

@@ -7,14 +7,13 @@ operator is reported at once in one :class:`UnsupportedOperatorError`.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import logging
 import os
 import sys
 from collections import defaultdict
 from collections.abc import Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -188,7 +187,7 @@ def from_onnx(model: Any, example_inputs: Sequence[Any] | None = None,
     converting: list[Any] = []
     try:
         with _clip_as_relax_op(), _track_nodes(converting), \
-                contextlib.redirect_stdout(io.StringIO()):  # the importer prints its inputs
+                redirect_stdout(io.StringIO()):  # the importer prints its inputs
             mod = tvm_from_onnx(proto, shape_dict=shape_dict, keep_params_in_input=False)
     except Exception as err:
         from .onnx_validate import node_label

@@ -46,7 +46,6 @@ def _classes() -> tuple[Any, Any, Any, Any]:
     global _CLASSES
     if _CLASSES is not None:
         return _CLASSES
-    import tvm
     from tvm.ir.utils import derived_object
 
     from .. import tvm_compat
@@ -69,9 +68,7 @@ def _classes() -> tuple[Any, Any, Any, Any]:
             for item in build_inputs:
                 folder = tempfile.mkdtemp(dir=self.scratch)  # MetaSchedule removes the folder
                 try:
-                    lib = tvm.compile(without_layout_rewrite(item.mod), target=item.target)
-                    path = os.path.join(folder, "candidate.so")
-                    lib.export_library(path)
+                    path, _ = compile_library(item.mod, item.target, folder)
                     results.append(BuilderResult(path, None))
                 except Exception as err:  # a candidate that does not build is a failed trial
                     shutil.rmtree(folder, ignore_errors=True)
@@ -152,7 +149,7 @@ def _classes() -> tuple[Any, Any, Any, Any]:
                     "status": "ok" if ok else "failed", "unit": "seconds",
                     "runner": "metaschedule"}
             if ok:
-                line["cost"] = sorted(secs)[len(secs) // 2]
+                line["cost"] = _median(secs)
             if key not in self.persisted:
                 line["ms_workload"] = record.workload.as_json()
                 self.persisted.add(key)
@@ -220,6 +217,22 @@ def without_layout_rewrite(mod: Any) -> Any:
     return RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod)
 
 
+def compile_library(mod: Any, target: Any, folder: str) -> tuple[str, list]:
+    """Compile a one-kernel module as the build runs it (weights already packed) into
+    ``folder``; returns the library path and the kernel's operands as (shape, dtype)."""
+    import tvm
+
+    mod = without_layout_rewrite(mod)
+    path = os.path.join(folder, "kernel.so")
+    tvm.compile(mod, target=target).export_library(path)
+    return path, [([int(d) for d in p.shape], str(p.dtype)) for p in mod["main"].params]
+
+
+def _median(seconds: list) -> float:
+    """The middle timing (the upper one of an even count), as the database records it."""
+    return sorted(float(s) for s in seconds)[len(seconds) // 2]
+
+
 def as_workload(func: Any) -> Any:
     """A kernel as MetaSchedule tunes and looks it up: a public ``main``."""
     return func.with_attr("global_symbol", "main")
@@ -237,22 +250,16 @@ def measure_defaults(kernels: dict[str, Any], target: Any, db: Database, runner:
         key = host_workload_key(func, target)
         if key in done:
             continue
-        folder = tempfile.mkdtemp(prefix="lepton-default-")
-        try:
-            mod = without_layout_rewrite(
-                tvm.IRModule({"main": schedule_prim_func(func, HostScheduleConfig())}))
-            path = os.path.join(folder, "default.so")
-            tvm.compile(mod, target=target).export_library(path)
-            args = [([int(d) for d in p.shape], str(p.dtype)) for p in mod["main"].params]
+        with tempfile.TemporaryDirectory(prefix="lepton-default-") as folder:
+            path, args = compile_library(
+                tvm.IRModule({"main": schedule_prim_func(func, HostScheduleConfig())}),
+                target, folder)
             result = runner.measure_library(path, args)
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
         record = {"workload": key, "kind": "host", "default": True, "knobs": "lepton",
                   "kernel": name,
                   "status": result["status"], "unit": "seconds", "runner": "host"}
         if result["status"] == "ok":
-            secs = sorted(result["seconds"])
-            record["cost"] = secs[len(secs) // 2]
+            record["cost"] = _median(result["seconds"])
         else:
             record["error"] = result["error"]
         db.append(record)
@@ -295,19 +302,22 @@ def tune_host_kernels(kernels: dict[str, Any], target: Any, db: Database, trials
 def host_schedules(db: Database, target: Any) -> Any:
     """A chooser for ``lowering.schedule``: the best recorded MetaSchedule schedule of a host
     kernel, or ``None`` when the database has none for it."""
-    if not any(r.get("kind") == "host" and not r.get("default") and r["status"] == "ok"
-               for r in db.records):
+    # Per workload, the best MetaSchedule and the best default cost.
+    best: dict[str, dict[bool, float]] = {}
+    for r in db.records:
+        if r.get("kind") == "host" and r["status"] == "ok":
+            costs = best.setdefault(r["workload"], {})
+            default = bool(r.get("default"))
+            costs[default] = min(r["cost"], costs.get(default, float("inf")))
+    if not any(False in costs for costs in best.values()):
         return lambda func: None
     _, _, database_cls, ms = _classes()
     database = database_cls(db, target)
 
     def choose(func: Any) -> Any:
         workload = as_workload(func)
-        key = host_workload_key(workload, target)
-        records = [r for r in db.records if r["workload"] == key and r["status"] == "ok"]
-        tuned = [r["cost"] for r in records if not r.get("default")]
-        default = [r["cost"] for r in records if r.get("default")]
-        if not tuned or (default and min(default) <= min(tuned)):
+        costs = best.get(host_workload_key(workload, target), {})
+        if False not in costs or costs.get(True, float("inf")) <= costs[False]:
             return None  # Lepton's own schedule is as fast as anything measured
         sch = ms.tir_integration.compile_tir(database, workload, target)
         return None if sch is None else sch.mod["main"]

@@ -125,23 +125,16 @@ def worker_main() -> None:
     sys.stdout = sys.stderr  # library chatter must not corrupt the protocol
     for line in sys.stdin:
         job = json.loads(line)
-        if job.get("kind") == "library":
-            try:
+        try:
+            if job.get("kind") == "library":
                 result = {"status": "ok", "seconds": time_library(job["path"], job["args"],
                                                                   job.get("repeats", 5))}
-            except Exception as err:
-                first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-                result = {"status": "failed", "error": f"{type(err).__name__}: {first}"}
-            out.write(json.dumps(result) + "\n")
-            out.flush()
-            continue
-        try:
-            func = tvm.ir.load_json(job["func"])
-            spec = load_spec(job["spec"])
-            so_bytes, plan = build_candidate(func, spec, job["knobs"], job.get("cpu"))
-            cost = run_candidate(so_bytes, func, spec, plan, job["mode"],
-                                 job.get("repeats", 5))
-            result = {"status": "ok", "cost": cost}
+            else:
+                func = tvm.ir.load_json(job["func"])
+                spec = load_spec(job["spec"])
+                so_bytes, plan = build_candidate(func, spec, job["knobs"], job.get("cpu"))
+                result = {"status": "ok", "cost": run_candidate(
+                    so_bytes, func, spec, plan, job["mode"], job.get("repeats", 5))}
         except Exception as err:
             first = str(err).strip().splitlines()[0] if str(err).strip() else ""
             result = {"status": "failed", "error": f"{type(err).__name__}: {first}"}

@@ -58,23 +58,22 @@ def artifacts(count: int, seed: int, parallel: int = 2) -> dict:
     from . import artifacts as mutate
     from . import cases, corpus, harness
 
-    folder = Path(tempfile.mkdtemp(prefix="lepton-fuzz-artifacts-"))
-    model = corpus.corpus()["conv_relu_pool"].SerializeToString()
-    valid = lepton_compiler.build(model).export(folder / "valid.lepton").read_bytes()
-    jobs, meta = [], {}
-    for case, data, kind in mutate.cases(valid, count, seed):
-        path = folder / f"{case}.lepton"
-        path.write_bytes(data)
-        jobs.append((case, (str(path),)))
-        meta[case] = {"mutation": kind, "identical": data == valid}
-    jobs.append(("valid", (str(folder / "valid.lepton"),)))
-    meta["valid"] = {"mutation": "none", "identical": True}
-    for i in range(3):  # random wrong inputs against the valid artifact
-        jobs.append((f"inputs-{i}", (str(folder / "valid.lepton"), seed + i)))
-    results = harness.run_all(cases.artifact, [j for j in jobs if not j[0].startswith(
-        "inputs")], TIMEOUT, parallel)
-    results.update(harness.run_all(cases.bad_inputs, [j for j in jobs if j[0].startswith(
-        "inputs")], TIMEOUT, parallel))
+    with tempfile.TemporaryDirectory(prefix="lepton-fuzz-artifacts-") as tmp:
+        folder = Path(tmp)
+        model = corpus.corpus()["conv_relu_pool"].SerializeToString()
+        valid_path = lepton_compiler.build(model).export(folder / "valid.lepton")
+        valid = valid_path.read_bytes()
+        loads, meta = [("valid", (str(valid_path),))], {}
+        meta["valid"] = {"mutation": "none", "identical": True}
+        for case, data, kind in mutate.cases(valid, count, seed):
+            path = folder / f"{case}.lepton"
+            path.write_bytes(data)
+            loads.append((case, (str(path),)))
+            meta[case] = {"mutation": kind, "identical": data == valid}
+        # random wrong inputs against the valid artifact
+        calls = [(f"inputs-{i}", (str(valid_path), seed + i)) for i in range(3)]
+        results = harness.run_all(cases.artifact, loads, TIMEOUT, parallel)
+        results.update(harness.run_all(cases.bad_inputs, calls, TIMEOUT, parallel))
     for case, r in results.items():
         r.update(meta.get(case, {"mutation": "bad inputs"}))
     control = results.pop("valid")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import numpy as np
@@ -71,7 +70,7 @@ def _mapped_kernel_libraries() -> set[str]:
         return {line.split(maxsplit=5)[-1].strip() for line in f if "lepton-kernels-" in line}
 
 
-def artifact(path: str, shape_probe: bool = False) -> dict:
+def artifact(path: str) -> dict:
     """Load a mutated artifact: it must be refused, and before any kernels.so is mapped."""
     import lepton_runtime
 
@@ -82,9 +81,8 @@ def artifact(path: str, shape_probe: bool = False) -> dict:
         result = _error(err)
         result["dlopen"] = bool(_mapped_kernel_libraries() - before)
         return result
-    result = {"outcome": "loaded", "dlopen": bool(_mapped_kernel_libraries() - before)}
-    session.close() if hasattr(session, "close") else None
-    return result
+    del session
+    return {"outcome": "loaded", "dlopen": bool(_mapped_kernel_libraries() - before)}
 
 
 def bad_inputs(path: str, seed: int) -> dict:
@@ -160,7 +158,3 @@ def differential(data: bytes, seed: int, int8: bool, opt0: bool = True) -> dict:
     except Exception as err:
         return _error(err) | {"stage": "build"}
     return result
-
-
-def environment() -> dict:
-    return {"pid": os.getpid()}

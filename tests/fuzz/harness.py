@@ -34,6 +34,16 @@ def _child(fn: Callable[..., dict], args: tuple, conn: Any) -> None:
     conn.close()
 
 
+def _receive(recv: Any, wait: float) -> dict | None:
+    """The child's result if it has written one within ``wait`` seconds."""
+    if not recv.poll(wait):
+        return None
+    try:
+        return recv.recv()
+    except EOFError:
+        return None
+
+
 def run_all(fn: Callable[..., dict], jobs: Iterable[tuple[str, tuple]], timeout: float,
             parallel: int = 2) -> dict[str, dict]:
     """Run ``fn(*args)`` for every (case id, args) in its own child, ``parallel`` at a time.
@@ -55,23 +65,15 @@ def run_all(fn: Callable[..., dict], jobs: Iterable[tuple[str, tuple]], timeout:
             running[case] = (proc, recv, time.monotonic())
         time.sleep(0.005)
         for case, (proc, recv, start) in list(running.items()):
-            result = None
-            if recv.poll():
-                try:
-                    result = recv.recv()
-                except EOFError:
-                    result = None
-            if result is None and proc.exitcode is None and not recv.poll():
+            result = _receive(recv, 0)
+            if result is None and proc.exitcode is None:  # still running
                 if time.monotonic() - start < timeout:
                     continue
                 proc.kill()
                 proc.join()
                 result = {"outcome": "hang", "seconds": timeout}
-            if result is None and recv.poll(0.5):  # it wrote its result, then exited
-                try:
-                    result = recv.recv()
-                except EOFError:
-                    result = None
+            elif result is None:
+                result = _receive(recv, 0.5)  # it may have written its result, then exited
             if result is None:
                 proc.join()
                 code = proc.exitcode
