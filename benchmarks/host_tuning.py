@@ -35,7 +35,7 @@ def main() -> dict:
     import torch
 
     import lepton_compiler as lc
-    from lepton_compiler.bench.runner import machine_info
+    from lepton_compiler.examples.bench.runner import machine_info
     from lepton_compiler.timing import measure_alternating
 
     model = getattr(lc.zoo, args.model)()

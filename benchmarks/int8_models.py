@@ -47,7 +47,7 @@ def bench_model(name: str, threads: int, repeats: int, calib_n: int = 4) -> dict
                  "npu_mac_share": compiled.report.npu_mac_share,
                  "kernels": compiled.build_info["calls"]}
     with tempfile.TemporaryDirectory() as tmp:
-        from lepton_compiler.bench.systems import (
+        from lepton_compiler.examples.bench.systems import (
             Case,
             Context,
             onnxruntime_fp32,

@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> dict:
     import torch
 
     import lepton_compiler
-    from lepton_compiler import zoo
+    from lepton_compiler.examples import zoo
 
     torch.set_num_threads(args.threads)
     model = zoo.resnet18()

@@ -5,7 +5,7 @@ See ``lepton_compiler/bench/runner.py`` (also ``lepton bench``) for the options 
 
 import sys
 
-from lepton_compiler.bench.runner import main
+from lepton_compiler.examples.bench.runner import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -33,7 +33,7 @@ def main() -> dict:
     import lepton_runtime
 
     import lepton_compiler as lc
-    from lepton_compiler.bench.runner import machine_info
+    from lepton_compiler.examples.bench.runner import machine_info
     from lepton_compiler.timing import measure_alternating
 
     model = lc.zoo.resnet18()

@@ -11,12 +11,8 @@ Public API::
     compiled = lepton_compiler.build(model, example_inputs, target="lepton", quantize=config)
 """
 
-__version__ = "0.1.0"
-
-from . import zoo
-from .compiled_model import CompiledModel
-from .driver import build
-from .errors import (
+from lepton_compiler.compiled_model import CompiledModel
+from lepton_compiler.errors import (
     ArtifactError,
     CalibrationError,
     CompileError,
@@ -30,12 +26,14 @@ from .errors import (
     TuningError,
     UnsupportedOperatorError,
 )
-from .onnx_validate import Limits
-from .placement import PlacementReport, check
-from .pruning import PruneConfig, PruneReport, prune
-from .quant_analysis import QuantReport, analyze_quantization
-from .quantization import CalibrationTable, QuantConfig
-from .tuning import RPCRunner, TuningSession, tune
+from lepton_compiler.frontend.onnx_validate import Limits
+from lepton_compiler.optimize.pruning import PruneConfig, PruneReport
+from lepton_compiler.optimize.quantization import CalibrationTable, QuantConfig
+from lepton_compiler.pipeline import analyze_quantization, build, check, prune
+from lepton_compiler.reports.placement import PlacementReport
+from lepton_compiler.reports.quant_analysis import QuantReport
+from lepton_compiler.tuning import RPCRunner, TuningSession, tune
+from lepton_compiler.version import __version__
 
 __all__ = [
     "ArtifactError",
@@ -68,3 +66,13 @@ __all__ = [
     "tune",
     "zoo",
 ]
+
+
+def __getattr__(name: str):
+    """``lepton_compiler.zoo``: the example models, imported on first use (the zoo lives
+    outside the compiler core, in ``lepton_compiler.examples``)."""
+    if name == "zoo":
+        from lepton_compiler.examples import zoo
+
+        return zoo
+    raise AttributeError(f"module 'lepton_compiler' has no attribute {name!r}")

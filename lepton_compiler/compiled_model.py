@@ -15,7 +15,7 @@ from typing import Any
 import lepton_runtime
 import numpy as np
 
-from . import artifact
+from lepton_compiler.lower import artifact
 
 
 class CompiledModel:

@@ -1,5 +1,5 @@
 """Graph-level Relax passes of Lepton Compiler, one per file (``lepton_compiler.passes``)."""
 
-from .fold_batch_norm import FoldBatchNorm
+from lepton_compiler.passes.fold_batch_norm import FoldBatchNorm
 
 __all__ = ["FoldBatchNorm"]

@@ -16,11 +16,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from lepton_compiler.passes.calibrate import qparams
+from lepton_compiler.passes.qgraph import COMPUTE_KINDS, FOLLOW_KINDS, GEMM_KINDS, Layer, LayerGraph
 
 from lepton_compiler.errors import QuantizationError
-
-from .calibrate import qparams
-from .qgraph import COMPUTE_KINDS, FOLLOW_KINDS, GEMM_KINDS, Layer, LayerGraph
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ import os
 import platform
 import sys
 from dataclasses import dataclass, field
+from typing import Any
 
 # ISA flags (as /proc/cpuinfo spells them) that LLVM may use for a given -mcpu; an artifact
 # records those of its build CPU so the runtime can refuse a machine without them.
@@ -31,6 +32,14 @@ class HostTarget:
             {"kind": "llvm", "mcpu": self.mcpu, "num-cores": self.num_cores}
         )
 
+    def features(self, wanted: tuple[str, ...]) -> set[str]:
+        """Which of ``wanted`` (LLVM feature names, e.g. ``avx512f``) this CPU has: from
+        /proc/cpuinfo for this machine, from LLVM's CPU table for a named CPU."""
+        if self.cpu_features:
+            have = set(self.cpu_features)
+            return {f for f in wanted if f in have}
+        return llvm_features(self.tvm_target(), wanted)
+
     def manifest(self) -> dict:
         return {
             "kind": "host",
@@ -40,6 +49,13 @@ class HostTarget:
             "num_cores": self.num_cores,
             "cpu_features": list(self.cpu_features),
         }
+
+
+def llvm_features(target: Any, wanted: tuple[str, ...]) -> set[str]:
+    """Which of ``wanted`` the CPU of a TVM llvm ``target`` has, by LLVM's CPU table."""
+    from tvm.target import codegen
+
+    return {f for f in wanted if codegen.llvm_cpu_has_features(f, target)}
 
 
 def _host_flags() -> tuple[str, ...]:

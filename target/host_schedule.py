@@ -10,20 +10,48 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from lepton_compiler.target.host import HostTarget
+
 from lepton_compiler import tvm_compat
 
 logger = logging.getLogger(__name__)
 
 
+#: The CPU features (LLVM names) that decide the host schedule parameters.
+VECTOR_FEATURES = ("avx512f", "avx")
+
+
 @dataclass(frozen=True)
 class HostScheduleConfig:
-    """Knobs of the host schedules (vector width in elements, register tile sizes)."""
+    """Knobs of the host schedules (vector width in fp32 elements, register tile sizes).
+
+    The defaults describe AVX-512 (16 lanes, 32 vector registers); :meth:`for_host` derives
+    them from a resolved host CPU's features.
+    """
 
     vector_lanes: int = 16
     tile_rows: int = 7           # row tile when the columns are narrower than one vector
     max_tile_vectors: int = 4    # widest register tile, in vectors
-    accumulator_budget: int = 24  # vector registers held as accumulators (of 32 with AVX-512)
+    accumulator_budget: int = 24  # vector registers held as accumulators (3/4 of the file)
     parallel_min_extent: int = 2
+
+    def __post_init__(self) -> None:
+        if self.vector_lanes < 1 or self.accumulator_budget < 1 or self.max_tile_vectors < 1:
+            raise ValueError(f"invalid host schedule config {self}")
+
+    @classmethod
+    def for_host(cls, host: HostTarget) -> HostScheduleConfig:
+        """The config for a resolved host CPU (see :meth:`for_features`)."""
+        return cls.for_features(host.features(VECTOR_FEATURES))
+
+    @classmethod
+    def for_features(cls, features: set[str]) -> HostScheduleConfig:
+        """Lanes and register budget of the widest fp32 vector unit among ``features``:
+        AVX-512 (16 lanes, 32 registers), AVX/AVX2 (8 lanes, 16 registers), else 128-bit
+        vectors (4 lanes, 16 registers)."""
+        lanes, registers = (16, 32) if "avx512f" in features else \
+            (8, 16) if "avx" in features else (4, 16)
+        return cls(vector_lanes=lanes, accumulator_budget=registers * 3 // 4)
 
 
 def schedule_prim_func(func, config: HostScheduleConfig):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .spec import LeptonSpec
+from lepton_compiler.target.spec import LeptonSpec
 
 GEMM_EXTERN = "lepton_gemm_i8"
 REQUANT_EXTERN = "lepton_requant_i32_i8"

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .host import HostTarget, resolve_host
-from .spec import LeptonSpec, load_spec
+from lepton_compiler.target.host import HostTarget, resolve_host
+from lepton_compiler.target.spec import LeptonSpec, load_spec
 
 TARGET_KEY = "lepton"
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .spec import LeptonSpec
+from lepton_compiler.target.spec import LeptonSpec
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ class OpFacts:
 def fits_sram(op: OpFacts, spec: LeptonSpec) -> str | None:
     """A matrix product runs on the NPU when one output tile's working set (a row strip of
     the input, a column strip of the weights, the int32 accumulators) fits the SRAM."""
-    from .npu_schedule import SramOverflowError, plan_gemm
+    from lepton_compiler.target.npu_schedule import SramOverflowError, plan_gemm
 
     if op.gemm is None:
         return None

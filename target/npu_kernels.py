@@ -14,8 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from .spec import LeptonSpec, load_spec
+from lepton_compiler.target.spec import LeptonSpec, load_spec
 
 MODES = {"fast": 0, "sim": 1}
 COUNTERS = ("gemm_calls", "macs_issued", "compute_cycles", "vector_cycles", "dma_cycles",
@@ -117,9 +116,8 @@ def int8_conv2d_func(shape: Conv2dShape) -> Any:
 
 def int32_requant_func(m: int, n: int) -> Any:
     """TIR for per-channel requantization of ``ACC[m, n]`` int32 to int8 (see reference)."""
+    from lepton_compiler.target.intrinsics import requant_macro
     from tvm.script import tirx as T
-
-    from .intrinsics import requant_macro
 
     requant_store = requant_macro()
 
@@ -138,11 +136,11 @@ def int32_requant_func(m: int, n: int) -> Any:
 
 def _compile(func: Any, entry: str, spec: LeptonSpec, cpu: str | None) -> bytes:
     import tvm
+    from lepton_compiler.target.host import resolve_host
+    from lepton_compiler.target.npu_codegen import npu_object
+    from lepton_compiler.target.parallel_runtime import runtime_object
 
-    from lepton_compiler import lowering, tvm_compat
-
-    from .host import resolve_host
-    from .npu_codegen import npu_object
+    from lepton_compiler import tvm_compat
 
     host = resolve_host(cpu)
     lib = tvm_compat.compile_tir(tvm.IRModule({entry: func.with_attr("global_symbol", entry)}),
@@ -150,7 +148,7 @@ def _compile(func: Any, entry: str, spec: LeptonSpec, cpu: str | None) -> bytes:
     with tempfile.TemporaryDirectory(prefix="lepton-npu-") as tmp:
         workdir = Path(tmp)
         so_path = workdir / "kernel.so"
-        objects = [lowering.runtime_object(workdir), npu_object(spec, workdir, host.mcpu)]
+        objects = [runtime_object(workdir), npu_object(spec, workdir, host.mcpu)]
         tvm_compat.export_library(lib, str(so_path), objects)
         return so_path.read_bytes()
 
@@ -158,9 +156,8 @@ def _compile(func: Any, entry: str, spec: LeptonSpec, cpu: str | None) -> bytes:
 def build_matmul(m: int, n: int, k: int, spec: LeptonSpec | None = None,
                  cpu: str | None = None) -> NpuKernel:
     """Compile an int8 matmul for the NPU (tensorized, linked with both execution modes)."""
+    from lepton_compiler.target.npu_schedule import plan_gemm, schedule_matmul
     from tvm import s_tir
-
-    from .npu_schedule import plan_gemm, schedule_matmul
 
     spec = load_spec(spec)
     plan = plan_gemm(m, n, k, spec)
@@ -177,9 +174,8 @@ def build_requant(m: int, n: int, spec: LeptonSpec | None = None,
     Shapes are padded to the tile on the host side; run with
     ``kernel.run(acc, multiplier, shift, zero_point, lo, hi, bias=None)``.
     """
+    from lepton_compiler.target.intrinsics import register_intrinsics
     from tvm import s_tir
-
-    from .intrinsics import register_intrinsics
 
     spec = load_spec(spec)
     mat = spec.matrix
@@ -200,9 +196,8 @@ def build_conv2d(shape: Conv2dShape, spec: LeptonSpec | None = None,
                  cpu: str | None = None) -> NpuKernel:
     """Compile an int8 NHWC conv2d for the NPU: window gather on the host side, GEMM on the
     matrix engine. Run it with ``kernel.run(x_nhwc, w_hwio)``."""
+    from lepton_compiler.target.npu_schedule import plan_gemm, schedule_matmul
     from tvm import s_tir
-
-    from .npu_schedule import plan_gemm, schedule_matmul
 
     spec = load_spec(spec)
     plan = plan_gemm(*shape.gemm, spec)
@@ -276,45 +271,9 @@ class NpuKernel:
             return out.reshape(self.conv.n, oh, ow, self.conv.cout)
         return out
 
-    def export(self, path: str | os.PathLike, cpu: str | None = None) -> Path:
-        """Write the kernel as a one-call Lepton artifact for ``lepton_runtime.load``.
-
-        Inputs are the kernel's operands (for a conv2d: NHWC input and the HWIO weights
-        flattened to ``[KH*KW*Cin, Cout]``); the output is the int32 result ``[M, N]``.
-        """
-        from lepton_compiler import __version__, artifact, tvm_compat
-
-        from .lepton_target import resolve_lepton
-        from .npu_schedule import sim_static
-
-        if self.conv is not None:
-            c = self.conv
-            operands = [("input", [c.n, c.h, c.w, c.cin]), ("weight", [self.plan.k, c.cout])]
-        else:
-            operands = [("a", [self.plan.m, self.plan.k]), ("b", [self.plan.k, self.plan.n])]
-        tensors = [{"shape": shape, "dtype": "int8", "kind": "input", "index": i}
-                   for i, (_, shape) in enumerate(operands)]
-        tensors.append({"shape": list(self.out_shape), "dtype": "int32", "kind": "output",
-                        "index": 0})
-        plan = {
-            "version": 1, "arena_bytes": 0, "tensors": tensors,
-            "calls": [{"kernel": self.entry, "args": [0, 1, 2], "ops": [self.entry],
-                       "sim": sim_static(self.plan, self.spec)}],
-            "inputs": [{"name": name, "tensor": i} for i, (name, _) in enumerate(operands)],
-            "outputs": [{"name": "output", "tensor": 2}],
-        }
-        target = resolve_lepton(self.spec, cpu)
-        data = artifact.pack(
-            plan=plan, weights=b"", kernels=self.so_bytes,
-            target={**target.manifest(), "sim_counters": list(COUNTERS)},
-            compiler_version=__version__, tvm_version=tvm_compat.tvm_version(),
-            spec_fingerprint=self.spec.fingerprint(),
-        )
-        return artifact.write(path, data)
-
     def sim_report(self, a: np.ndarray, b: np.ndarray) -> dict[str, float]:
         """Run once in sim mode and report cycles, utilisation, DRAM bytes and SRAM peaks."""
-        from .npu_schedule import sim_report
+        from lepton_compiler.target.npu_schedule import sim_report
 
         self.counters(reset=True)
         self.run(a, b, "sim")

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lepton_compiler.errors import CompileError
+from lepton_compiler.target.intrinsics import register_intrinsics
+from lepton_compiler.target.spec import LeptonSpec
 
-from .intrinsics import register_intrinsics
-from .spec import LeptonSpec
+from lepton_compiler.errors import CompileError
 
 
 class SramOverflowError(CompileError):
@@ -257,7 +257,7 @@ def _stage_operands(sch, block, spec: LeptonSpec, plan: GemmPlan, kb, jo,
     (k_block x tile_n) into weight SRAM per output tile — or, with stationary weights, the
     whole B once before the loops — and store each int32 output tile from the accumulator
     SRAM; the GEMM works on the staged copies."""
-    from .intrinsics import register_dma
+    from lepton_compiler.target.intrinsics import register_dma
 
     mat = spec.matrix
     _, pn, pk = plan.padded

@@ -6,9 +6,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-
-from .npu_kernels import MODES, _compile, load_kernel_library, read_counters
-from .spec import LeptonSpec, load_spec
+from lepton_compiler.target.npu_kernels import MODES, _compile, load_kernel_library, read_counters
+from lepton_compiler.target.spec import LeptonSpec, load_spec
 
 
 def int8_maxpool_func(n: int, h: int, w: int, c: int, k: int, stride: int, pad: int) -> Any:
@@ -44,9 +43,8 @@ def build_maxpool(n: int, h: int, w: int, c: int, k: int, stride: int, pad: int,
 
     Channels are padded to a multiple of the vector width on the host side.
     """
+    from lepton_compiler.target.intrinsics import register_vector_op
     from tvm import s_tir
-
-    from .intrinsics import register_vector_op
 
     spec = load_spec(spec)
     lanes = spec.vector.lanes
@@ -68,10 +66,9 @@ def build_maxpool(n: int, h: int, w: int, c: int, k: int, stride: int, pad: int,
 def build_add_i32(length: int, spec: LeptonSpec | None = None,
                   cpu: str | None = None) -> VectorKernel:
     """Compile ``out = a + b`` over int32 vectors (residual add in the accumulator domain)."""
+    from lepton_compiler.target.intrinsics import register_vector_op
     from tvm import s_tir
     from tvm.script import tirx as T
-
-    from .intrinsics import register_vector_op
 
     spec = load_spec(spec)
     lanes = spec.vector.lanes

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from lepton_compiler import zoo
+from lepton_compiler.examples import zoo
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -48,7 +48,7 @@ def relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
 
 def to_onnx_bytes(model: torch.nn.Module, example: tuple) -> bytes:
     """Export a torch module to ONNX bytes (the benchmarks' exporter)."""
-    from lepton_compiler.bench.systems import export_onnx
+    from lepton_compiler.examples.bench.systems import export_onnx
 
     return export_onnx(model, example)
 

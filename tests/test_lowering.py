@@ -7,7 +7,7 @@ import tvm
 from tvm import relax
 
 from lepton_compiler.errors import CompileError
-from lepton_compiler.lowering import check_well_formed, convert_layout
+from lepton_compiler.lower.lowering import check_well_formed, convert_layout
 
 
 def _module_with_undefined_var():

@@ -15,6 +15,7 @@ from lepton_compiler.passes import supported_ops
 from onnx import TensorProto, helper
 
 import lepton_compiler as lc
+from lepton_compiler.reports.placement import COLORS
 
 from .conftest import to_onnx_bytes
 
@@ -138,7 +139,7 @@ def test_report_exports_json_dot_and_svg(tmp_path):
     assert [o["layer"] for o in data["ops"]][:2] == ["permute_dims_0", "conv2d_0"]
     dot = report.to_dot()
     assert dot.startswith("digraph") and '"conv2d_0" -> "conv2d_1"' in dot
-    assert lc.placement.COLORS["npu"] in dot and lc.placement.COLORS["host"] in dot
+    assert COLORS["npu"] in dot and COLORS["host"] in dot
     root = ET.fromstring(report.to_svg())  # well-formed XML
     assert root.tag.endswith("svg") and len(root.findall("{*}rect")) == len(report.ops)
 
@@ -177,9 +178,10 @@ def test_partition_legality_is_checked_with_networkx():
     assert partition_cycle(edges, {"a": "G", "b": "H", "c": "G"}) in (["G", "H"], ["H", "G"])
     assert partition_cycle(edges, {"a": "G", "b": "G", "c": "H"}) is None
     # The groups built for real networks are legal.
-    from lepton_compiler import driver
+    from lepton_compiler.options import BuildOptions
+    from lepton_compiler.pipeline import Run, front
 
     for model, shape in ((lc.zoo.small_cnn(), (1, 3, 16, 16)),
                          (lc.zoo.transformer_block(), (1, 16, 64))):
-        _, mod, _ = driver.prepare(model, (np.zeros(shape, np.float32),))
+        mod = front(model, (np.zeros(shape, np.float32),), BuildOptions(), Run()).mod
         check_partition(read_graph(mod["main"]))

@@ -9,8 +9,9 @@ import lepton_runtime
 import numpy as np
 import pytest
 
-from lepton_compiler import QuantConfig, build, zoo
+from lepton_compiler import QuantConfig, build
 from lepton_compiler.cli import main
+from lepton_compiler.examples import zoo
 
 NS = {"h": "http://www.w3.org/1999/xhtml", "s": "http://www.w3.org/2000/svg"}
 

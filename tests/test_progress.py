@@ -6,7 +6,7 @@ import io
 
 import numpy as np
 
-from lepton_compiler import zoo
+from lepton_compiler.examples import zoo
 from lepton_compiler.progress import Progress, enabled_by_default, progress, track
 
 

@@ -9,16 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from lepton_compiler import (
-    OptionError,
-    PruneConfig,
-    PruneError,
-    QuantConfig,
-    build,
-    prune,
-    zoo,
-)
+from lepton_compiler import OptionError, PruneConfig, PruneError, QuantConfig, build, prune
 from lepton_compiler.cli import main
+from lepton_compiler.examples import zoo
 
 from .conftest import to_onnx_bytes
 

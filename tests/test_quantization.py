@@ -17,7 +17,7 @@ from lepton_compiler.passes.quantize import quantize_weights
 from lepton_compiler.target import reference as ref
 
 import lepton_compiler as lc
-from lepton_compiler import datasets
+from lepton_compiler.examples import datasets
 
 from .conftest import to_onnx_bytes
 
@@ -358,7 +358,7 @@ def test_analysis_reports_every_quantized_layer_worst_first(digits, tmp_path):
 # --- remaining error paths -------------------------------------------------------------------
 
 def test_table_files_with_a_wrong_version_or_fields_are_refused(tmp_path):
-    from lepton_compiler.quantization import CalibrationTable
+    from lepton_compiler.optimize.quantization import CalibrationTable
 
     path = tmp_path / "t.json"
     path.write_text(json.dumps({"version": 99, "tensors": {}}))
@@ -400,7 +400,7 @@ def test_nan_weights_cannot_be_quantized():
 
 
 def test_npz_calibration_files_are_checked(tmp_path):
-    from lepton_compiler.quantization import load_samples
+    from lepton_compiler.optimize.quantization import load_samples
 
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
     with pytest.raises(lc.CalibrationError, match=r"junk\.npz"):

@@ -8,13 +8,15 @@ import pytest
 from lepton_compiler.target.npu_kernels import Conv2dShape, build_conv2d, build_matmul
 from lepton_runtime.errors import UnsupportedArtifactError
 
+from lepton_compiler.lower.artifact import export_kernel
+
 from .conftest import run_runtime_only
 
 
 @pytest.fixture(scope="module")
 def matmul_artifact(tmp_path_factory):
     kernel = build_matmul(100, 70, 130)
-    path = kernel.export(tmp_path_factory.mktemp("npu") / "matmul.lepton")
+    path = export_kernel(kernel, tmp_path_factory.mktemp("npu") / "matmul.lepton")
     rng = np.random.default_rng(0)
     a = rng.integers(-128, 128, (100, 130), dtype=np.int8)
     b = rng.integers(-128, 128, (130, 70), dtype=np.int8)
@@ -62,7 +64,7 @@ def test_sim_mode_needs_npu_kernels(cnn_artifact):
 def test_npu_conv_artifact_runs_without_the_compiler(tmp_path):
     shape = Conv2dShape(1, 9, 9, 5, 20, 3, 3, (2, 2), (1, 1, 1, 1))
     kernel = build_conv2d(shape)
-    path = kernel.export(tmp_path / "conv.lepton")
+    path = export_kernel(kernel, tmp_path / "conv.lepton")
     rng = np.random.default_rng(1)
     x = rng.integers(-128, 128, (1, 9, 9, 5), dtype=np.int8)
     w = rng.integers(-128, 128, (3, 3, 5, 20), dtype=np.int8)

@@ -24,7 +24,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from ..errors import TuningError
+from lepton_compiler.errors import TuningError
 
 logger = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ import shutil
 import tempfile
 from typing import Any
 
-from .database import Database
+from lepton_compiler.tuning.database import Database
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ def _classes() -> tuple[Any, Any, Any, Any]:
         return _CLASSES
     from tvm.ir.utils import derived_object
 
-    from .. import tvm_compat
+    from lepton_compiler import tvm_compat
 
     ms = tvm_compat.meta_schedule()
     from tvm.s_tir.meta_schedule.builder import BuilderResult, PyBuilder
@@ -243,8 +243,14 @@ def measure_defaults(kernels: dict[str, Any], target: Any, db: Database, runner:
     the MetaSchedule candidates, once per workload, so summaries show the gain."""
     import tvm
 
-    from ..target.host_schedule import HostScheduleConfig, schedule_prim_func
+    from lepton_compiler.target.host import llvm_features
+    from lepton_compiler.target.host_schedule import (
+        VECTOR_FEATURES,
+        HostScheduleConfig,
+        schedule_prim_func,
+    )
 
+    config = HostScheduleConfig.for_features(llvm_features(target, VECTOR_FEATURES))
     done = {r["workload"] for r in db.records if r.get("kind") == "host" and r.get("default")}
     for name, func in distinct_kernels(kernels).items():
         key = host_workload_key(func, target)
@@ -252,7 +258,7 @@ def measure_defaults(kernels: dict[str, Any], target: Any, db: Database, runner:
             continue
         with tempfile.TemporaryDirectory(prefix="lepton-default-") as folder:
             path, args = compile_library(
-                tvm.IRModule({"main": schedule_prim_func(func, HostScheduleConfig())}),
+                tvm.IRModule({"main": schedule_prim_func(func, config)}),
                 target, folder)
             result = runner.measure_library(path, args)
         record = {"workload": key, "kind": "host", "default": True, "knobs": "lepton",

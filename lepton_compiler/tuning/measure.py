@@ -22,7 +22,7 @@ def workload_key(func: Any, spec: Any) -> str:
     """The database key of a quantized GEMM kernel: extents, batch, structure, spec."""
     from tvm import s_tir
 
-    from ..target.npu_schedule import gemm_batch, gemm_extents
+    from lepton_compiler.target.npu_schedule import gemm_batch, gemm_extents
 
     m, n, k = gemm_extents(func)
     sch = s_tir.Schedule(func)
@@ -55,9 +55,13 @@ def random_args(func: Any, seed: int = 0) -> list[np.ndarray]:
 def build_candidate(func: Any, spec: Any, knobs: dict[str, Any], cpu: str | None = None
                     ) -> tuple[bytes, Any]:
     """Schedule and compile ``func`` with the plan ``knobs``; (kernels.so bytes, plan)."""
-    from .. import lowering
-    from ..target.lepton_target import resolve_lepton
-    from ..target.npu_schedule import gemm_extents, plan_from_knobs, schedule_gemm_kernel
+    from lepton_compiler.lower import lowering
+    from lepton_compiler.target.lepton_target import resolve_lepton
+    from lepton_compiler.target.npu_schedule import (
+        gemm_extents,
+        plan_from_knobs,
+        schedule_gemm_kernel,
+    )
 
     npu = resolve_lepton(spec, cpu)
     plan = plan_from_knobs(*gemm_extents(func), npu.spec, knobs)
@@ -71,8 +75,8 @@ def run_candidate(so_bytes: bytes, func: Any, spec: Any, plan: Any, mode: str,
     import tvm_ffi
     from lepton_runtime.profile import sim_cycles
 
-    from ..target.npu_kernels import MODES, load_kernel_library, read_counters
-    from ..target.npu_schedule import sim_static
+    from lepton_compiler.target.npu_kernels import MODES, load_kernel_library, read_counters
+    from lepton_compiler.target.npu_schedule import sim_static
 
     module = load_kernel_library(so_bytes)
     fn = module["kernel"]
@@ -119,7 +123,7 @@ def worker_main() -> None:
 
     import tvm
 
-    from ..target.spec import load_spec
+    from lepton_compiler.target.spec import load_spec
 
     out = sys.stdout
     sys.stdout = sys.stderr  # library chatter must not corrupt the protocol

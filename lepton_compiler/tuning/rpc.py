@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import TuningError
+from lepton_compiler.errors import TuningError
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ class RPCRunner:
     def measure(self, func_json: str, spec: Any, knobs: dict[str, Any]) -> dict[str, Any]:
         import tvm
 
-        from .measure import build_candidate
+        from lepton_compiler.tuning.measure import build_candidate
 
         func = tvm.ir.load_json(func_json)
         try:
@@ -73,9 +73,9 @@ class RPCRunner:
         import numpy as np
         from lepton_runtime.profile import sim_cycles
 
-        from ..target.npu_kernels import COUNTERS, MODES
-        from ..target.npu_schedule import sim_static
-        from .measure import random_args
+        from lepton_compiler.target.npu_kernels import COUNTERS, MODES
+        from lepton_compiler.target.npu_schedule import sim_static
+        from lepton_compiler.tuning.measure import random_args
 
         remote = self._session()
         with tempfile.TemporaryDirectory() as tmp:

@@ -27,10 +27,10 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import OptionError
-from ..progress import progress
-from .database import Database, knob_key
-from .measure import LocalRunner, workload_key
+from lepton_compiler.errors import OptionError
+from lepton_compiler.progress import progress
+from lepton_compiler.tuning.database import Database, knob_key
+from lepton_compiler.tuning.measure import LocalRunner, workload_key
 
 logger = logging.getLogger(__name__)
 
@@ -98,23 +98,6 @@ def _cost(value: float | None, unit: str) -> str:
     return f"{value * 1e3:.3f} ms" if unit == "seconds" else f"{value:,.0f}"
 
 
-def fused_module(model: Any, example_inputs: Any, quantize: Any, npu: Any, host: Any) -> Any:
-    """The model's fused Relax module as ``build`` schedules it (quantized when ``quantize``
-    is given), with constant weights marked layout-free."""
-    from tvm import relax
-
-    from .. import driver, lowering, quantization
-
-    imported, mod, _ = driver.prepare(model, example_inputs)
-    if quantize is not None:
-        config = quantization.check_config(quantize)
-        graph, table = quantization.calibrate(mod, imported.input_names, config, host)
-        mod = quantization.quantize(graph, table, config,
-                                    spec=npu.spec if npu is not None else None,
-                                    fuse=True).module
-    return relax.transform.AttachAttrLayoutFreeBuffers()(lowering.fuse(mod, True))
-
-
 def extract_tasks(model: Any, example_inputs: Any, quantize: Any, spec: Any = None,
                   cpu: str | None = None, target: str = "lepton"
                   ) -> tuple[list[Task], Any, dict[str, Any], Any]:
@@ -122,11 +105,12 @@ def extract_tasks(model: Any, example_inputs: Any, quantize: Any, spec: Any = No
     (NPU tasks, NPU spec or None, host kernels by name, host target)."""
     import tvm
 
-    from .. import lowering
-    from ..target.host import resolve_host
-    from ..target.lepton_target import resolve_lepton
-    from ..target.npu_schedule import candidate_plans, gemm_extents, plan_gemm
-    from ..target.qkernels import GEMM_ATTR
+    from lepton_compiler.lower import lowering
+    from lepton_compiler.pipeline import fused_module
+    from lepton_compiler.target.host import resolve_host
+    from lepton_compiler.target.lepton_target import resolve_lepton
+    from lepton_compiler.target.npu_schedule import candidate_plans, gemm_extents, plan_gemm
+    from lepton_compiler.target.qkernels import GEMM_ATTR
 
     npu = resolve_lepton(spec, cpu) if target == "lepton" else None
     host = npu.host if npu is not None else resolve_host(cpu)
@@ -190,7 +174,7 @@ def tune(model: Any, example_inputs: Sequence[Any] | None, *, target: str = "lep
     TuningSession
         ``.summary()`` gives per task trials, failures, default and best cost.
     """
-    from .rpc import RPCRunner
+    from lepton_compiler.tuning.rpc import RPCRunner
 
     if target not in ("lepton", "host"):
         raise OptionError(f"unknown tuning target {target!r}; use 'lepton' or 'host'")
@@ -216,7 +200,7 @@ def tune(model: Any, example_inputs: Sequence[Any] | None, *, target: str = "lep
         model, example_inputs, quantize, spec, cpu, target)
     host_ran = 0
     if host_trials:
-        from .host import tune_host_kernels
+        from lepton_compiler.tuning.host import tune_host_kernels
 
         host_runner = LocalRunner("host", timeout=timeout)
         try:
@@ -268,31 +252,3 @@ def tune(model: Any, example_inputs: Sequence[Any] | None, *, target: str = "lep
     logger.info("tuning: %d trials in %.1fs (%s)", session.trials_run, session.seconds,
                 session.stopped)
     return session
-
-
-@dataclass
-class TunedSchedules:
-    """What ``build(..., tuning_db=)`` schedules from: ``npu(func)`` gives the best recorded
-    plan of an NPU GEMM kernel, ``host(func)`` the best MetaSchedule schedule of a host
-    kernel; either returns ``None`` when the database has no record of the workload."""
-
-    npu: Any
-    host: Any
-
-
-def tuned_schedules(tuning_db: Any, spec: Any, host: Any) -> TunedSchedules:
-    """The tuned schedules of a work directory for a build with NPU ``spec`` (``None`` on
-    the host target) and host target ``host``."""
-    from ..target.npu_schedule import gemm_extents, plan_from_knobs
-    from .host import host_schedules
-
-    db = tuning_db if isinstance(tuning_db, Database) else Database(tuning_db, create=False)
-
-    def npu_plan(func: Any) -> Any:
-        best = db.best(workload_key(func, spec))
-        if best is None:
-            return None
-        return plan_from_knobs(*gemm_extents(func), spec, best["knobs"])
-
-    return TunedSchedules(npu_plan if spec is not None else (lambda func: None),
-                          host_schedules(db, host.tvm_target()))

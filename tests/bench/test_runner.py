@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from lepton_compiler.bench.runner import PeakMemory, fidelity, main, make_cases
-from lepton_compiler.bench.systems import SYSTEMS
 from lepton_compiler.errors import OptionError
+from lepton_compiler.examples.bench.runner import PeakMemory, fidelity, main, make_cases
+from lepton_compiler.examples.bench.systems import SYSTEMS
 
 
 @pytest.fixture(scope="module")

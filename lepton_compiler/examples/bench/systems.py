@@ -196,7 +196,7 @@ def tvm_relax(case: Case, ctx: Context) -> Prepared:
     from tvm import relax
     from tvm.relax.frontend.torch import from_exported_program
 
-    from ..target.host import resolve_host
+    from lepton_compiler.target.host import resolve_host
 
     def compile_() -> Any:
         program = torch.export.export(case.model, tuple(torch.from_numpy(x)

@@ -152,7 +152,8 @@ def digits_cnn(width: int = 16, num_classes: int = 10, seed: int = 0) -> Any:
     """A small residual CNN for 8x8 single-channel digit images (``[N, 1, 8, 8]``): conv,
     batch-norm, ReLU, a residual add, max pooling, flatten and two linear layers.
 
-    Untrained (random weights, fixed seed); :func:`lepton_compiler.datasets.train_digits_cnn`
+    Untrained (random weights, fixed seed);
+    :func:`lepton_compiler.examples.datasets.train_digits_cnn`
     trains it on scikit-learn's bundled digits.
     """
     torch = _torch()

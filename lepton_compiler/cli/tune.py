@@ -35,25 +35,25 @@ def add_parser(sub: argparse._SubParsersAction, calibration_options, parse_shape
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from ..cli import _examples, _onnx_path, _quant_config
-    from ..errors import OptionError
-    from .database import Database
-    from .rpc import RPCRunner
-    from .tuner import summarize, tune
+    from lepton_compiler.cli.args import example_inputs, onnx_path, quant_config
+    from lepton_compiler.errors import OptionError
+    from lepton_compiler.tuning.database import Database
+    from lepton_compiler.tuning.rpc import RPCRunner
+    from lepton_compiler.tuning.tuner import summarize, tune
 
     if args.status:
         print(summarize(Database(args.work_dir, create=False), None))
         return 0
     if args.model is None:
         raise OptionError("lepton tune needs a model (or --status)")
-    model = _onnx_path(args.model, "tune")
-    config = _quant_config(args) if args.target == "lepton" or args.calib else None
+    model = onnx_path(args.model, "tune")
+    config = quant_config(args) if args.target == "lepton" or args.calib else None
     runner: object = args.runner
     if args.runner == "rpc":
         if not args.tracker:
             raise OptionError("--runner rpc needs --tracker HOST:PORT")
         runner = RPCRunner(args.tracker, args.key, timeout=args.timeout)
-    session = tune(str(model), _examples(args, config), target=args.target, quantize=config,
+    session = tune(str(model), example_inputs(args, config), target=args.target, quantize=config,
                    work_dir=args.work_dir, trials=args.trials, host_trials=args.host_trials,
                    time_budget=args.time_budget,
                    seed=args.seed, runner=runner, spec=args.spec, timeout=args.timeout)

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from . import tvm_compat
-from .errors import CompileError
+from lepton_compiler import tvm_compat
+from lepton_compiler.errors import CompileError
+from lepton_compiler.target.parallel_runtime import runtime_object
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ def simplify(mod: Any, fold_batch_norm: bool = True) -> Any:
     import tvm
     from tvm import relax
 
-    from .passes.fold_batch_norm import FoldBatchNorm
+    from lepton_compiler.passes.fold_batch_norm import FoldBatchNorm
 
     seq = tvm.transform.Sequential(
         [
@@ -80,7 +80,7 @@ def convert_layout(mod: Any) -> Any:
     import tvm
     from tvm import relax
 
-    from .passes.cancel_transposes import CancelTransposes
+    from lepton_compiler.passes.cancel_transposes import CancelTransposes
 
     if not _uses_op(mod, "relax.nn.conv2d"):
         return mod
@@ -172,14 +172,14 @@ def schedule(mod: Any, config: Any, npu: Any = None,
     import tvm
     from tvm import relax
 
-    from .target.host_schedule import schedule_prim_func
-    from .target.qkernels import GEMM_ATTR
+    from lepton_compiler.target.host_schedule import schedule_prim_func
+    from lepton_compiler.target.qkernels import GEMM_ATTR
 
     mod = relax.transform.AttachAttrLayoutFreeBuffers()(mod)
     on_npu: set[str] = set()
     for name, func in kernels_of(mod).items():
         if npu is not None and func.attrs is not None and func.attrs.get(GEMM_ATTR):
-            from .target.npu_schedule import schedule_gemm_kernel
+            from lepton_compiler.target.npu_schedule import schedule_gemm_kernel
 
             plan = tuned.npu(func) if tuned is not None else None
             mod[name] = schedule_gemm_kernel(func, npu.spec, plan)
@@ -204,19 +204,6 @@ def schedule(mod: Any, config: Any, npu: Any = None,
         on_npu = {name for name, f in kernels_of(mod).items()
                   if f.attrs is not None and f.attrs.get(GEMM_ATTR)}
     return mod, on_npu
-
-
-def runtime_object(workdir: Path) -> str:
-    """Compile the artifact's parallel runtime (C) to an object file for linking."""
-    import subprocess
-
-    source = resources.files("lepton_compiler").joinpath("csrc/lepton_parallel.c")
-    obj = workdir / "lepton_parallel.o"
-    cmd = ["cc", "-c", "-O2", "-fPIC", "-std=gnu11", "-o", str(obj), str(source)]
-    result = subprocess.run(cmd, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise CompileError(f"compiling the artifact runtime failed: {result.stderr.strip()}")
-    return str(obj)
 
 
 def codegen(kernels: dict[str, Any], fallback: dict[str, Any], target: Any,
@@ -263,7 +250,7 @@ def codegen(kernels: dict[str, Any], fallback: dict[str, Any], target: Any,
         so_path = workdir / "kernels.so"
         objects = [runtime_object(workdir)]
         if npu is not None:
-            from .target.npu_codegen import npu_object
+            from lepton_compiler.target.npu_codegen import npu_object
 
             objects.append(npu_object(npu.spec, workdir, npu.host.mcpu))
         tvm_compat.export_library(lib, str(so_path), objects)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import html
 import json
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -201,10 +200,12 @@ def _fused(layer: Any, int8: bool) -> list[str]:
     return names
 
 
-def place(graph: Any, quantized: set[str], spec: Any) -> list[OpPlacement]:
-    """Placement of every layer of ``graph`` (``quantized``: layers that run in int8;
-    ``spec``: the NPU spec, or None for the host target)."""
-    from .target.npu_constraints import OpFacts, placement
+def place(graph: Any, quantized: set[str], spec: Any, fused: bool = True
+          ) -> list[OpPlacement]:
+    """Stage ``partition``: placement of every layer of ``graph`` (``quantized``: layers that
+    run in int8; ``spec``: the NPU spec, or None for the host target; ``fused=False``: no
+    layer on the NPU, which runs fused composites only)."""
+    from lepton_compiler.target.npu_constraints import OpFacts, placement
 
     ops: list[OpPlacement] = []
     unit_of: dict[str, str] = {}
@@ -219,6 +220,9 @@ def place(graph: Any, quantized: set[str], spec: Any) -> list[OpPlacement]:
                         _gemm_extents(layer, graph))
         if spec is None:
             unit, reason = "host", "target is the host CPU"
+        elif not fused and placement(facts, spec).on_npu:
+            unit, reason = "host", (f"{layer.name}: built with fuse=False; the NPU runs the "
+                                    "fused composites only")
         else:
             where = placement(facts, spec)
             unit, reason = ("npu", "") if where.on_npu else ("host", where.reason)
@@ -274,40 +278,7 @@ def relax_op_count(mod: Any) -> int:
 
 def would_quantize(graph: Any) -> set[str]:
     """The layers an int8 build would quantize (decided without calibration data)."""
-    from .passes.quantize import plan_quantization
+    from lepton_compiler.passes.quantize import plan_quantization
 
     ranges = {name: (-1.0, 1.0) for name in graph.tensors}
     return plan_quantization(graph, ranges, set()).quantized
-
-
-def check(model: Any, example_inputs: Sequence[Any] | None = None, *, target: str = "lepton",
-          spec: Any = None, quantize: bool = True) -> PlacementReport:
-    """Pre-flight placement check: what would run where, and why, without compiling.
-
-    Imports and simplifies the model and applies the offload rules to every layer, assuming
-    an int8 build (``quantize=False``: a float32 build). Operators that cannot be imported at
-    all are listed under ``unsupported`` (with their nodes) instead of raising, so one call
-    shows everything that stands between the model and the NPU.
-    """
-    from . import driver
-    from .errors import OptionError, UnsupportedOperatorError
-
-    if target not in driver.TARGETS:
-        raise OptionError(f"unknown target {target!r}; available targets: "
-                          f"{', '.join(driver.TARGETS)}")
-    npu_spec = None
-    if target == "lepton":
-        from .target.spec import load_spec
-
-        npu_spec = load_spec(spec)
-    try:
-        _, mod, _ = driver.prepare(model, example_inputs)
-    except UnsupportedOperatorError as err:
-        return PlacementReport(target, npu_spec.name if npu_spec else None, [], 0, None,
-                               {op: list(nodes) for op, nodes in err.ops.items()})
-    from .passes.qgraph import read_graph
-
-    graph = read_graph(mod["main"])
-    quantized = would_quantize(graph) if quantize else set()
-    return PlacementReport(target, npu_spec.name if npu_spec else None,
-                           place(graph, quantized, npu_spec), relax_op_count(mod))

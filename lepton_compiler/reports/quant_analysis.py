@@ -19,14 +19,11 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from .errors import CalibrationError, OptionError
 
 
 @dataclass
@@ -135,45 +132,22 @@ class QuantReport:
         return path
 
 
-def analyze_quantization(model: Any, example_inputs: Sequence[Any] | None = None, *,
-                         quantize: Any, data: Iterable[Any] | None = None,
-                         cpu: str | None = None) -> QuantReport:
-    """Per-layer SQNR and cosine similarity of int8 vs float (see the module docstring).
+def analyze(mod: Any, graph: Any, table: Any, qg: Any, samples: list[dict[str, np.ndarray]],
+            executor: Any) -> QuantReport:
+    """The per-layer analysis (see the module docstring) of the calibrated ``graph`` of
+    ``mod`` with integer plan ``qg``, over ``samples``; ``executor`` compiles and runs the
+    float and int8 analysis models (``(module, input names, output names) -> callable``).
+    ``lepton_compiler.analyze_quantization`` composes the stages that lead here."""
+    from lepton_compiler.optimize import quantization
+    from lepton_compiler.passes.quantize import emit, run_layer
+    from lepton_compiler.target import reference as ref
 
-    Parameters
-    ----------
-    model, example_inputs
-        As for :func:`lepton_compiler.build`.
-    quantize
-        The :class:`~lepton_compiler.QuantConfig` to analyse.
-    data
-        Samples to measure on (same forms as calibration data); default: the calibration
-        data (held-out data gives the honest figures).
-    """
-    from . import driver, quantization
-    from .passes.quantize import emit, run_layer
-    from .target import reference as ref
-    from .target.host import resolve_host
-
-    config = quantization.check_config(quantize)
-    host = resolve_host(cpu)
-    imported, mod, _ = driver.prepare(model, example_inputs)
-    graph, table = quantization.calibrate(mod, imported.input_names, config, host)
-    samples_src = data if data is not None else config.calibration_data
-    if samples_src is None:
-        raise OptionError("analyze_quantization needs data= when the config has only a table")
-    samples = [quantization._sample_dict(s, graph, f"analysis sample {i}")
-               for i, s in enumerate(samples_src)]
-    if not samples:
-        raise CalibrationError("the analysis data is empty")
-    qg = quantization.plan(graph, table, config)
     layers = [lay for lay in graph.layers
               if lay.name in qg.quantized and lay.kind in ("conv2d", "dense", "matmul", "add")]
     keep = [lay.output for lay in layers]
-    observed = quantization._observed(graph)
-    float_model = quantization._observer_model(mod, graph, observed, host)
-    int8_model = driver.compile_for_host(emit(qg, keep), list(graph.inputs),
-                                         [*graph.outputs, *keep], host, "analysis")
+    observed = quantization.observed_tensors(graph)
+    float_model = quantization.observer_model(mod, graph, observed, executor)
+    int8_model = executor(emit(qg, keep), list(graph.inputs), [*graph.outputs, *keep])
 
     net = {lay.name: _Acc() for lay in layers}
     alone = {lay.name: _Acc() for lay in layers}

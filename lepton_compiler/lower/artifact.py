@@ -8,6 +8,7 @@ import json
 import os
 import tarfile
 from pathlib import Path
+from typing import Any
 
 from lepton_runtime import format as fmt
 
@@ -97,3 +98,42 @@ def write(path: str | os.PathLike, data: bytes) -> Path:
         os.fsync(f.fileno())
     os.replace(tmp, path)
     return path
+
+
+def export_kernel(kernel: Any, path: str | os.PathLike, cpu: str | None = None) -> Path:
+    """Write a stand-alone NPU kernel (``target.npu_kernels.NpuKernel``) as a one-call
+    Lepton artifact for ``lepton_runtime.load``.
+
+    Inputs are the kernel's operands (for a conv2d: NHWC input and the HWIO weights
+    flattened to ``[KH*KW*Cin, Cout]``); the output is the int32 result ``[M, N]``.
+    """
+    from lepton_compiler import tvm_compat
+    from lepton_compiler.target.lepton_target import resolve_lepton
+    from lepton_compiler.target.npu_kernels import COUNTERS
+    from lepton_compiler.target.npu_schedule import sim_static
+    from lepton_compiler.version import __version__
+
+    if kernel.conv is not None:
+        c = kernel.conv
+        operands = [("input", [c.n, c.h, c.w, c.cin]), ("weight", [kernel.plan.k, c.cout])]
+    else:
+        operands = [("a", [kernel.plan.m, kernel.plan.k]), ("b", [kernel.plan.k, kernel.plan.n])]
+    tensors = [{"shape": shape, "dtype": "int8", "kind": "input", "index": i}
+               for i, (_, shape) in enumerate(operands)]
+    tensors.append({"shape": list(kernel.out_shape), "dtype": "int32", "kind": "output",
+                    "index": 0})
+    plan = {
+        "version": 1, "arena_bytes": 0, "tensors": tensors,
+        "calls": [{"kernel": kernel.entry, "args": [0, 1, 2], "ops": [kernel.entry],
+                   "sim": sim_static(kernel.plan, kernel.spec)}],
+        "inputs": [{"name": name, "tensor": i} for i, (name, _) in enumerate(operands)],
+        "outputs": [{"name": "output", "tensor": 2}],
+    }
+    target = resolve_lepton(kernel.spec, cpu)
+    data = pack(
+        plan=plan, weights=b"", kernels=kernel.so_bytes,
+        target={**target.manifest(), "sim_counters": list(COUNTERS)},
+        compiler_version=__version__, tvm_version=tvm_compat.tvm_version(),
+        spec_fingerprint=kernel.spec.fingerprint(),
+    )
+    return write(path, data)

@@ -26,11 +26,11 @@ from typing import Any
 
 import numpy as np
 
-from .errors import CalibrationError, OptionError, QuantizationError
-from .passes.calibrate import METHODS, Stats, choose_range
-from .passes.qgraph import COMPUTE_KINDS, LayerGraph, check_partition, read_graph
-from .passes.quantize import QuantizedGraph, emit, plan_quantization, run_reference
-from .progress import progress
+from lepton_compiler.errors import CalibrationError, OptionError, QuantizationError
+from lepton_compiler.passes.calibrate import METHODS, Stats, choose_range
+from lepton_compiler.passes.qgraph import COMPUTE_KINDS, LayerGraph, check_partition, read_graph
+from lepton_compiler.passes.quantize import QuantizedGraph, plan_quantization, run_reference
+from lepton_compiler.progress import progress
 
 TABLE_VERSION = 1
 
@@ -148,7 +148,7 @@ class QuantizationResult:
 
     def reference(self, *args: Any, **kwargs: Any) -> Any:
         """Run the integer semantics in numpy (the bit-exact oracle of the compiled model)."""
-        inputs = _sample_dict(args[0] if len(args) == 1 and isinstance(args[0], Mapping)
+        inputs = sample_dict(args[0] if len(args) == 1 and isinstance(args[0], Mapping)
                               else (kwargs or args), self.graph.graph, "reference input")
         outs, _ = run_reference(self.graph, inputs)
         return outs[0] if len(outs) == 1 else tuple(outs)
@@ -194,7 +194,7 @@ def graph_signature(graph: LayerGraph) -> str:
     return hashlib.sha256(json.dumps(items).encode()).hexdigest()[:16]
 
 
-def _observed(graph: LayerGraph) -> list[str]:
+def observed_tensors(graph: LayerGraph) -> list[str]:
     return [n for n, t in graph.tensors.items()
             if t.dtype == "float32" and n not in graph.inputs]
 
@@ -216,7 +216,7 @@ def _to_numpy(value: Any) -> np.ndarray:
     return np.asarray(value)
 
 
-def _sample_dict(sample: Any, graph: LayerGraph, what: str) -> dict[str, np.ndarray]:
+def sample_dict(sample: Any, graph: LayerGraph, what: str) -> dict[str, np.ndarray]:
     names = graph.inputs
     if isinstance(sample, Mapping):
         unknown = [k for k in sample if k not in names]
@@ -244,13 +244,12 @@ def _sample_dict(sample: Any, graph: LayerGraph, what: str) -> dict[str, np.ndar
     return {n: a.astype(graph.tensors[n].dtype, copy=False) for n, a in arrays.items()}
 
 
-def _observer_model(mod: Any, graph: LayerGraph, observed: list[str], host: Any) -> Any:
-    """The float model compiled for the host with every observed tensor as an output."""
+def observer_model(mod: Any, graph: LayerGraph, observed: list[str], executor: Any) -> Any:
+    """The float model, run by ``executor``, with every observed tensor as an output."""
     from tvm import relax
 
-    from . import tvm_compat
-    from .driver import compile_for_host
-    from .passes.quantize import substitute
+    from lepton_compiler import tvm_compat
+    from lepton_compiler.passes.quantize import substitute
 
     func = mod["main"]
     tensor_var = {name: var for var, name in graph.var_names.items()}
@@ -266,13 +265,14 @@ def _observer_model(mod: Any, graph: LayerGraph, observed: list[str], host: Any)
             gv = bb.emit_output(relax.Tuple(outs))
         bb.emit_func_output(gv)
     built = tvm_compat.add_functions(bb.get(), tvm_compat.helper_functions(mod))
-    return compile_for_host(built, list(graph.inputs), list(observed), host, "calibration")
+    return executor(built, list(graph.inputs), list(observed))
 
 
-def calibrate(mod: Any, input_names: list[str], config: QuantConfig,
-              host: Any) -> tuple[LayerGraph, CalibrationTable]:
-    """Read the layer graph of ``mod`` and calibrate it (or take the config's table)."""
-    from . import tvm_compat
+def calibrate(mod: Any, config: QuantConfig, executor: Any) -> tuple[LayerGraph, CalibrationTable]:
+    """Stage ``calibrate``: read the layer graph of ``mod`` and calibrate it by running the
+    float model with ``executor`` (``(module, input names, output names) -> callable``), or
+    take the config's table."""
+    from lepton_compiler import tvm_compat
 
     graph = read_graph(mod["main"])
     graph.helpers = tvm_compat.helper_functions(mod)
@@ -283,19 +283,19 @@ def calibrate(mod: Any, input_names: list[str], config: QuantConfig,
         table = config.table if isinstance(config.table, CalibrationTable) else \
             CalibrationTable.load(config.table)
         if table.signature != signature:
-            missing = sorted(set(_observed(graph)) | set(graph.inputs) - set(table.tensors))
+            missing = sorted(set(observed_tensors(graph)) | set(graph.inputs) - set(table.tensors))
             raise QuantizationError(
                 "the calibration table was made for a different model (graph signature "
                 f"{table.signature}, this model {signature})"
                 + (f"; it lacks tensors {', '.join(missing[:8])}" if missing else ""))
         return graph, _apply_overrides(table, config)
-    samples = [_sample_dict(s, graph, f"calibration sample {i}")
+    samples = [sample_dict(s, graph, f"calibration sample {i}")
                for i, s in enumerate(config.calibration_data)]
     if not samples:
         raise CalibrationError("the calibration data is empty; pass at least one sample "
                                "(a few hundred representative inputs is typical)")
-    observed = _observed(graph)
-    model = _observer_model(mod, graph, observed, host)
+    observed = observed_tensors(graph)
+    model = observer_model(mod, graph, observed, executor)
     stats = {n: Stats() for n in [*graph.inputs, *observed]
              if graph.tensors[n].dtype == "float32"}
     passes = 1 if config.method == "minmax" else 2
@@ -340,27 +340,10 @@ def _apply_overrides(table: CalibrationTable, config: QuantConfig) -> Calibratio
 
 
 def plan(graph: LayerGraph, table: CalibrationTable, config: QuantConfig) -> QuantizedGraph:
-    """Which layers run in int8 and their integer parameters (no IR is emitted)."""
+    """Stage ``quantize``: which layers run in int8 and their integer parameters (the
+    ``partition`` stage emits the module)."""
     skip = set(config.skip) | {n for n, o in config.overrides.items() if o.get("float")}
     return plan_quantization(graph, table.ranges(), skip, bool(config.per_channel))
-
-
-def quantize(graph: LayerGraph, table: CalibrationTable, config: QuantConfig,
-             spec: Any = None, fuse: bool = True) -> QuantizationResult:
-    """The integer rewrite of ``graph`` with ``table``'s ranges; with an NPU ``spec`` the
-    offload rules decide which GEMM layers are marked for the NPU."""
-    from .placement import place
-
-    qg = plan(graph, table, config)
-    ops = place(graph, qg.quantized, spec)
-    npu_layers = {o.layer for o in ops if o.unit == "npu"}
-    if not fuse:  # the NPU kernels are the fused composites
-        npu_layers = set()
-        for o in ops:
-            if o.unit == "npu":
-                o.unit, o.reason = "host", (f"{o.layer}: built with fuse=False; the NPU runs "
-                                            "the fused composites only")
-    return QuantizationResult(emit(qg, npu_layers=npu_layers, fuse=fuse), qg, table, ops)
 
 
 def load_samples(path: str | os.PathLike) -> list[Any]:

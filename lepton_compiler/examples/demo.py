@@ -34,8 +34,9 @@ def run_demo(batch: int = 4, seed: int = 0, repeats: int = 20) -> DemoResult:
     import lepton_runtime
     import torch
 
-    from . import build, zoo
-    from .timing import measure
+    from lepton_compiler import build
+    from lepton_compiler.examples import zoo
+    from lepton_compiler.timing import measure
 
     model = zoo.small_cnn(seed=seed)
     x = torch.from_numpy(np.random.default_rng(seed).standard_normal((batch, 3, 16, 16))
@@ -89,8 +90,9 @@ def run_quantized_demo(batch: int = 30, seed: int = 0) -> QuantDemoResult:
     import lepton_runtime
     import torch
 
-    from . import build, datasets
-    from .quantization import QuantConfig
+    from lepton_compiler import build
+    from lepton_compiler.examples import datasets
+    from lepton_compiler.optimize.quantization import QuantConfig
 
     start = time.perf_counter()
     data = datasets.load_digits(seed=seed)

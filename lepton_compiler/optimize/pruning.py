@@ -4,6 +4,8 @@
     compiled = lepton_compiler.build(model, example_inputs, target="lepton", prune=config)
     pruned = lepton_compiler.prune(model, example_inputs, config)   # module + report
 
+(``prune`` is composed in ``lepton_compiler.pipeline``; this module is the stage.)
+
 Channels are removed physically: weights, biases, batch-norm statistics and every shape
 shrink, so the NPU never computes them. Channels that must go together (a conv, its
 batch-norm and activation, the next layers' input channels; both operands of a residual add;
@@ -22,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import OptionError, PruneError
-from .passes.prune_channels import Analysis, analyze, rewrite
+from lepton_compiler.errors import OptionError, PruneError
+from lepton_compiler.passes.prune_channels import Analysis, analyze, rewrite
 
 CRITERIA = ("l1", "l2")
 
@@ -145,7 +147,7 @@ def check_config(config: Any) -> PruneConfig:
 
 def _norms(analysis: Analysis, criterion: str) -> dict[int, np.ndarray]:
     """Per space, the summed per-channel norm of its producers' weights."""
-    from . import tvm_compat
+    from lepton_compiler import tvm_compat
 
     scores: dict[int, np.ndarray] = {}
     for m in analysis.members:
@@ -168,7 +170,7 @@ def _kept_count(channels: int, ratio: float, align: int) -> int:
 
 def _params(analysis: Analysis) -> dict[str, int]:
     """Weight elements of each producer layer."""
-    from . import tvm_compat
+    from lepton_compiler import tvm_compat
 
     counts: dict[str, int] = {}
     for m in analysis.members:
@@ -237,7 +239,7 @@ def prune_module(mod: Any, config: PruneConfig, align: int = 16) -> PruneResult:
 def _const_elements(func: Any) -> int:
     from tvm import relax
 
-    from . import tvm_compat
+    from lepton_compiler import tvm_compat
 
     seen: dict[Any, int] = {}
 
@@ -247,61 +249,3 @@ def _const_elements(func: Any) -> int:
 
     relax.analysis.post_order_visit(func.body, visit)
     return sum(seen.values())
-
-
-def prune(model: Any, example_inputs: Sequence[Any] | None, config: Any = None,
-          spec: Any = None, sim: bool = False, quantize: Any = None) -> PruneResult:
-    """Prune a torch module or ONNX model; returns the pruned Relax module and the report.
-
-    Parameters
-    ----------
-    model, example_inputs
-        As for :func:`lepton_compiler.build`.
-    config
-        A :class:`PruneConfig` or a ratio (default ``PruneConfig()``: 0.5, L1, tile-aligned).
-    spec
-        The Lepton spec whose tile ``align`` defaults to (the bundled v1 unless given).
-    sim
-        Also build the model int8 for the Lepton target before and after pruning and run
-        each once in sim mode: ``report.sim_cycles_before/after``.
-    quantize
-        The :class:`~lepton_compiler.QuantConfig` for ``sim`` (default: calibrate on
-        ``example_inputs``).
-
-    Returns
-    -------
-    PruneResult
-        ``module`` (what ``build(..., prune=config)`` compiles), ``report`` and ``kept``.
-    """
-    from . import frontend, lowering
-    from .target.spec import load_spec
-
-    config = check_config(PruneConfig() if config is None else config)
-    imported = frontend.import_model(model, example_inputs)
-    result = prune_module(lowering.fold_constants(imported.mod), config,
-                          load_spec(spec).matrix.tile_n)
-    if sim:
-        before, after = (_sim_cycles(model, example_inputs, p, spec, quantize)
-                         for p in (None, config))
-        result.report.sim_cycles_before, result.report.sim_cycles_after = before, after
-    return result
-
-
-def _sim_cycles(model: Any, example_inputs: Any, config: Any, spec: Any,
-                quantize: Any) -> int:
-    """NPU cycles of one sim-mode run of the model built int8 for the Lepton target."""
-    import tempfile
-
-    import lepton_runtime
-
-    from .driver import build
-    from .quantization import QuantConfig
-
-    if example_inputs is None:
-        raise OptionError("prune(..., sim=True) needs example_inputs to run the model")
-    quantize = quantize or QuantConfig(calibration_data=[tuple(example_inputs)])
-    compiled = build(model, example_inputs, target="lepton", spec=spec, quantize=quantize,
-                     prune=config)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = compiled.export(f"{tmp}/model.lepton")
-        return lepton_runtime.load(path, mode="sim").profile(*example_inputs).total_cycles

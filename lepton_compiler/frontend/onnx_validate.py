@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import ModelLoadError
+from lepton_compiler.errors import ModelLoadError
 
 # ONNX TensorProto data types Lepton can import, with their byte sizes.
 DTYPE_BYTES = {1: 4, 2: 1, 3: 1, 5: 2, 6: 4, 7: 8, 9: 1, 10: 2, 11: 8, 12: 4, 13: 8, 16: 2}
@@ -61,7 +61,7 @@ class Limits:
     max_rank: int = 8
 
     def __post_init__(self) -> None:
-        from .errors import OptionError
+        from lepton_compiler.errors import OptionError
 
         for name in ("max_model_bytes", "max_nodes", "max_elements", "max_rank"):
             value = getattr(self, name)

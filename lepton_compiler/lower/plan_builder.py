@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 from lepton_runtime.format import ALIGNMENT, PLAN_VERSION
 
-from . import tvm_compat
-from .errors import CompileError
-from .memory_plan import Interval, find_overlap, plan_arena
+from lepton_compiler import tvm_compat
+from lepton_compiler.errors import CompileError
+from lepton_compiler.lower.memory_plan import Interval, find_overlap, plan_arena
 
 
 @dataclass

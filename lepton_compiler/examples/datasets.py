@@ -36,13 +36,13 @@ def load_digits(test_fraction: float = 0.3, seed: int = 0) -> Digits:
 
 
 def train_digits_cnn(data: Digits | None = None, epochs: int = 12, seed: int = 0) -> Any:
-    """Train :func:`lepton_compiler.zoo.digits_cnn` on the digits (a few seconds on a CPU).
+    """Train :func:`lepton_compiler.examples.zoo.digits_cnn` on the digits (a few seconds on a CPU).
 
     Returns the model in eval mode (batch-norm statistics frozen).
     """
     import torch
 
-    from .zoo import digits_cnn
+    from lepton_compiler.examples.zoo import digits_cnn
 
     data = data or load_digits()
     torch.manual_seed(seed)

@@ -28,10 +28,10 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import OptionError
-from ..progress import progress
-from ..timing import measure
-from .systems import INT8, SYSTEMS, Case, Context, Unavailable
+from lepton_compiler.errors import OptionError
+from lepton_compiler.examples.bench.systems import INT8, SYSTEMS, Case, Context, Unavailable
+from lepton_compiler.progress import progress
+from lepton_compiler.timing import measure
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ def _case(name: str, make: Callable[[], Any], shape: tuple[int, ...], descriptio
 
 def make_cases(names: Sequence[str], calibration: int = 8) -> list[Case]:
     """The benchmark models (random weights, fixed seeds) by name; see ``MODELS``."""
-    from .. import zoo
+    from lepton_compiler.examples import zoo
 
     table = {
         "resnet18": (zoo.resnet18, (1, 3, 224, 224), "ResNet-18, batch 1, 224x224"),
@@ -79,7 +79,8 @@ def machine_info(threads: int) -> dict[str, Any]:
     import onnxruntime
     import torch
 
-    from .. import __version__, tvm_compat
+    from lepton_compiler import tvm_compat
+    from lepton_compiler.version import __version__
 
     cpu, flags = platform.processor() or platform.machine(), []
     try:
@@ -232,7 +233,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main_args(args: argparse.Namespace) -> dict[str, Any]:
     """Run the benchmark described by parsed options and write the JSON, markdown and
     charts; returns the results."""
-    from .report import write_outputs
+    from lepton_compiler.examples.bench.report import write_outputs
 
     models = args.models.split(",") if args.models else list(
         QUICK_MODELS if args.quick else MODELS)

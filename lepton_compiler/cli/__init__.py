@@ -16,70 +16,29 @@ from pathlib import Path
 
 import numpy as np
 
-
-def _parse_shape(text: str) -> tuple[str | None, list[int]]:
-    name, sep, dims = text.rpartition("=")
-    try:
-        shape = [int(d) for d in dims.split(",") if d.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"bad --input-shape {text!r}; expected NAME=1,3,224,224 or 1,3,224,224"
-        ) from None
-    return (name if sep else None), shape
-
-
-def _quant_config(args: argparse.Namespace, data_flag: str = "--calib"):
-    """The QuantConfig the quantization options describe (None without --quantize)."""
-    from .errors import OptionError
-    from .quantization import QuantConfig, load_samples
-
-    if getattr(args, "quantize", "int8") is None:
-        for flag in ("calib", "calib_table", "save_calib_table", "skip"):
-            if getattr(args, flag, None):
-                raise OptionError(f"--{flag.replace('_', '-')} needs --quantize int8")
-        return None
-    if not args.calib and not getattr(args, "calib_table", None):
-        raise OptionError(f"quantizing needs calibration data: pass {data_flag} data.npz"
-                          + (" or --calib-table table.json" if data_flag == "--calib" else ""))
-    return QuantConfig(
-        calibration_data=load_samples(args.calib) if args.calib else None,
-        method=args.calib_method, percentile=args.percentile,
-        per_channel=not args.per_tensor,
-        skip=[s for s in (args.skip or "").split(",") if s],
-        table=getattr(args, "calib_table", None))
-
-
-def _examples(args: argparse.Namespace, config) -> list | None:
-    if args.input_shape:
-        return [np.zeros(shape, dtype=np.float32) for _, shape in args.input_shape]
-    if config is not None and config.calibration_data:
-        first = config.calibration_data[0]  # fixes dynamic input shapes like an example
-        return list(first.values()) if isinstance(first, dict) else list(first)
-    return None
-
-
-def _onnx_path(text: str, command: str) -> Path:
-    from .errors import OptionError
-
-    model = Path(text)
-    if model.suffix.lower() != ".onnx":
-        raise OptionError(f"{model}: `lepton {command}` takes an .onnx file")
-    return model
+from lepton_compiler.cli.args import (
+    calibration_options,
+    example_inputs,
+    onnx_path,
+    parse_shape,
+    quant_config,
+    report_options,
+)
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
-    from . import build
+    from lepton_compiler.pipeline import build
 
-    model = _onnx_path(args.model, "compile")
-    config = _quant_config(args)
+    model = onnx_path(args.model, "compile")
+    config = quant_config(args)
     prune = None
     if args.prune is not None:
-        from .pruning import PruneConfig
+        from lepton_compiler.optimize.pruning import PruneConfig
 
         prune = PruneConfig(ratio=args.prune, criterion=args.prune_criterion,
                             skip=[s for s in (args.prune_skip or "").split(",") if s])
     start = time.perf_counter()
-    compiled = build(str(model), _examples(args, config), cpu=args.cpu, target=args.target,
+    compiled = build(str(model), example_inputs(args, config), cpu=args.cpu, target=args.target,
                      spec=args.spec, quantize=config, prune=prune, tuning_db=args.tuning_db)
     out = compiled.export(args.output)
     if args.save_calib_table:
@@ -97,7 +56,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
         host = sum(v == "metaschedule" for v in tuned)
         print(f"  tuned schedules: {len(tuned) - host} NPU kernels, {host} host kernels")
     if info.get("pruning"):
-        from .pruning import PruneReport
+        from lepton_compiler.optimize.pruning import PruneReport
 
         print("  pruning:\n" + "\n".join(
             "    " + line for line in PruneReport.from_dict(info["pruning"]).table().splitlines()))
@@ -124,9 +83,9 @@ def _write_report(report, args: argparse.Namespace) -> None:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from .placement import check
+    from lepton_compiler.pipeline import check
 
-    model = _onnx_path(args.model, "check")
+    model = onnx_path(args.model, "check")
     examples = ([np.zeros(shape, dtype=np.float32) for _, shape in args.input_shape]
                 if args.input_shape else None)
     report = check(str(model), examples, target=args.target, spec=args.spec,
@@ -137,13 +96,13 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_quant_report(args: argparse.Namespace) -> int:
-    from .quant_analysis import analyze_quantization
-    from .quantization import load_samples
+    from lepton_compiler.optimize.quantization import load_samples
+    from lepton_compiler.pipeline import analyze_quantization
 
-    model = _onnx_path(args.model, "quant-report")
-    config = _quant_config(args)
+    model = onnx_path(args.model, "quant-report")
+    config = quant_config(args)
     data = load_samples(args.data) if args.data else None
-    report = analyze_quantization(str(model), _examples(args, config), quantize=config,
+    report = analyze_quantization(str(model), example_inputs(args, config), quantize=config,
                                   data=data, cpu=args.cpu)
     print(report.table())
     if args.png:
@@ -199,13 +158,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
-    from .profile_report import run_profile_command
+    from lepton_compiler.reports.profile_report import run_profile_command
 
     return run_profile_command(args, _load_inputs)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from .bench.runner import main_args
+    from lepton_compiler.examples.bench.runner import main_args
 
     main_args(args)
     return 0
@@ -234,7 +193,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     print(f"  members: {sizes}")
     print(f"  arena: {info['arena_bytes'] / 1e3:.1f} kB")
     if args.ops or args.json or args.dot or args.svg:
-        from .placement import PlacementReport
+        from lepton_compiler.reports.placement import PlacementReport
 
         raw = m.get("report")
         if raw is None:
@@ -250,7 +209,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from lepton_compiler.examples.demo import run_demo
 
     print("Lepton demo: compiling the bundled CNN (conv, batch-norm, pooling, residual, linear) "
           "for the host CPU ...")
@@ -263,7 +222,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"  latency: lepton {r.latency_ms:.3f} ms, torch eager {r.reference_ms:.3f} ms "
           f"(batch {args.batch})")
     print(f"  predicted classes: {r.top1}")
-    from .demo import run_quantized_demo
+    from lepton_compiler.examples.demo import run_quantized_demo
 
     print("Lepton NPU: training the digits CNN on scikit-learn's digits, then int8 "
           "quantization for the Lepton NPU ...")
@@ -280,26 +239,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
-def _report_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--json", default=None, help="write the placement report as JSON")
-    p.add_argument("--dot", default=None, help="write the layer graph as Graphviz DOT")
-    p.add_argument("--svg", default=None, help="write the layer graph as SVG")
-
-
-def _calibration_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--calib", default=None, metavar="DATA.npz",
-                   help="calibration samples: one array per input, samples stacked on axis 0")
-    p.add_argument("--calib-method", default="minmax",
-                   choices=["minmax", "percentile", "entropy", "mse"],
-                   help="how activation ranges are chosen (default minmax)")
-    p.add_argument("--percentile", type=float, default=99.99,
-                   help="kept share for --calib-method percentile (default 99.99)")
-    p.add_argument("--per-tensor", action="store_true",
-                   help="one weight scale per tensor instead of per output channel")
-    p.add_argument("--skip", default=None, metavar="LAYER,...",
-                   help="layers to keep in float (names as in quant-report)")
-
-
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lepton", description="Lepton Compiler: compile, run and inspect models."
@@ -311,7 +250,7 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compile", help="compile an ONNX model to a .lepton artifact")
     p.add_argument("model", help="the .onnx file")
     p.add_argument("-o", "--output", required=True, help="artifact to write (.lepton)")
-    p.add_argument("--input-shape", action="append", type=_parse_shape, metavar="[NAME=]DIMS",
+    p.add_argument("--input-shape", action="append", type=parse_shape, metavar="[NAME=]DIMS",
                    help="fix a dynamic input shape, e.g. 1,3,224,224 (once per input, in order)")
     p.add_argument("--cpu", default=None,
                    help="LLVM cpu for the kernels (default: this machine's)")
@@ -320,7 +259,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--spec", default=None, help="NPU spec TOML for --target lepton")
     p.add_argument("--quantize", choices=["int8"], default=None,
                    help="int8 post-training quantization (needs --calib or --calib-table)")
-    _calibration_options(p)
+    calibration_options(p)
     p.add_argument("--prune", type=float, default=None, metavar="RATIO",
                    help="structured pruning: remove this fraction of channels, e.g. 0.5")
     p.add_argument("--prune-criterion", default="l1", choices=["l1", "l2"],
@@ -338,10 +277,10 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("quant-report",
                        help="per-layer int8 accuracy (SQNR, cosine) of an ONNX model")
     p.add_argument("model", help="the .onnx file")
-    _calibration_options(p)
+    calibration_options(p)
     p.add_argument("--data", default=None, metavar="DATA.npz",
                    help="held-out samples to measure on (default: the calibration data)")
-    p.add_argument("--input-shape", action="append", type=_parse_shape, metavar="[NAME=]DIMS",
+    p.add_argument("--input-shape", action="append", type=parse_shape, metavar="[NAME=]DIMS",
                    help="fix a dynamic input shape (once per input, in order)")
     p.add_argument("--cpu", default=None, help="LLVM cpu for the kernels")
     p.add_argument("--png", default=None, help="write the per-layer chart (PNG)")
@@ -374,7 +313,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--kernels", action="store_true", help="list every kernel call in order")
     p.add_argument("--ops", action="store_true",
                    help="the placement report: per layer NPU or host, fused ops, reasons")
-    _report_options(p)
+    report_options(p)
     p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser("check", help="pre-flight: where each op of an ONNX model would run, "
@@ -384,21 +323,21 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--spec", default=None, help="NPU spec TOML")
     p.add_argument("--float", action="store_true",
                    help="check a float32 build (default: an int8 build)")
-    p.add_argument("--input-shape", action="append", type=_parse_shape, metavar="[NAME=]DIMS",
+    p.add_argument("--input-shape", action="append", type=parse_shape, metavar="[NAME=]DIMS",
                    help="fix a dynamic input shape (once per input, in order)")
-    _report_options(p)
+    report_options(p)
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("bench", help="benchmark models against PyTorch, onnxruntime and TVM "
                                      "(latency, fidelity, NPU sim); JSON, markdown, charts")
-    from .bench.runner import add_arguments
+    from lepton_compiler.examples.bench.runner import add_arguments
 
     add_arguments(p)
     p.set_defaults(func=cmd_bench)
 
-    from .tuning.cli import add_parser as add_tune
+    from lepton_compiler.cli.tune import add_parser as add_tune
 
-    add_tune(sub, _calibration_options, _parse_shape)
+    add_tune(sub, calibration_options, parse_shape)
 
     p = sub.add_parser("demo", help="compile and run the bundled model, check it against torch")
     p.add_argument("--batch", type=int, default=4, help="batch size (default 4)")

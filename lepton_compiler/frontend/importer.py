@@ -20,7 +20,12 @@ from typing import Any
 
 import numpy as np
 
-from .errors import LeptonError, ModelLoadError, OptionError, UnsupportedOperatorError
+from lepton_compiler.errors import (
+    LeptonError,
+    ModelLoadError,
+    OptionError,
+    UnsupportedOperatorError,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -132,7 +137,7 @@ def load_onnx(model: str | os.PathLike | bytes | Any, limits: Any = None) -> Any
     resource ``limits``, a :class:`~lepton_compiler.Limits`)."""
     import onnx
 
-    from .onnx_validate import DEFAULT_LIMITS, check_file_size, validate
+    from lepton_compiler.frontend.onnx_validate import DEFAULT_LIMITS, check_file_size, validate
 
     limits = limits or DEFAULT_LIMITS
     where, base_dir = "ONNX model", None
@@ -190,7 +195,7 @@ def from_onnx(model: Any, example_inputs: Sequence[Any] | None = None,
                 redirect_stdout(io.StringIO()):  # the importer prints its inputs
             mod = tvm_from_onnx(proto, shape_dict=shape_dict, keep_params_in_input=False)
     except Exception as err:
-        from .onnx_validate import node_label
+        from lepton_compiler.frontend.onnx_validate import node_label
 
         where = ""
         if converting:
@@ -243,7 +248,7 @@ def _clip_as_relax_op() -> Any:
     from tvm import relax
     from tvm.relax.frontend.onnx.onnx_frontend import Clip
 
-    from . import tvm_compat
+    from lepton_compiler import tvm_compat
 
     original = Clip.__dict__["_impl_v13"]
 

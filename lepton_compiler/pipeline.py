@@ -1,0 +1,540 @@
+"""The composer: the one place that sequences the stages. Every public entry point is a
+composition of the same named stages, each a function or pass of the stage library with
+explicit inputs and outputs::
+
+    import → prune → simplify → layout                 front()      build check prune
+                                                                     analyze_quantization tune
+    → calibrate → quantize                             quantize_graph()  (int8 only)
+    → partition                                        partition()  build check
+    → fuse → schedule → plan → codegen                 lower()      build tune (to fuse)
+    → package                                          build()
+
+Stage bodies live below this module (``frontend``, ``optimize``, ``passes``, ``lower``,
+``reports``, ``target``) and import nothing above them; a stage that must run a model
+(calibration, the accuracy analysis) is handed an executor, :func:`compile_for_host`.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from typing import Any
+
+from lepton_compiler import frontend, tvm_compat
+from lepton_compiler.compiled_model import CompiledModel
+from lepton_compiler.errors import (
+    CalibrationError,
+    CompileError,
+    LeptonError,
+    OptionError,
+    UnsupportedOperatorError,
+)
+from lepton_compiler.lower import artifact, lowering, plan_builder
+from lepton_compiler.optimize import pruning, quantization
+from lepton_compiler.options import BuildOptions
+from lepton_compiler.passes.qgraph import LayerGraph, read_graph
+from lepton_compiler.passes.quantize import QuantizedGraph, emit
+from lepton_compiler.progress import progress as progress_bar
+from lepton_compiler.reports import placement, quant_analysis
+from lepton_compiler.target.host import HostTarget, resolve_host
+from lepton_compiler.target.host_schedule import HostScheduleConfig
+from lepton_compiler.target.lepton_target import LeptonTarget, resolve_lepton
+from lepton_compiler.target.npu_kernels import COUNTERS
+from lepton_compiler.target.npu_schedule import gemm_sim_static, kernel_plan
+from lepton_compiler.target.spec import load_spec
+from lepton_compiler.tuning.schedules import tuned_schedules
+from lepton_compiler.version import __version__
+
+logger = logging.getLogger(__name__)
+
+#: Every stage, in pipeline order (a composition runs a prefix or a subsequence of it).
+STAGES = ("import", "prune", "simplify", "layout", "calibrate", "quantize", "partition", "fuse",
+          "schedule", "plan", "codegen", "package")
+
+#: A compiled model's callable for a Relax module: (module, input names, output names).
+Executor = Callable[[Any, list[str], list[str]], Callable[..., Any]]
+
+_bar: contextvars.ContextVar[Any] = contextvars.ContextVar("lepton_build_bar", default=None)
+
+
+@dataclass
+class Run:
+    """One composition's bookkeeping: the time of each stage, IR checks between stages."""
+
+    verify: bool = True
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def stage(self, name: str):
+        """Time, log and report one stage; a non-Lepton exception becomes a CompileError."""
+        assert name in STAGES, name
+        start = time.perf_counter()
+        logger.info("stage %s ...", name)
+        bar = _bar.get()
+        if bar is not None:
+            bar.update(0, note=name)
+        try:
+            yield
+        except LeptonError:
+            raise
+        except Exception as err:
+            raise CompileError(f"stage '{name}' failed: {type(err).__name__}: {err}") from err
+        finally:
+            self.timings[name] = time.perf_counter() - start
+            logger.info("stage %s done in %.2fs", name, self.timings[name])
+            if bar is not None:
+                bar.update(1)
+
+    def check(self, mod: Any, stage: str) -> None:
+        """Well-formedness of ``mod`` after ``stage`` (when verifying)."""
+        if self.verify:
+            lowering.check_well_formed(mod, stage)
+
+
+@dataclass
+class Front:
+    """What the front of the pipeline produced."""
+
+    imported: frontend.ImportedModel
+    mod: Any                       # simplified, NHWC Relax module (or pruned, imported)
+    pruned: pruning.PruneResult | None = None
+
+
+@dataclass
+class Lowered:
+    """What :func:`lower` produced."""
+
+    plan: dict
+    weights: bytes
+    kernels_so: bytes
+    npu_kernels: set[str]
+    kernel_names: list[str]
+
+
+# --- the stage sequence ----------------------------------------------------------------------
+
+def front(model: Any, example_inputs: Sequence[Any] | None, options: BuildOptions, run: Run,
+          until: str = "layout") -> Front:
+    """import → prune → simplify → layout (stopping after ``until``)."""
+    with run.stage("import"):
+        imported = frontend.import_model(model, example_inputs, options.limits)
+    result = Front(imported, imported.mod)
+    if options.prune is not None:
+        with run.stage("prune"):
+            result.pruned = pruning.prune_module(lowering.fold_constants(result.mod),
+                                                 options.prune,
+                                                 load_spec(options.spec).matrix.tile_n)
+            result.mod = result.pruned.module
+            run.check(result.mod, "prune")
+    if until == "prune":
+        return result
+    with run.stage("simplify"):
+        result.mod = lowering.simplify(result.mod, fold_batch_norm=options.optimize)
+        run.check(result.mod, "simplify")
+    with run.stage("layout"):
+        if options.optimize:
+            result.mod = lowering.convert_layout(result.mod)
+            run.check(result.mod, "layout")
+    return result
+
+
+def quantize_graph(mod: Any, options: BuildOptions, host: HostTarget, run: Run
+                   ) -> tuple[LayerGraph, quantization.CalibrationTable, QuantizedGraph]:
+    """calibrate → quantize: the layer graph, its calibration table and integer plan."""
+    config = options.quantize
+    with run.stage("calibrate"):
+        graph, table = quantization.calibrate(mod, config, host_executor(host, "calibration"))
+    with run.stage("quantize"):
+        qg = quantization.plan(graph, table, config)
+    return graph, table, qg
+
+
+def partition(graph: LayerGraph, qg: QuantizedGraph | None, npu: LeptonTarget | None,
+              options: BuildOptions, run: Run) -> tuple[list[placement.OpPlacement], Any]:
+    """Place every layer on the NPU or the host; an int8 graph is emitted as a Relax module
+    with its NPU kernels marked (``None`` for a float graph, which keeps its module)."""
+    with run.stage("partition"):
+        ops = placement.place(graph, qg.quantized if qg is not None else set(),
+                              npu.spec if npu is not None else None, fused=options.fuse)
+        if qg is None:
+            return ops, None
+        mod = emit(qg, npu_layers={o.layer for o in ops if o.unit == "npu"},
+                   fuse=options.fuse)
+        run.check(mod, "partition")
+    return ops, mod
+
+
+def lower(mod: Any, input_names: list[str], output_names: list[str], host: HostTarget,
+          npu: LeptonTarget | None, run: Run, layers: set[str] | None = None,
+          fuse: bool = True, tuned: Any = None, schedule_host: bool = True) -> Lowered:
+    """fuse → schedule → plan → codegen: a Relax module to a plan and one kernel library.
+
+    ``layers``: layer names; a call whose result is bound to one records it as its source op.
+    """
+    with run.stage("fuse"):
+        mod = lowering.fuse(mod, fuse)
+        run.check(mod, "fuse")
+        kernels = lowering.kernels_of(mod)
+    with run.stage("schedule"):
+        config = HostScheduleConfig.for_host(host) if schedule_host else None
+        mod, npu_kernels = lowering.schedule(mod, config, npu, tuned)
+        run.check(mod, "schedule")
+    with run.stage("plan"):
+        built = plan_builder.build_plan(mod["main"], input_names, output_names)
+    used = set(built.kernel_names)  # passes may leave superseded copies of kernels behind
+    npu_kernels = npu_kernels & used
+    with run.stage("codegen"):
+        scheduled = {n: f for n, f in lowering.kernels_of(mod).items() if n in used}
+        # The NPU instructions are linked only where a kernel uses them.
+        kernels_so = lowering.codegen(scheduled, kernels, host.tvm_target(),
+                                      npu if npu_kernels else None)
+    for call in built.plan["calls"]:
+        func = scheduled[call["kernel"]]
+        var = call.pop("var", None)
+        if layers and var in layers:
+            call["ops"] = [var]  # the source layer, for profiles and reports
+        if npu is not None and call["kernel"] in npu_kernels:
+            call["sim"] = gemm_sim_static(func, npu.spec)
+            call["plan"] = kernel_plan(func, npu.spec).knobs
+        if func.attrs is not None and func.attrs.get("lepton.tuned"):
+            call["tuned"] = True
+    return Lowered(built.plan, built.weights, kernels_so, npu_kernels, built.kernel_names)
+
+
+# --- compositions ----------------------------------------------------------------------------
+
+def resolve_targets(options: BuildOptions) -> tuple[LeptonTarget | None, HostTarget]:
+    """The NPU target (``target="lepton"``; SpecError on a bad spec) and the host CPU."""
+    if options.target == "lepton":
+        npu = resolve_lepton(options.spec, options.cpu, options.num_threads)
+        return npu, npu.host
+    return None, resolve_host(options.cpu, options.num_threads)
+
+
+def build(
+    model: Any,
+    example_inputs: Sequence[Any] | None = None,
+    *,
+    target: str = "host",
+    cpu: str | None = None,
+    num_threads: int | None = None,
+    spec: Any = None,
+    quantize: Any = None,
+    prune: Any = None,
+    tuning_db: Any = None,
+    limits: Any = None,
+    opt_level: int = 2,
+    fuse: bool = True,
+    verify: bool = True,
+    progress: bool | None = None,
+) -> CompiledModel:
+    """Compile a model ahead of time.
+
+    Parameters
+    ----------
+    model
+        A ``torch.nn.Module``, an ONNX file path, ONNX bytes or an ``onnx.ModelProto``.
+    example_inputs
+        Inputs used to trace a torch module (tensors or numpy arrays, one per ``forward``
+        argument); for ONNX they fix dynamic input shapes and may be omitted otherwise.
+    target
+        ``"host"``: fp32 kernels for this machine's CPU. ``"lepton"``: the Lepton NPU; ops the
+        NPU cannot run fall back to host kernels in the same artifact, and
+        ``build_info["fallbacks"]`` says which and why (a float model runs entirely on the
+        host: the matrix engine takes int8 operands, so pass ``quantize=``).
+    cpu
+        LLVM CPU name for the kernels (default: this machine's, e.g. ``"znver3"``). Pass a
+        portable one such as ``"x86-64-v3"`` to run the artifact on other machines.
+    num_threads
+        Cores the kernels are scheduled for (default: the cores this process may use). The
+        thread count at run time is ``LEPTON_NUM_THREADS`` (default: all online CPUs).
+    spec
+        The NPU spec for ``target="lepton"``: a TOML path, a dict or a ``LeptonSpec``
+        (default: the bundled Lepton v1).
+    quantize
+        A :class:`~lepton_compiler.QuantConfig` for int8 post-training quantization
+        (calibration data or a saved calibration table, method, per-channel, skip,
+        overrides); ``None`` (default) keeps the model in float32. Quantized layers run as
+        integer kernels — on the NPU for ``target="lepton"`` — and ``build_info
+        ["quantization"]`` lists the layers kept in float with the reason.
+    prune
+        A :class:`~lepton_compiler.PruneConfig` (or a ratio such as ``0.5``): remove whole
+        channels before quantization, kept counts aligned to the NPU tile;
+        ``build_info["pruning"]`` holds the report (channels, MACs, parameters per group).
+    tuning_db
+        A tuning work directory (``lepton_compiler.tune(..., work_dir=)``): NPU kernels and
+        host kernels whose workload it has records for use the best recorded schedule;
+        ``build_info["tuned_kernels"]`` lists them (NPU kernels with the chosen plan, host
+        kernels with ``"metaschedule"``).
+    limits
+        A :class:`~lepton_compiler.Limits`: resource limits an ONNX model is validated
+        against before import (model bytes, nodes, elements per tensor, rank).
+    opt_level
+        ``2`` (default): the full pipeline. ``0``: the reference pipeline — no batch-norm
+        folding, no layout conversion (unless quantizing), no fusion, and every host kernel
+        compiled as TVM legalizes it, without Lepton's schedules; for checking the
+        optimisations against (both must agree). ``1`` is the same as ``2`` today.
+    fuse
+        Fuse operators into kernels (default). ``False`` compiles every operator as its own
+        kernel — int8 composites (conv/matmul + bias + requantize + activation) become
+        chains of single-op host kernels — to check or debug what fusion does: the results
+        are identical for int8 and equal to rounding for float.
+    verify
+        Check the IR is well formed after every stage (cheap; on by default).
+    progress
+        Show a progress bar over the compilation stages (default: when stderr is a terminal;
+        ``LEPTON_PROGRESS=0/1`` overrides).
+
+    Returns
+    -------
+    CompiledModel
+        Callable with numpy arrays or torch tensors; ``.export(path)`` writes the artifact.
+
+    Raises
+    ------
+    ModelLoadError, UnsupportedOperatorError, OptionError, CompileError
+        All subclasses of ``LeptonError``, with a message naming the file, node or op.
+    """
+    options = BuildOptions.create(
+        target=target, cpu=cpu, num_threads=num_threads, spec=spec, quantize=quantize,
+        prune=prune, tuning_db=tuning_db, limits=limits, opt_level=opt_level, fuse=fuse,
+        verify=verify, progress=progress)
+    npu, host = resolve_targets(options)
+    tuned = None
+    if options.tuning_db is not None:  # TuningError on a missing or corrupt database
+        tuned = tuned_schedules(options.tuning_db, npu.spec if npu is not None else None, host)
+    count = len(STAGES) - 2 * (options.quantize is None) - (options.prune is None)
+    # Nested builds (calibration models) draw no bar of their own.
+    bar_cm = progress_bar(count, f"compiling ({options.target})", options.progress) \
+        if _bar.get() is None else nullcontext(None)
+    with bar_cm as bar:
+        token = _bar.set(bar) if bar is not None else None
+        try:
+            return _build(model, example_inputs, options, npu, host, tuned)
+        finally:
+            if token is not None:
+                _bar.reset(token)
+
+
+def _build(model: Any, example_inputs: Any, options: BuildOptions, npu: LeptonTarget | None,
+           host: HostTarget, tuned: Any) -> CompiledModel:
+    run = Run(options.verify)
+    head = front(model, example_inputs, options, run)
+    imported, mod = head.imported, head.mod
+    relax_ops = placement.relax_op_count(mod)
+    graph, table, qg = read_graph(mod["main"]), None, None
+    if options.quantize is not None:
+        graph, table, qg = quantize_graph(mod, options, host, run)
+    ops, int8_mod = partition(graph, qg, npu, options, run)
+    mod = int8_mod if int8_mod is not None else mod
+    lowered = lower(mod, imported.input_names, imported.output_names, host, npu, run,
+                    {o.layer for o in ops}, options.fuse, tuned,
+                    schedule_host=options.opt_level > 0)
+    report = placement.PlacementReport(options.target, npu.spec.name if npu else None, ops,
+                                       relax_ops, len(lowered.plan["calls"]))
+    with run.stage("package"):
+        data = artifact.pack(
+            plan=lowered.plan, weights=lowered.weights, kernels=lowered.kernels_so,
+            target=_target_manifest(npu, host, bool(lowered.npu_kernels)),
+            spec_fingerprint=npu.spec.fingerprint() if npu is not None else None,
+            compiler_version=__version__, tvm_version=tvm_compat.tvm_version(),
+            report=report.to_dict())
+    info: dict[str, Any] = {
+        "target": options.target,
+        "source": imported.source,
+        "timings_s": run.timings,
+        "kernels": len(lowered.kernel_names),
+        "calls": len(lowered.plan["calls"]),
+        "arena_bytes": lowered.plan["arena_bytes"],
+        "weights_bytes": len(lowered.weights),
+        "placement": report.summary(),
+    }
+    quant = None
+    if qg is not None:
+        quant = quantization.QuantizationResult(mod, qg, table, ops)
+        info["quantization"] = quant.summary()
+    if head.pruned is not None:
+        info["pruning"] = head.pruned.report.to_dict()
+    if tuned is not None:
+        info["tuned_kernels"] = tuned_kernels(lowered.plan)
+    if npu is not None:
+        info["spec"] = npu.spec.name
+        info["npu_kernels"] = sorted(lowered.npu_kernels)
+        info["fallbacks"] = [{"layer": o.layer, "op": o.op, "reason": o.reason}
+                             for o in report.fallbacks()]
+    logger.info("built %s: %d kernels, %.1fs", options.target, info["kernels"],
+                sum(run.timings.values()))
+    return CompiledModel(data, info, quant, report)
+
+
+def check(model: Any, example_inputs: Sequence[Any] | None = None, *, target: str = "lepton",
+          spec: Any = None, quantize: bool = True) -> placement.PlacementReport:
+    """Pre-flight placement check: what would run where, and why, without compiling.
+
+    Imports and simplifies the model and applies the offload rules to every layer, assuming
+    an int8 build (``quantize=False``: a float32 build). Operators that cannot be imported at
+    all are listed under ``unsupported`` (with their nodes) instead of raising, so one call
+    shows everything that stands between the model and the NPU.
+    """
+    options = BuildOptions.create(target=target, spec=spec if target == "lepton" else None)
+    npu_spec = load_spec(spec) if target == "lepton" else None
+    name = npu_spec.name if npu_spec is not None else None
+    run = Run(verify=False)
+    try:
+        head = front(model, example_inputs, options, run)
+    except UnsupportedOperatorError as err:
+        return placement.PlacementReport(target, name, [], 0, None,
+                                         {op: list(nodes) for op, nodes in err.ops.items()})
+    graph = read_graph(head.mod["main"])
+    quantized = placement.would_quantize(graph) if quantize else set()
+    with run.stage("partition"):
+        ops = placement.place(graph, quantized, npu_spec)
+    return placement.PlacementReport(target, name, ops, placement.relax_op_count(head.mod))
+
+
+def analyze_quantization(model: Any, example_inputs: Sequence[Any] | None = None, *,
+                         quantize: Any, data: Iterable[Any] | None = None,
+                         cpu: str | None = None) -> quant_analysis.QuantReport:
+    """Per-layer SQNR and cosine similarity of int8 vs float.
+
+    Parameters
+    ----------
+    model, example_inputs
+        As for :func:`lepton_compiler.build`.
+    quantize
+        The :class:`~lepton_compiler.QuantConfig` to analyse.
+    data
+        Samples to measure on (same forms as calibration data); default: the calibration
+        data (held-out data gives the honest figures).
+    cpu
+        LLVM CPU name the analysis models are compiled for (default: this machine's).
+
+    See :mod:`lepton_compiler.reports.quant_analysis` for what the figures mean.
+    """
+    options = BuildOptions.create(quantize=quantize, cpu=cpu)
+    samples_src = data if data is not None else options.quantize.calibration_data
+    if samples_src is None:
+        raise OptionError("analyze_quantization needs data= when the config has only a table")
+    _, host = resolve_targets(options)
+    run = Run(verify=False)
+    head = front(model, example_inputs, options, run)
+    graph, table, qg = quantize_graph(head.mod, options, host, run)
+    samples = [quantization.sample_dict(s, graph, f"analysis sample {i}")
+               for i, s in enumerate(samples_src)]
+    if not samples:
+        raise CalibrationError("the analysis data is empty")
+    return quant_analysis.analyze(head.mod, graph, table, qg, samples,
+                                  host_executor(host, "analysis"))
+
+
+
+def prune(model: Any, example_inputs: Sequence[Any] | None, config: Any = None,
+          spec: Any = None, sim: bool = False, quantize: Any = None) -> pruning.PruneResult:
+    """Prune a torch module or ONNX model; returns the pruned Relax module and the report.
+
+    Parameters
+    ----------
+    model, example_inputs
+        As for :func:`lepton_compiler.build`.
+    config
+        A :class:`PruneConfig` or a ratio (default ``PruneConfig()``: 0.5, L1, tile-aligned).
+    spec
+        The Lepton spec whose tile ``align`` defaults to (the bundled v1 unless given).
+    sim
+        Also build the model int8 for the Lepton target before and after pruning and run
+        each once in sim mode: ``report.sim_cycles_before/after``.
+    quantize
+        The :class:`~lepton_compiler.QuantConfig` for ``sim`` (default: calibrate on
+        ``example_inputs``).
+
+    Returns
+    -------
+    PruneResult
+        ``module`` (what ``build(..., prune=config)`` compiles), ``report`` and ``kept``.
+    """
+    config = pruning.check_config(pruning.PruneConfig() if config is None else config)
+    options = BuildOptions(prune=config, spec=spec)
+    result = front(model, example_inputs, options, Run(verify=False), until="prune").pruned
+    if sim:
+        before, after = (_sim_cycles(model, example_inputs, p, spec, quantize)
+                         for p in (None, config))
+        result.report.sim_cycles_before, result.report.sim_cycles_after = before, after
+    return result
+
+
+def _sim_cycles(model: Any, example_inputs: Any, config: Any, spec: Any,
+                quantize: Any) -> int:
+    """NPU cycles of one sim-mode run of the model built int8 for the Lepton target."""
+    import tempfile
+
+    import lepton_runtime
+
+    if example_inputs is None:
+        raise OptionError("prune(..., sim=True) needs example_inputs to run the model")
+    quantize = quantize or quantization.QuantConfig(calibration_data=[tuple(example_inputs)])
+    compiled = build(model, example_inputs, target="lepton", spec=spec, quantize=quantize,
+                     prune=config)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = compiled.export(f"{tmp}/model.lepton")
+        return lepton_runtime.load(path, mode="sim").profile(*example_inputs).total_cycles
+
+
+def fused_module(model: Any, example_inputs: Any, quantize: Any, npu: LeptonTarget | None,
+                 host: HostTarget) -> Any:
+    """The model's fused Relax module as ``build`` schedules it (quantized when ``quantize``
+    is given), with constant weights marked layout-free: what tuning extracts tasks from."""
+    from tvm import relax
+
+    options = BuildOptions.create(quantize=quantize, target="lepton" if npu else "host",
+                                  spec=npu.spec if npu is not None else None)
+    run = Run(verify=False)
+    mod = front(model, example_inputs, options, run).mod
+    if options.quantize is not None:
+        graph, _, qg = quantize_graph(mod, options, host, run)
+        mod = partition(graph, qg, npu, options, run)[1]
+    with run.stage("fuse"):
+        mod = lowering.fuse(mod, True)
+    return relax.transform.AttachAttrLayoutFreeBuffers()(mod)
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+def compile_for_host(mod: Any, input_names: list[str], output_names: list[str],
+                     host: HostTarget, purpose: str) -> CompiledModel:
+    """A Relax module compiled for the host and loaded in-process, for the compiler's own use
+    (calibration and analysis models, which read intermediate tensors as extra outputs)."""
+    token = _bar.set(None)  # its stages are not the user's build stages
+    try:
+        lowered = lower(mod, input_names, output_names, host, None, Run(verify=False),
+                        schedule_host=True)
+    finally:
+        _bar.reset(token)
+    data = artifact.pack(plan=lowered.plan, weights=lowered.weights,
+                         kernels=lowered.kernels_so, target=host.manifest(),
+                         spec_fingerprint=None, compiler_version=purpose,
+                         tvm_version=tvm_compat.tvm_version())
+    return CompiledModel(data, {"target": "host", "purpose": purpose})
+
+
+def host_executor(host: HostTarget, purpose: str) -> Executor:
+    """The executor handed to stages that run a model: compile for ``host``, load, call."""
+    def execute(mod: Any, input_names: list[str], output_names: list[str]) -> CompiledModel:
+        return compile_for_host(mod, input_names, output_names, host, purpose)
+
+    return execute
+
+
+def tuned_kernels(plan: dict) -> dict[str, Any]:
+    """Tuned kernel -> the plan knobs it was scheduled with (NPU kernels) or
+    ``"metaschedule"`` (host kernels scheduled from a MetaSchedule record)."""
+    return {c["kernel"]: c.get("plan", "metaschedule") for c in plan["calls"] if c.get("tuned")}
+
+
+def _target_manifest(npu: LeptonTarget | None, host: HostTarget, linked: bool) -> dict:
+    if npu is None:
+        return host.manifest()
+    return {**npu.manifest(), "sim_counters": list(COUNTERS)} if linked else npu.manifest()
