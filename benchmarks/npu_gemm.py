@@ -89,8 +89,9 @@ def _ort_conv_integer(x_shape, w_shape, pad: int, threads: int, x_type: int):
 
 def _measure_conv(args) -> dict:
     """ResNet-18 layer1 3x3 conv (56x56x64 -> 64), Lepton NHWC vs onnxruntime ConvInteger."""
-    from lepton_compiler.target.npu_kernels import Conv2dShape, build_conv2d
     from onnx import TensorProto
+
+    from lepton_compiler.target.npu_kernels import Conv2dShape, build_conv2d
 
     shape = Conv2dShape(1, 56, 56, 64, 64, 3, 3, (1, 1), (1, 1, 1, 1))
     rng = np.random.default_rng(0)

@@ -2,7 +2,8 @@
 
     python -m benchmarks.quant_accuracy [--calib-batches 12]
 
-Trains :func:`lepton_compiler.examples.zoo.digits_cnn` on scikit-learn's bundled digits (70/30 split,
+Trains :func:`lepton_compiler.examples.zoo.digits_cnn` on scikit-learn's bundled digits
+(70/30 split,
 seed 0), then builds it int8 for the Lepton target (fast mode) with each calibration method,
 per-channel and per-tensor weights, and measures held-out top-1 accuracy and agreement with
 float. The per-layer SQNR report (min-max, per-channel, measured on the held-out digits) and

@@ -30,9 +30,8 @@ def main() -> dict:
     args = parser.parse_args()
     os.environ.setdefault("LEPTON_NUM_THREADS", str(args.threads))
 
-    import lepton_runtime
-
     import lepton_compiler as lc
+    import lepton_runtime
     from lepton_compiler.examples.bench.runner import machine_info
     from lepton_compiler.timing import measure_alternating
 

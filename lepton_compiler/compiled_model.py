@@ -12,9 +12,9 @@ import weakref
 from pathlib import Path
 from typing import Any
 
-import lepton_runtime
 import numpy as np
 
+import lepton_runtime
 from lepton_compiler.lower import artifact
 
 

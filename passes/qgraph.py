@@ -1,81 +1,34 @@
 """The layer graph that quantization works on, read from a simplified, NHWC Relax ``main``.
 
-Relax bindings are grouped into layers the integer rewrite handles as one unit — conv2d or
-matmul with its bias add and ReLU/ReLU6, a residual add with its ReLU, pooling, ReLU,
-reshape/transpose — and every other binding becomes a ``float`` layer that keeps its Relax
-expression. Layers get stable names (``conv2d_0``, ``dense_1``, ``add_0``, ``softmax_0``...)
-that calibration tables, ``skip``/``overrides`` and the reports use. Tensors are named after
-the layer that produces them (graph inputs keep their own names).
+Relax bindings are grouped into layers the integer rewrite handles as one unit — the first
+registered layer kind (``passes/layers/``) whose pattern matches starts a layer, which absorbs
+a following bias add and ReLU/ReLU6 where the kind says so — and every other binding becomes
+a ``float`` layer that keeps its Relax expression. Layers get stable names (``conv2d_0``,
+``dense_1``, ``add_0``, ``softmax_0``...) that calibration tables, ``skip``/``overrides``
+and the reports use. Tensors are named after the layer that produces them (graph inputs keep
+their own names).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from lepton_compiler import tvm_compat
+from lepton_compiler.passes.layers import REGISTRY, candidates
+from lepton_compiler.passes.layers.base import (
+    Layer,
+    LayerGraph,
+    MatchContext,
+    Tensor,
+    const,
+    is_const,
+    prim,
+)
 
-GEMM_KINDS = ("conv2d", "dense")
-COMPUTE_KINDS = (*GEMM_KINDS, "matmul", "add")  # layers with their own output range
-FOLLOW_KINDS = ("max_pool2d", "avg_pool2d", "mean", "clip", "relu", "reshape",
-                "permute_dims")
-
-
-@dataclass
-class Tensor:
-    """A tensor of the layer graph."""
-
-    name: str
-    shape: tuple[int, ...]
-    dtype: str
-
-
-@dataclass
-class Layer:
-    """One layer: its kind, inputs/output tensor names and what the rewrite needs."""
-
-    name: str
-    kind: str
-    inputs: list[str]
-    output: str
-    op: str = ""                    # the Relax op it came from
-    attrs: dict[str, Any] = field(default_factory=dict)
-    weight: np.ndarray | None = None  # conv2d: HWIO; dense: [K, N]
-    bias: np.ndarray | None = None
-    act: str | None = None          # "relu" | "relu6" folded into the clamp
-    expr: Any = None                # the Relax expression of the first binding
-    bindings: list[tuple[Any, Any]] = field(default_factory=list)  # (var, value), in order
-    reason: str = ""                # float layers: why they are not quantized
-
-
-@dataclass
-class LayerGraph:
-    """Layers in execution order over named tensors."""
-
-    inputs: list[str]
-    outputs: list[str]
-    tuple_output: bool
-    tensors: dict[str, Tensor]
-    layers: list[Layer]
-    params: list[Any]               # the Relax parameters of main
-    var_names: dict[Any, str] = field(default_factory=dict)  # Relax var -> tensor name
-    # Functions of the module besides main (PrimFuncs an importer emitted call_tir to, e.g.
-    # ONNX Clip); a module rebuilt from the graph must keep them.
-    helpers: dict[Any, Any] = field(default_factory=dict)
-
-    def layer(self, name: str) -> Layer:
-        for layer in self.layers:
-            if layer.name == name:
-                return layer
-        raise KeyError(name)
-
-    def producer(self, tensor: str) -> Layer | None:
-        for layer in self.layers:
-            if layer.output == tensor:
-                return layer
-        return None
+#: Kinds with their own output range (``conv2d``, ``dense``, ``matmul``, ``add``...).
+COMPUTE_KINDS = tuple(n for n, k in REGISTRY.items() if k.compute)
 
 
 def _op_name(expr: Any) -> str:
@@ -90,31 +43,8 @@ def _short(op: str) -> str:
     return op.split(".")[-1]
 
 
-def _is_const(expr: Any) -> bool:
-    return tvm_compat.is_constant(expr)
-
-
-def _const(expr: Any) -> np.ndarray:
-    return tvm_compat.constant_numpy(expr)
-
-
 def _is_tensor(ty: Any) -> bool:
     return isinstance(ty, tvm_compat.tensor_type_class())
-
-
-def _ints(values: Any) -> tuple[int, ...]:
-    return tuple(int(v) for v in values)
-
-
-def _prim(expr: Any) -> float | None:
-    value = getattr(expr, "value", None)
-    if value is None:
-        return None
-    inner = getattr(value, "value", value)
-    try:
-        return float(inner)
-    except (TypeError, ValueError):
-        return None
 
 
 def read_graph(func: Any) -> LayerGraph:
@@ -171,10 +101,10 @@ def read_graph(func: Any) -> LayerGraph:
         if nxt is None or _op_name(nxt.value) != "relax.add":
             return var, None
         a, b = nxt.value.args
-        const = b if a.same_as(var) else a if b.same_as(var) else None
-        if const is None or not _is_const(const):
+        const_expr = b if a.same_as(var) else a if b.same_as(var) else None
+        if const_expr is None or not is_const(const_expr):
             return var, None
-        values = _const(const)
+        values = const(const_expr)
         if values.size != channels or values.shape[-1] != channels:
             return var, None
         absorbed.add(index_of[id(nxt)])
@@ -190,7 +120,7 @@ def read_graph(func: Any) -> LayerGraph:
         if op == "relax.nn.relu":
             act = "relu"
         elif op == "relax.clip":
-            lo, hi = (_prim(a) for a in nxt.value.args[1:3])
+            lo, hi = (prim(a) for a in nxt.value.args[1:3])
             if lo == 0.0 and hi == 6.0:
                 act = "relu6"
         if act is None:
@@ -205,12 +135,11 @@ def read_graph(func: Any) -> LayerGraph:
         value, var = b.value, b.var
         op = _op_name(value)
         group = [(var, value)]
-        layer = _match(value, op, names, tensors)
-        if layer is not None and layer.kind in GEMM_KINDS:
-            channels = layer.weight.shape[-1]
-            var, layer.bias = absorb_bias(var, channels)
-            var, layer.act = absorb_act(var)
-        elif layer is not None and layer.kind in ("add", "matmul"):
+        layer = _match(value, op, MatchContext(names, tensors))
+        kind = REGISTRY.get(layer.kind) if layer is not None else None
+        if kind is not None and kind.absorbs_bias:
+            var, layer.bias = absorb_bias(var, layer.weight.shape[-1])
+        if kind is not None and kind.absorbs_act:
             var, layer.act = absorb_act(var)
         if layer is None:
             layer = Layer("", "float", [], "", op=op, expr=value, reason=_float_reason(value, op))
@@ -273,114 +202,16 @@ def _float_reason(value: Any, op: str) -> str:
                            "between a dequantize and a quantize")
 
 
-def _match(value: Any, op: str, names: dict, tensors: dict) -> Layer | None:
-    """The quantizable layer ``value`` starts, or None."""
+def _match(value: Any, op: str, ctx: MatchContext) -> Layer | None:
+    """The layer of the first registered kind that matches ``value``, or None."""
     from tvm import relax
 
     if not isinstance(value, relax.Call):
         return None
-    args = value.args
-
-    def var_input(expr: Any) -> str | None:
-        return names.get(expr) if isinstance(expr, relax.Var) else None
-
-    attrs = value.attrs
-    if op == "relax.nn.conv2d":
-        x = var_input(args[0])
-        if (x is None or not _is_const(args[1])
-                or str(attrs.data_layout) != "NHWC" or str(attrs.kernel_layout) != "HWIO"
-                or str(attrs.out_layout) != "NHWC"):
-            return None
-        pad = _ints(attrs.padding)
-        if len(pad) == 2:
-            pad = (pad[0], pad[1], pad[0], pad[1])
-        return Layer("", "conv2d", [x], "", weight=_const(args[1]).astype(np.float64),
-                     attrs={"strides": _ints(attrs.strides), "padding": pad,
-                            "dilation": _ints(attrs.dilation), "groups": int(attrs.groups)})
-    if op == "relax.matmul":
-        x = var_input(args[0])
-        if x is not None and _is_const(args[1]) and len(_const(args[1]).shape) == 2:
-            return Layer("", "dense", [x], "", weight=_const(args[1]).astype(np.float64))
-        if x is not None and _is_const(args[1]):  # a weight broadcast over the batch
-            w = _const(args[1])
-            flat = w.reshape(-1, *w.shape[-2:])
-            if all(np.array_equal(flat[0], f) for f in flat[1:]):
-                return Layer("", "dense", [x], "", weight=flat[0].astype(np.float64))
-            return None
-        y = var_input(args[1])
-        if x is None or y is None:
-            return None
-        a, b = tensors[x].shape, tensors[y].shape
-        if len(a) < 2 or len(a) != len(b) or a[:-2] != b[:-2] or a[-1] != b[-2]:
-            return None  # broadcast batches stay float
-        return Layer("", "matmul", [x, y], "")
-    if op == "relax.add":
-        a, b = var_input(args[0]), var_input(args[1])
-        if a is None or b is None or tensors[a].shape != tensors[b].shape:
-            return None
-        return Layer("", "add", [a, b], "")
-    if op == "relax.nn.relu":
-        x = var_input(args[0])
-        return Layer("", "relu", [x], "") if x is not None else None
-    if op == "relax.nn.max_pool2d":
-        x = var_input(args[0])
-        if x is None or str(attrs.layout) != "NHWC" or bool(attrs.ceil_mode) or any(
-                int(d) != 1 for d in attrs.dilation):
-            return None
-        pad = _ints(attrs.padding)
-        if len(pad) == 2:
-            pad = (pad[0], pad[1], pad[0], pad[1])
-        return Layer("", "max_pool2d", [x], "", attrs={
-            "pool_size": _ints(attrs.pool_size), "strides": _ints(attrs.strides),
-            "padding": pad})
-    if op in ("relax.nn.adaptive_avg_pool2d", "relax.nn.avg_pool2d"):
-        x = var_input(args[0])
-        if x is None or str(attrs.layout) != "NHWC":
-            return None
-        _, h, w, _ = tensors[x].shape
-        if op == "relax.nn.adaptive_avg_pool2d":
-            size = _ints(attrs.output_size) if attrs.output_size is not None else (h, w)
-            if size not in ((1, 1), (1,)):
-                return None
-            pool, strides = (h, w), (1, 1)
-        else:
-            if (any(_ints(attrs.padding)) or bool(attrs.ceil_mode)
-                    or any(int(d) != 1 for d in attrs.dilation)):
-                return None
-            pool, strides = _ints(attrs.pool_size), _ints(attrs.strides)
-        return Layer("", "avg_pool2d", [x], "", attrs={"pool_size": pool, "strides": strides})
-    if op == "relax.mean":
-        x = var_input(args[0])
-        if x is None or attrs.axis is None:
-            return None
-        rank = len(tensors[x].shape)
-        return Layer("", "mean", [x], "", attrs={
-            "axes": tuple(sorted(int(a) % rank for a in attrs.axis)),
-            "keepdims": bool(attrs.keepdims)})
-    if op == "relax.clip":
-        x = var_input(args[0])
-        lo, hi = (_prim(a) for a in args[1:3])
-        if x is None or lo is None or hi is None or not lo <= 0.0 <= hi:
-            return None
-        return Layer("", "clip", [x], "", attrs={"min": lo, "max": hi})
-    if op == "relax.reshape":
-        x = var_input(args[0])
-        return Layer("", "reshape", [x], "") if x is not None else None
-    if op in ("relax.expand_dims", "relax.squeeze"):  # same bytes, new shape
-        x = var_input(args[0])
-        return Layer("", "reshape", [x], "") if x is not None else None
-    if op == "relax.broadcast_to":  # a broadcast to the same shape is the identity
-        x = var_input(args[0])
-        same = x is not None and tuple(int(d) for d in args[1].values) == tensors[x].shape
-        return Layer("", "reshape", [x], "") if same else None
-    if op == "relax.permute_dims":
-        x = var_input(args[0])
-        if x is None:
-            return None
-        axes = attrs.axes
-        rank = len(tensors[x].shape)
-        return Layer("", "permute_dims", [x], "", attrs={
-            "axes": _ints(axes) if axes is not None else tuple(reversed(range(rank)))})
+    for kind in candidates(op):
+        layer = kind.match(value, op, ctx)
+        if layer is not None:
+            return layer
     return None
 
 

@@ -10,9 +10,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from lepton_compiler.target.host import HostTarget
-
 from lepton_compiler import tvm_compat
+from lepton_compiler.target.host import HostTarget
 
 logger = logging.getLogger(__name__)
 

@@ -6,9 +6,8 @@ import subprocess
 from importlib import resources
 from pathlib import Path
 
-from lepton_compiler.target.spec import LeptonSpec
-
 from lepton_compiler.errors import CompileError
+from lepton_compiler.target.spec import LeptonSpec
 
 NPU_SOURCE = "csrc/lepton_npu.c"
 

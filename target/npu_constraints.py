@@ -86,7 +86,7 @@ def matrix_products_only(op: OpFacts, spec: LeptonSpec) -> str | None:
     """The NPU runs convolutions and matrix products, with their bias, requantization and
     ReLU/ReLU6 fused into the same kernel; elementwise, pooling, reduction, layout and
     float <-> int8 conversion kernels run on the host CPU in the same artifact."""
-    if op.kind not in ("conv2d", "dense", "matmul"):
+    if op.gemm is None:
         what = "float32" if op.dtype != "int8" else "int8"
         return (f"{op.name}: {op.op.removeprefix('relax.')} ({what}) is not a matrix product; "
                 "it runs on the host CPU")
@@ -107,7 +107,7 @@ RULES: tuple[Callable[[OpFacts, LeptonSpec], str | None], ...] = (
 )
 
 
-def _apply(rules: tuple, op: Any, spec: LeptonSpec) -> Placement:
+def apply(rules: tuple, op: Any, spec: LeptonSpec) -> Placement:
     """The first failing rule gives the host-fallback reason; none failing: the NPU."""
     for rule in rules:
         reason = rule(op, spec)
@@ -118,9 +118,9 @@ def _apply(rules: tuple, op: Any, spec: LeptonSpec) -> Placement:
 
 def placement(op: OpFacts, spec: LeptonSpec) -> Placement:
     """Apply every rule to any layer."""
-    return _apply(RULES, op, spec)
+    return apply(RULES, op, spec)
 
 
 def conv2d_placement(op: Conv2dOp, spec: LeptonSpec) -> Placement:
     """Apply every conv2d rule."""
-    return _apply(CONV2D_RULES, op, spec)
+    return apply(CONV2D_RULES, op, spec)

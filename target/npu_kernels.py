@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from lepton_compiler.target.spec import LeptonSpec, load_spec
 
 MODES = {"fast": 0, "sim": 1}
@@ -116,8 +117,9 @@ def int8_conv2d_func(shape: Conv2dShape) -> Any:
 
 def int32_requant_func(m: int, n: int) -> Any:
     """TIR for per-channel requantization of ``ACC[m, n]`` int32 to int8 (see reference)."""
-    from lepton_compiler.target.intrinsics import requant_macro
     from tvm.script import tirx as T
+
+    from lepton_compiler.target.intrinsics import requant_macro
 
     requant_store = requant_macro()
 
@@ -136,11 +138,11 @@ def int32_requant_func(m: int, n: int) -> Any:
 
 def _compile(func: Any, entry: str, spec: LeptonSpec, cpu: str | None) -> bytes:
     import tvm
+
+    from lepton_compiler import tvm_compat
     from lepton_compiler.target.host import resolve_host
     from lepton_compiler.target.npu_codegen import npu_object
     from lepton_compiler.target.parallel_runtime import runtime_object
-
-    from lepton_compiler import tvm_compat
 
     host = resolve_host(cpu)
     lib = tvm_compat.compile_tir(tvm.IRModule({entry: func.with_attr("global_symbol", entry)}),
@@ -156,8 +158,9 @@ def _compile(func: Any, entry: str, spec: LeptonSpec, cpu: str | None) -> bytes:
 def build_matmul(m: int, n: int, k: int, spec: LeptonSpec | None = None,
                  cpu: str | None = None) -> NpuKernel:
     """Compile an int8 matmul for the NPU (tensorized, linked with both execution modes)."""
-    from lepton_compiler.target.npu_schedule import plan_gemm, schedule_matmul
     from tvm import s_tir
+
+    from lepton_compiler.target.npu_schedule import plan_gemm, schedule_matmul
 
     spec = load_spec(spec)
     plan = plan_gemm(m, n, k, spec)
@@ -174,8 +177,9 @@ def build_requant(m: int, n: int, spec: LeptonSpec | None = None,
     Shapes are padded to the tile on the host side; run with
     ``kernel.run(acc, multiplier, shift, zero_point, lo, hi, bias=None)``.
     """
-    from lepton_compiler.target.intrinsics import register_intrinsics
     from tvm import s_tir
+
+    from lepton_compiler.target.intrinsics import register_intrinsics
 
     spec = load_spec(spec)
     mat = spec.matrix
@@ -196,8 +200,9 @@ def build_conv2d(shape: Conv2dShape, spec: LeptonSpec | None = None,
                  cpu: str | None = None) -> NpuKernel:
     """Compile an int8 NHWC conv2d for the NPU: window gather on the host side, GEMM on the
     matrix engine. Run it with ``kernel.run(x_nhwc, w_hwio)``."""
-    from lepton_compiler.target.npu_schedule import plan_gemm, schedule_matmul
     from tvm import s_tir
+
+    from lepton_compiler.target.npu_schedule import plan_gemm, schedule_matmul
 
     spec = load_spec(spec)
     plan = plan_gemm(*shape.gemm, spec)

@@ -12,10 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from lepton_compiler.errors import CompileError
 from lepton_compiler.target.intrinsics import register_intrinsics
 from lepton_compiler.target.spec import LeptonSpec
-
-from lepton_compiler.errors import CompileError
 
 
 class SramOverflowError(CompileError):

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
 from lepton_compiler.target.npu_kernels import MODES, _compile, load_kernel_library, read_counters
 from lepton_compiler.target.spec import LeptonSpec, load_spec
 
@@ -43,8 +44,9 @@ def build_maxpool(n: int, h: int, w: int, c: int, k: int, stride: int, pad: int,
 
     Channels are padded to a multiple of the vector width on the host side.
     """
-    from lepton_compiler.target.intrinsics import register_vector_op
     from tvm import s_tir
+
+    from lepton_compiler.target.intrinsics import register_vector_op
 
     spec = load_spec(spec)
     lanes = spec.vector.lanes
@@ -66,9 +68,10 @@ def build_maxpool(n: int, h: int, w: int, c: int, k: int, stride: int, pad: int,
 def build_add_i32(length: int, spec: LeptonSpec | None = None,
                   cpu: str | None = None) -> VectorKernel:
     """Compile ``out = a + b`` over int32 vectors (residual add in the accumulator domain)."""
-    from lepton_compiler.target.intrinsics import register_vector_op
     from tvm import s_tir
     from tvm.script import tirx as T
+
+    from lepton_compiler.target.intrinsics import register_vector_op
 
     spec = load_spec(spec)
     lanes = spec.vector.lanes

@@ -57,8 +57,9 @@ def dense_func(m: int, k: int, n: int) -> Any:
 
     The input zero point is folded into ``BIAS`` by the quantizer (``- zp * sum_k W``).
     """
-    from lepton_compiler.target.intrinsics import requant_macro
     from tvm.script import tirx as T
+
+    from lepton_compiler.target.intrinsics import requant_macro
 
     requant_store = requant_macro()
 
@@ -87,8 +88,9 @@ def conv2d_func(shape: Any, input_zero_point: int) -> Any:
     ``Conv2dShape``. Padding pixels take the input zero point (real value 0); the output is
     ``OUT[N*OH*OW, Cout]`` in NHWC memory order and ``W`` is HWIO as ``[KH*KW*Cin, Cout]``.
     """
-    from lepton_compiler.target.intrinsics import requant_macro
     from tvm.script import tirx as T
+
+    from lepton_compiler.target.intrinsics import requant_macro
 
     requant_store = requant_macro()
     s = shape
@@ -255,8 +257,9 @@ def grouped_conv2d_func(shape: Any, groups: int, input_zero_point: int) -> Any:
     ``W`` is HWIO ``[KH, KW, Cin/groups, Cout]``; output channel ``o`` reads the input
     channels of group ``o // (Cout/groups)``. Padding takes the input zero point.
     """
-    from lepton_compiler.target.intrinsics import requant_macro
     from tvm.script import tirx as T
+
+    from lepton_compiler.target.intrinsics import requant_macro
 
     requant_store = requant_macro()
     s = shape
@@ -377,8 +380,9 @@ def bias_add_func(m: int, n: int) -> Any:
 
 def requant_func(m: int, n: int) -> Any:
     """Per-channel requantization (zero bias) of ``ACC[m, n]`` to int8, on its own."""
-    from lepton_compiler.target.intrinsics import requant_macro
     from tvm.script import tirx as T
+
+    from lepton_compiler.target.intrinsics import requant_macro
 
     requant_store = requant_macro()
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from lepton_runtime.format import ALIGNMENT
 
 from lepton_compiler.lower.memory_plan import Interval, find_overlap, plan_arena
+from lepton_runtime.format import ALIGNMENT
 
 intervals = st.lists(
     st.tuples(st.integers(0, 5000), st.integers(0, 30), st.integers(0, 10)).map(

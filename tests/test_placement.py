@@ -6,15 +6,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import lepton_runtime
 import numpy as np
 import onnx
 import pytest
 import torch
-from lepton_compiler.passes import supported_ops
 from onnx import TensorProto, helper
 
 import lepton_compiler as lc
+import lepton_runtime
+from lepton_compiler.passes import supported_ops
 from lepton_compiler.reports.placement import COLORS
 
 from .conftest import to_onnx_bytes

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import xml.etree.ElementTree as ET
 
-import lepton_runtime
 import numpy as np
 import pytest
 
+import lepton_runtime
 from lepton_compiler import QuantConfig, build
 from lepton_compiler.cli import main
 from lepton_compiler.examples import zoo

@@ -6,18 +6,18 @@ from __future__ import annotations
 
 import json
 
-import lepton_runtime
 import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+import lepton_compiler as lc
+import lepton_runtime
+from lepton_compiler.examples import datasets
 from lepton_compiler.passes.calibrate import BINS, Stats, choose_range, qparams
 from lepton_compiler.passes.quantize import quantize_weights
 from lepton_compiler.target import reference as ref
-
-import lepton_compiler as lc
-from lepton_compiler.examples import datasets
 
 from .conftest import to_onnx_bytes
 
@@ -271,8 +271,8 @@ def test_all_zero_weight_channel_gets_a_finite_scale_and_stays_exact():
     compiled = lc.build(model, (np.zeros(shape, np.float32),),
                         quantize=lc.QuantConfig(calibration_data=_random_calibration(shape)))
     params = compiled.quantization.graph.params["conv2d_1"]
-    assert np.all(np.isfinite(params["weight_scale"])) and params["weight_scale"][3] > 0
-    assert np.all(params["weight"][..., 3] == 0)
+    assert np.all(np.isfinite(params.weight_scale)) and params.weight_scale[3] > 0
+    assert np.all(params.weight[..., 3] == 0)
     x = np.random.default_rng(5).standard_normal(shape).astype(np.float32)
     assert np.array_equal(compiled(x), compiled.quantization.reference(x))
 

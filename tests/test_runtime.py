@@ -8,9 +8,10 @@ import json
 import tarfile
 from pathlib import Path
 
-import lepton_runtime
 import numpy as np
 import pytest
+
+import lepton_runtime
 from lepton_runtime import format as fmt
 from lepton_runtime import session as session_module
 from lepton_runtime.errors import (

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import lepton_runtime
 import numpy as np
 import pytest
+
+import lepton_runtime
+from lepton_compiler.lower.artifact import export_kernel
 from lepton_compiler.target.npu_kernels import Conv2dShape, build_conv2d, build_matmul
 from lepton_runtime.errors import UnsupportedArtifactError
-
-from lepton_compiler.lower.artifact import export_kernel
 
 from .conftest import run_runtime_only
 

@@ -52,7 +52,6 @@ def test_sim_tuning_finds_no_worse_than_default_and_is_deterministic(tuned, tmp_
 
 def test_a_hung_candidate_times_out_and_is_recorded_as_failed(tuned):
     from lepton_compiler.target.spec import load_spec
-
     from lepton_compiler.tuning import LocalRunner
 
     task = tuned[4].tasks[0]
@@ -202,7 +201,6 @@ def test_metaschedule_tunes_host_kernels_and_builds_use_the_records(tmp_path):
     database line, a reloaded database holds them all, and a build takes the MetaSchedule
     schedule where it beats Lepton's own one (the default, measured the same way)."""
     from lepton_compiler.target.host import resolve_host
-
     from lepton_compiler.tuning.host import host_schedules
 
     torch.manual_seed(0)

@@ -31,9 +31,9 @@ class DemoResult:
 
 def run_demo(batch: int = 4, seed: int = 0, repeats: int = 20) -> DemoResult:
     """Compile the bundled CNN for the host, run it, and compare with PyTorch eager."""
-    import lepton_runtime
     import torch
 
+    import lepton_runtime
     from lepton_compiler import build
     from lepton_compiler.examples import zoo
     from lepton_compiler.timing import measure
@@ -87,9 +87,9 @@ def run_quantized_demo(batch: int = 30, seed: int = 0) -> QuantDemoResult:
     """Train the digits CNN, quantize it to int8 for the Lepton NPU, and check it: held-out
     accuracy vs float, fast and sim modes bit-exact vs the numpy integer reference, and the
     simulated cycles of one batch."""
-    import lepton_runtime
     import torch
 
+    import lepton_runtime
     from lepton_compiler import build
     from lepton_compiler.examples import datasets
     from lepton_compiler.optimize.quantization import QuantConfig

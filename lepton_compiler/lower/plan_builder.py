@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from lepton_runtime.format import ALIGNMENT, PLAN_VERSION
 
 from lepton_compiler import tvm_compat
 from lepton_compiler.errors import CompileError
 from lepton_compiler.lower.memory_plan import Interval, find_overlap, plan_arena
+from lepton_runtime.format import ALIGNMENT, PLAN_VERSION
 
 
 @dataclass

@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from lepton_compiler.passes.layers import kind_of
+
 # Rough host throughput for the fallback cost estimates (2 cores, vectorised kernels).
 HOST_MACS_PER_S = 20e9
 HOST_BYTES_PER_S = 10e9
@@ -158,46 +160,39 @@ class PlacementReport:
 
 
 def layer_macs(layer: Any, graph: Any) -> int:
-    """Multiply-accumulates of a layer (convolutions and matrix products; 0 otherwise)."""
+    """Multiply-accumulates of a layer: its kind's count; for a float layer, that of a
+    float convolution or matrix product (0 otherwise)."""
+    kind = kind_of(layer.kind)
+    if kind is not None:
+        return kind.macs(layer, graph)
     out = graph.tensors[layer.output].shape
-    if layer.kind == "conv2d":
-        kh, kw, cin_g, _ = layer.weight.shape
-        return int(np.prod(out)) * kh * kw * cin_g
-    if layer.kind == "dense":
-        return int(np.prod(out)) * layer.weight.shape[0]
     if layer.op == "relax.matmul" and len(layer.inputs) == 2:
-        a = graph.tensors[layer.inputs[0]].shape
-        return int(np.prod(out)) * a[-1]
+        return int(np.prod(out)) * graph.tensors[layer.inputs[0]].shape[-1]
     if layer.op == "relax.nn.conv2d":
-        expr = layer.expr
-        w = tuple(int(d) for d in expr.args[1].ty.shape)  # HWIO after layout
+        w = tuple(int(d) for d in layer.expr.args[1].ty.shape)  # HWIO after layout
         return int(np.prod(out)) * w[0] * w[1] * w[2]
     return 0
 
 
-def _gemm_extents(layer: Any, graph: Any) -> tuple[int, int, int] | None:
-    out = graph.tensors[layer.output].shape
-    if layer.kind == "conv2d":
-        kh, kw, cin_g, cout = layer.weight.shape
-        return int(np.prod(out[:-1])), cout, kh * kw * cin_g
-    if layer.kind == "dense":
-        k, n = layer.weight.shape
-        return int(np.prod(out[:-1])), n, k
-    if layer.kind == "matmul":
-        a = graph.tensors[layer.inputs[0]].shape
-        return a[-2], out[-1], a[-1]
-    return None
-
-
 def _fused(layer: Any, int8: bool) -> list[str]:
+    kind = kind_of(layer.kind)
     names = []
     for _, value in layer.bindings[1:]:
         op = str(getattr(value.op, "name", "")).removeprefix("relax.")
-        names.append("bias add" if op == "add" and layer.kind in ("conv2d", "dense")
+        names.append("bias add" if op == "add" and kind is not None and kind.absorbs_bias
                      else "relu6" if op == "clip" else op)
-    if int8 and layer.kind in ("conv2d", "dense", "matmul", "add"):
+    if int8 and kind is not None and kind.compute:
         names.append("requantize")
     return names
+
+
+def _where(layer: Any, facts: Any, spec: Any) -> Any:
+    """The first failing offload rule of the layer's kind (no rules: not a matrix product)."""
+    from lepton_compiler.target.npu_constraints import apply, matrix_products_only
+
+    kind = kind_of(layer.kind)
+    return apply(kind.npu_rules if kind is not None and kind.npu_rules
+                 else (matrix_products_only,), facts, spec)
 
 
 def place(graph: Any, quantized: set[str], spec: Any, fused: bool = True
@@ -205,7 +200,7 @@ def place(graph: Any, quantized: set[str], spec: Any, fused: bool = True
     """Stage ``partition``: placement of every layer of ``graph`` (``quantized``: layers that
     run in int8; ``spec``: the NPU spec, or None for the host target; ``fused=False``: no
     layer on the NPU, which runs fused composites only)."""
-    from lepton_compiler.target.npu_constraints import OpFacts, placement
+    from lepton_compiler.target.npu_constraints import OpFacts
 
     ops: list[OpPlacement] = []
     unit_of: dict[str, str] = {}
@@ -215,16 +210,17 @@ def place(graph: Any, quantized: set[str], spec: Any, fused: bool = True
         dtype = "int8" if int8 else out.dtype
         groups = int(layer.attrs.get("groups", 1))
         cin = layer.weight.shape[-2] * groups if layer.kind == "conv2d" else 0
+        kind = kind_of(layer.kind)
         facts = OpFacts(layer.name, layer.kind, layer.op, dtype, cin,
                         layer.weight.shape[-1] if layer.weight is not None else 0, groups,
-                        _gemm_extents(layer, graph))
+                        kind.gemm(layer, graph) if kind is not None else None)
         if spec is None:
             unit, reason = "host", "target is the host CPU"
-        elif not fused and placement(facts, spec).on_npu:
+        elif not fused and _where(layer, facts, spec).on_npu:
             unit, reason = "host", (f"{layer.name}: built with fuse=False; the NPU runs the "
                                     "fused composites only")
         else:
-            where = placement(facts, spec)
+            where = _where(layer, facts, spec)
             unit, reason = ("npu", "") if where.on_npu else ("host", where.reason)
         unit_of[layer.output] = unit
         ops.append(OpPlacement(layer.name, layer.op, layer.kind, unit, dtype,

@@ -139,11 +139,12 @@ def analyze(mod: Any, graph: Any, table: Any, qg: Any, samples: list[dict[str, n
     float and int8 analysis models (``(module, input names, output names) -> callable``).
     ``lepton_compiler.analyze_quantization`` composes the stages that lead here."""
     from lepton_compiler.optimize import quantization
+    from lepton_compiler.passes.layers import compute_kinds
     from lepton_compiler.passes.quantize import emit, run_layer
     from lepton_compiler.target import reference as ref
 
     layers = [lay for lay in graph.layers
-              if lay.name in qg.quantized and lay.kind in ("conv2d", "dense", "matmul", "add")]
+              if lay.name in qg.quantized and lay.kind in compute_kinds()]
     keep = [lay.output for lay in layers]
     observed = quantization.observed_tensors(graph)
     float_model = quantization.observer_model(mod, graph, observed, executor)

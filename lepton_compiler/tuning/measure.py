@@ -73,10 +73,10 @@ def run_candidate(so_bytes: bytes, func: Any, spec: Any, plan: Any, mode: str,
                   repeats: int = 5) -> float:
     """Cycles (sim) or median seconds (host) of one call of a compiled candidate."""
     import tvm_ffi
-    from lepton_runtime.profile import sim_cycles
 
     from lepton_compiler.target.npu_kernels import MODES, load_kernel_library, read_counters
     from lepton_compiler.target.npu_schedule import sim_static
+    from lepton_runtime.profile import sim_cycles
 
     module = load_kernel_library(so_bytes)
     fn = module["kernel"]

@@ -71,11 +71,11 @@ class RPCRunner:
 
     def _remote(self, so_bytes: bytes, func: Any, spec: Any, plan: Any) -> float:
         import numpy as np
-        from lepton_runtime.profile import sim_cycles
 
         from lepton_compiler.target.npu_kernels import COUNTERS, MODES
         from lepton_compiler.target.npu_schedule import sim_static
         from lepton_compiler.tuning.measure import random_args
+        from lepton_runtime.profile import sim_cycles
 
         remote = self._session()
         with tempfile.TemporaryDirectory() as tmp:

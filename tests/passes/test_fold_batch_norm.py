@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import tvm
-from lepton_compiler.passes import FoldBatchNorm
 from tvm import relax
 from tvm.script import ir as I
 from tvm.script import relax as R
+
+from lepton_compiler.passes import FoldBatchNorm
 
 
 def _module(with_bias: bool):

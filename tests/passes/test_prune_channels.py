@@ -11,12 +11,12 @@ import numpy as np
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from lepton_compiler.passes.prune_channels import analyze, mask
 
 from lepton_compiler import frontend
 from lepton_compiler.examples import zoo
 from lepton_compiler.lower import lowering
 from lepton_compiler.optimize.pruning import PruneConfig, prune_module
+from lepton_compiler.passes.prune_channels import analyze, mask
 
 from .relax_eval import evaluate
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from lepton_compiler.target.npu_kernels import Conv2dShape, build_conv2d
 
 

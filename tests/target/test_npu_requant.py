@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from lepton_compiler.target import reference
 from lepton_compiler.target.npu_kernels import build_requant
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from lepton_compiler.target.intrinsics import register_vector_op
 from lepton_compiler.target.npu_vector_kernels import build_add_i32, build_maxpool
 from lepton_compiler.target.spec import load_spec

@@ -8,9 +8,9 @@ from importlib import resources
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from lepton_compiler.target.spec import LeptonSpec, load_spec, spec_from_dict
 
 from lepton_compiler.errors import SpecError
+from lepton_compiler.target.spec import LeptonSpec, load_spec, spec_from_dict
 
 
 @pytest.fixture(scope="module")

@@ -238,9 +238,8 @@ def lepton_host_fp32(case: Case, ctx: Context) -> Prepared:
 
 def lepton_int8(case: Case, ctx: Context) -> Prepared:
     """int8 on the Lepton target in fast mode, plus one sim-mode profile (cycles, DRAM)."""
-    import lepton_runtime
-
     import lepton_compiler as lc
+    import lepton_runtime
 
     config = lc.QuantConfig(calibration_data=case.calibration)
     compiled, prepared, path = _lepton(case, ctx, target="lepton", quantize=config)
