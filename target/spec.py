@@ -14,15 +14,19 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import tomllib
-
 from lepton_compiler.errors import SpecError
+
+if sys.version_info >= (3, 11):
+    import tomllib as toml
+else:  # Python 3.10: the same parser, as a package (a declared dependency there)
+    import tomli as toml
 
 DEFAULT_SPEC = "lepton_v1.toml"
 
@@ -255,7 +259,7 @@ def load_spec(source: str | os.PathLike | Mapping[str, Any] | LeptonSpec | None 
         except OSError as err:
             raise SpecError(f"{path}: cannot read spec file ({err.strerror})") from None
     try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as err:
+        data = toml.loads(text)
+    except toml.TOMLDecodeError as err:
         raise SpecError(f"{where}: not valid TOML ({err})") from None
     return spec_from_dict(data, where)
