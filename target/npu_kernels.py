@@ -69,48 +69,27 @@ class Conv2dShape:
 
 
 def int8_conv2d_func(shape: Conv2dShape) -> Any:
-    """TIR for an int8 NHWC conv2d as ``im2col`` (window gather) + int8 matmul.
+    """TIR for an int8 NHWC conv2d as ``im2col`` (window gather) + int8 matmul, zero padding.
 
     ``im2col`` is the address generation the DMA engine performs: it gathers each output
     pixel's window (any kernel size, stride, dilation, zero padding) into one row, so the
     product runs on the GEMM instruction. Returns ``C[N*OH*OW, Cout]`` (NHWC memory order).
+    The body is the graph kernel's (``qkernels.im2col_gemm_macro``).
     """
     from tvm.script import tirx as T
 
+    from lepton_compiler.target.qkernels import im2col_gemm_macro
+
+    im2col_gemm = im2col_gemm_macro(shape, 0)
     s = shape
-    oh, ow = s.out_hw
     m, n_out, k = s.gemm
-    sh, sw = s.stride
-    dh, dw = s.dilation
-    top, left = s.padding[0], s.padding[1]
-    h, w, cin, kw_ = s.h, s.w, s.cin, s.kw
 
     @T.prim_func(s_tir=True)
     def conv2d(X: T.Buffer((s.n, s.h, s.w, s.cin), "int8"),
                W: T.Buffer((k, n_out), "int8"),
                C: T.Buffer((m, n_out), "int32")) -> None:
         cols = T.sblock_alloc_buffer((m, k), "int8")
-        for r, q in T.grid(m, k):
-            with T.sblock("im2col"):
-                vr, vq = T.axis.remap("SS", [r, q])
-                # row vr = (b, oy, ox); column vq = (ky, kx, c); source pixel (y, x) may be padding
-                cols[vr, vq] = T.if_then_else(
-                    0 <= vr % (oh * ow) // ow * sh + vq // (kw_ * cin) * dh - top
-                    and vr % (oh * ow) // ow * sh + vq // (kw_ * cin) * dh - top < h
-                    and 0 <= vr % ow * sw + vq % (kw_ * cin) // cin * dw - left
-                    and vr % ow * sw + vq % (kw_ * cin) // cin * dw - left < w,
-                    X[vr // (oh * ow),
-                      T.max(T.min(vr % (oh * ow) // ow * sh + vq // (kw_ * cin) * dh - top,
-                                  h - 1), 0),
-                      T.max(T.min(vr % ow * sw + vq % (kw_ * cin) // cin * dw - left, w - 1), 0),
-                      vq % cin],
-                    T.int8(0))
-        for i, j, kk in T.grid(m, n_out, k):
-            with T.sblock("matmul"):
-                vi, vj, vk = T.axis.remap("SSR", [i, j, kk])
-                with T.init():
-                    C[vi, vj] = 0
-                C[vi, vj] = C[vi, vj] + T.cast(cols[vi, vk], "int32") * T.cast(W[vk, vj], "int32")
+        im2col_gemm(X, W, cols, C)
 
     return conv2d
 
@@ -209,7 +188,7 @@ def build_conv2d(shape: Conv2dShape, spec: LeptonSpec | None = None,
     sch = s_tir.Schedule(int8_conv2d_func(shape))
     schedule_matmul(sch, sch.get_sblock("matmul"), spec, plan)
     gather = sch.get_sblock("im2col")
-    sch.parallel(sch.get_loops(gather)[0])
+    sch.parallel(sch.fuse(*sch.get_loops(gather)[:2]))  # batch x output rows
     return NpuKernel(_compile(sch.mod["main"], "conv2d", spec, cpu), plan, spec,
                      (shape.gemm[0], shape.cout), "conv2d", shape)
 

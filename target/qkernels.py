@@ -83,35 +83,30 @@ def dense_func(m: int, k: int, n: int) -> Any:
     return _finish(dense, "dense")
 
 
-def conv2d_func(shape: Any, input_zero_point: int) -> Any:
-    """NHWC int8 conv2d (groups 1) as im2col + GEMM + requant; ``shape`` is a
-    ``Conv2dShape``. Padding pixels take the input zero point (real value 0); the output is
-    ``OUT[N*OH*OW, Cout]`` in NHWC memory order and ``W`` is HWIO as ``[KH*KW*Cin, Cout]``.
+def im2col_gemm_macro(shape: Any, input_zero_point: int) -> Any:
+    """The one im2col + GEMM body of an NHWC int8 conv2d (groups 1), as a TVMScript macro
+    over ``X`` (NHWC), ``W`` (HWIO as ``[KH*KW*Cin, Cout]``), the gather buffer ``cols``
+    ``[N*OH*OW, KH*KW*Cin]`` and the int32 product ``C``: blocks ``im2col`` and ``matmul``.
+
+    Padding pixels take ``input_zero_point`` (real value 0). Used by the fused graph kernel
+    (:func:`conv2d_func`) and the stand-alone NPU kernel (``npu_kernels.int8_conv2d_func``).
     """
     from tvm.script import tirx as T
 
-    from lepton_compiler.target.intrinsics import requant_macro
-
-    requant_store = requant_macro()
     s = shape
     oh, ow = s.out_hw
     m, n_out, k = s.gemm
     sh, sw = s.stride
     dh, dw = s.dilation
     top, left = s.padding[0], s.padding[1]
-    h, w, kw_, cin = s.h, s.w, s.kw, s.cin
+    h, w, kh, kw_, cin, n = s.h, s.w, s.kh, s.kw, s.cin, s.n
     zp = input_zero_point
 
-    @T.prim_func(s_tir=True)
-    def conv2d(X: T.Buffer((s.n, s.h, s.w, s.cin), "int8"), W: T.Buffer((k, n_out), "int8"),
-               BIAS: T.Buffer((n_out,), "int32"), MUL: T.Buffer((n_out,), "int32"),
-               SH: T.Buffer((n_out,), "int32"), QP: T.Buffer((3,), "int32"),
-               OUT: T.Buffer((m, n_out), "int8")) -> None:
-        cols = T.sblock_alloc_buffer((m, k), "int8")
-        C = T.sblock_alloc_buffer((m, n_out), "int32")
+    @T.macro(hygienic=True)
+    def im2col_gemm(X, W, cols, C):
         # One iteration per (pixel, window tap, channel): affine addresses, the channel run
         # contiguous on both sides (the DMA engine's address generation).
-        for b, oy, ox, ky, kx, c in T.grid(s.n, oh, ow, s.kh, kw_, cin):
+        for b, oy, ox, ky, kx, c in T.grid(n, oh, ow, kh, kw_, cin):
             with T.sblock("im2col"):
                 vb, voy, vox, vky, vkx, vc = T.axis.remap("SSSSSS", [b, oy, ox, ky, kx, c])
                 cols[(vb * oh + voy) * ow + vox, (vky * kw_ + vkx) * cin + vc] = T.if_then_else(
@@ -126,6 +121,32 @@ def conv2d_func(shape: Any, input_zero_point: int) -> Any:
                 with T.init():
                     C[vi, vj] = 0
                 C[vi, vj] = C[vi, vj] + T.cast(cols[vi, vk], "int32") * T.cast(W[vk, vj], "int32")
+
+    return im2col_gemm
+
+
+def conv2d_func(shape: Any, input_zero_point: int) -> Any:
+    """NHWC int8 conv2d (groups 1) as im2col + GEMM + requant; ``shape`` is a
+    ``Conv2dShape``. The output is ``OUT[N*OH*OW, Cout]`` in NHWC memory order (see
+    :func:`im2col_gemm_macro` for the body).
+    """
+    from tvm.script import tirx as T
+
+    from lepton_compiler.target.intrinsics import requant_macro
+
+    requant_store = requant_macro()
+    im2col_gemm = im2col_gemm_macro(shape, input_zero_point)
+    s = shape
+    m, n_out, k = s.gemm
+
+    @T.prim_func(s_tir=True)
+    def conv2d(X: T.Buffer((s.n, s.h, s.w, s.cin), "int8"), W: T.Buffer((k, n_out), "int8"),
+               BIAS: T.Buffer((n_out,), "int32"), MUL: T.Buffer((n_out,), "int32"),
+               SH: T.Buffer((n_out,), "int32"), QP: T.Buffer((3,), "int32"),
+               OUT: T.Buffer((m, n_out), "int8")) -> None:
+        cols = T.sblock_alloc_buffer((m, k), "int8")
+        C = T.sblock_alloc_buffer((m, n_out), "int32")
+        im2col_gemm(X, W, cols, C)
         for i, j in T.grid(m, n_out):
             with T.sblock("requant"):
                 vi, vj = T.axis.remap("SS", [i, j])
