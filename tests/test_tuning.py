@@ -94,8 +94,10 @@ def test_resume_after_kill_9_loses_and_duplicates_nothing(tmp_path):
     rng = random.Random(0)
     seen: list[dict] = []
     for _ in range(3):
-        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                start_new_session=True)
+        log = tmp_path / f"tune{len(seen)}.log"
+        with open(log, "wb") as sink:
+            proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=sink,
+                                    start_new_session=True)
         deadline = time.time() + 120
         target = len(seen) + 1
         while time.time() < deadline and proc.poll() is None:
@@ -104,6 +106,7 @@ def test_resume_after_kill_9_loses_and_duplicates_nothing(tmp_path):
                 break
             time.sleep(0.05)
         time.sleep(rng.uniform(0, 0.8))  # somewhere inside the next measurement or write
+        assert proc.poll() is None, f"the tuner exited before the kill: {log.read_text()[-2000:]}"
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         records = Database(work).records  # loads: a torn last line is skipped
