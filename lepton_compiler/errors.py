@@ -79,3 +79,16 @@ class PruneError(LeptonError):
 
 class TuningError(LeptonError):
     """A tuning session or database cannot be used: a corrupt record, a bad option."""
+
+
+def _register_with_ffi() -> None:
+    """Errors raised inside TVM callbacks (a ``lepton.*`` pass, a packed function) come back
+    through the FFI as the same class, not as a bare ``RuntimeError``."""
+    import tvm_ffi
+
+    for cls in (ModelLoadError, OptionError, SpecError, CompileError, QuantizationError,
+                CalibrationError, PruneError, TuningError):
+        tvm_ffi.register_error(f"lepton.{cls.__name__}", cls)
+
+
+_register_with_ffi()

@@ -37,11 +37,11 @@ from lepton_compiler.lower import artifact, lowering, plan_builder
 from lepton_compiler.optimize import pruning, quantization
 from lepton_compiler.options import BuildOptions
 from lepton_compiler.passes.qgraph import LayerGraph, read_graph
-from lepton_compiler.passes.quantize import QuantizedGraph, emit
+from lepton_compiler.passes.quantize import PartitionInt8, QuantizedGraph
 from lepton_compiler.progress import progress as progress_bar
 from lepton_compiler.reports import placement, quant_analysis
 from lepton_compiler.target.host import HostTarget, resolve_host
-from lepton_compiler.target.host_schedule import HostScheduleConfig
+from lepton_compiler.target.host_schedule import HostScheduleConfig, HostThroughput
 from lepton_compiler.target.lepton_target import LeptonTarget, resolve_lepton
 from lepton_compiler.target.npu_kernels import COUNTERS
 from lepton_compiler.target.npu_schedule import gemm_sim_static, kernel_plan
@@ -153,17 +153,20 @@ def quantize_graph(mod: Any, options: BuildOptions, host: HostTarget, run: Run
     return graph, table, qg
 
 
-def partition(graph: LayerGraph, qg: QuantizedGraph | None, npu: LeptonTarget | None,
-              options: BuildOptions, run: Run) -> tuple[list[placement.OpPlacement], Any]:
-    """Place every layer on the NPU or the host; an int8 graph is emitted as a Relax module
-    with its NPU kernels marked (``None`` for a float graph, which keeps its module)."""
+def partition(mod: Any, graph: LayerGraph, qg: QuantizedGraph | None,
+              npu: LeptonTarget | None, host: HostTarget, options: BuildOptions, run: Run
+              ) -> tuple[list[placement.OpPlacement], Any]:
+    """Place every layer of ``mod`` (read as ``graph``) on the NPU or the host (a host
+    fallback priced for ``host``); an int8 plan turns ``mod`` into its quantized module with
+    the NPU kernels marked (pass ``lepton.PartitionInt8``; ``None`` for a float graph, which
+    keeps its module)."""
     with run.stage("partition"):
         ops = placement.place(graph, qg.quantized if qg is not None else set(),
-                              npu.spec if npu is not None else None, fused=options.fuse)
+                              npu.spec if npu is not None else None,
+                              HostThroughput.for_host(host), fused=options.fuse)
         if qg is None:
             return ops, None
-        mod = emit(qg, npu_layers={o.layer for o in ops if o.unit == "npu"},
-                   fuse=options.fuse)
+        mod = PartitionInt8(qg, {o.layer for o in ops if o.unit == "npu"}, options.fuse)(mod)
         run.check(mod, "partition")
     return ops, mod
 
@@ -329,7 +332,7 @@ def _build(model: Any, example_inputs: Any, options: BuildOptions, npu: LeptonTa
     graph, table, qg = read_graph(mod["main"]), None, None
     if options.quantize is not None:
         graph, table, qg = quantize_graph(mod, options, host, run)
-    ops, int8_mod = partition(graph, qg, npu, options, run)
+    ops, int8_mod = partition(mod, graph, qg, npu, host, options, run)
     mod = int8_mod if int8_mod is not None else mod
     lowered = lower(mod, imported.input_names, imported.output_names, host, npu, run,
                     {o.layer for o in ops}, options.fuse, tuned,
@@ -392,7 +395,8 @@ def check(model: Any, example_inputs: Sequence[Any] | None = None, *, target: st
     graph = read_graph(head.mod["main"])
     quantized = placement.would_quantize(graph) if quantize else set()
     with run.stage("partition"):
-        ops = placement.place(graph, quantized, npu_spec)
+        ops = placement.place(graph, quantized, npu_spec,
+                              HostThroughput.for_host(resolve_host(options.cpu)))
     return placement.PlacementReport(target, name, ops, placement.relax_op_count(head.mod))
 
 
@@ -495,7 +499,7 @@ def fused_module(model: Any, example_inputs: Any, quantize: Any, npu: LeptonTarg
     mod = front(model, example_inputs, options, run).mod
     if options.quantize is not None:
         graph, _, qg = quantize_graph(mod, options, host, run)
-        mod = partition(graph, qg, npu, options, run)[1]
+        mod = partition(mod, graph, qg, npu, host, options, run)[1]
     with run.stage("fuse"):
         mod = lowering.fuse(mod, True)
     return relax.transform.AttachAttrLayoutFreeBuffers()(mod)

@@ -44,7 +44,7 @@ def CancelTransposes() -> Any:
         return relax.Call(op_call.op, [matches[x], *op_call.args[1:]], op_call.attrs,
                           op_call.ty_args)
 
-    @tvm.transform.module_pass(opt_level=0, name="CancelTransposes")
+    @tvm.transform.module_pass(opt_level=0, name="lepton.CancelTransposes")
     def transform(mod: Any, _ctx: Any) -> Any:
         for gv, func in list(mod.functions.items()):
             if isinstance(func, relax.Function):

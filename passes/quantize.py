@@ -29,8 +29,8 @@ from lepton_compiler.passes.layers.base import (
     quantize_weights,
 )
 
-__all__ = ["QParams", "QuantizedGraph", "emit", "fixed_point", "plan_quantization",
-           "quantize_weights", "run_layer", "run_reference", "substitute"]
+__all__ = ["PartitionInt8", "QParams", "QuantizedGraph", "emit", "fixed_point",
+           "plan_quantization", "quantize_weights", "run_layer", "run_reference", "substitute"]
 
 
 @dataclass
@@ -207,6 +207,35 @@ def emit(qg: QuantizedGraph, keep: list[str] | None = None,
 
     mod = tvm_compat.add_functions(bb.get(), graph.helpers)
     return relax.transform.Normalize()(tvm.IRModule(dict(mod.functions.items())))
+
+
+def PartitionInt8(qg: QuantizedGraph, npu_layers: set[str] | None = None,
+                  fuse: bool = True) -> Any:
+    """The module pass ``lepton.PartitionInt8``: the float module ``qg`` was planned from
+    becomes its quantized module (:func:`emit`), the layers in ``npu_layers`` marked for the
+    NPU. A module whose ``main`` is not the planned graph (other layers, other shapes) is
+    refused with a :class:`QuantizationError` rather than silently replaced."""
+    import tvm
+
+    from lepton_compiler.passes.qgraph import read_graph
+
+    expected = [(layer.name, layer.kind, tuple(qg.graph.tensors[layer.output].shape))
+                for layer in qg.graph.layers]
+
+    @tvm.transform.module_pass(opt_level=0, name="lepton.PartitionInt8")
+    def transform(mod: Any, _ctx: Any) -> Any:
+        graph = read_graph(mod["main"])
+        found = [(layer.name, layer.kind, tuple(graph.tensors[layer.output].shape))
+                 for layer in graph.layers]
+        if found != expected:
+            diff = next((f"{a} != {b}" for a, b in zip(found, expected, strict=False) if a != b),
+                        f"{len(found)} layers, the plan has {len(expected)}")
+            raise QuantizationError(
+                f"lepton.PartitionInt8: the module is not the graph the quantization plan was "
+                f"made for (first difference: {diff}); calibrate and plan this module again")
+        return emit(qg, npu_layers=npu_layers, fuse=fuse)
+
+    return transform
 
 
 def _emit_float(bb: Any, layer: Layer, graph: LayerGraph, get_float: Any) -> Any:

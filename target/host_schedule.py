@@ -53,6 +53,32 @@ class HostScheduleConfig:
         return cls(vector_lanes=lanes, accumulator_budget=registers * 3 // 4)
 
 
+#: Nominal figures behind :class:`HostThroughput` (placement estimates, not measurements):
+#: clock, FMA pipes per core, the share of fp32 peak a fallback kernel sustains, and the
+#: memory bandwidth one core draws.
+NOMINAL_CLOCK_HZ = 2.5e9
+FMA_PIPES = 2
+SUSTAINED_SHARE = 0.125
+BYTES_PER_S_PER_CORE = 5e9
+
+
+@dataclass(frozen=True)
+class HostThroughput:
+    """Sustained host throughput used to estimate what a host fallback costs."""
+
+    macs_per_s: float
+    bytes_per_s: float
+
+    @classmethod
+    def for_host(cls, host: HostTarget) -> HostThroughput:
+        """From the resolved CPU: its fp32 vector lanes (:meth:`HostScheduleConfig.for_host`)
+        times FMA pipes, cores and the nominal clock, at the sustained share of that peak."""
+        lanes = HostScheduleConfig.for_host(host).vector_lanes
+        cores = max(1, host.num_cores)
+        return cls(lanes * FMA_PIPES * cores * NOMINAL_CLOCK_HZ * SUSTAINED_SHARE,
+                   cores * BYTES_PER_S_PER_CORE)
+
+
 def schedule_prim_func(func, config: HostScheduleConfig):
     """Return ``func`` scheduled for the host; unschedulable blocks are left as they are."""
     from tvm import s_tir

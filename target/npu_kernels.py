@@ -16,8 +16,9 @@ from typing import Any
 import numpy as np
 
 from lepton_compiler.target.spec import LeptonSpec, load_spec
+from lepton_runtime.format import NPU_MODES
 
-MODES = {"fast": 0, "sim": 1}
+MODES = NPU_MODES  # values of lepton_npu_set_mode, one table shared with the runtime
 COUNTERS = ("gemm_calls", "macs_issued", "compute_cycles", "vector_cycles", "dma_cycles",
             "dram_bytes", "dma_transfers")
 

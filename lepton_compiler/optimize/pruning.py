@@ -12,7 +12,7 @@ batch-norm and activation, the next layers' input channels; both operands of a r
 a depthwise conv's input and output; the feature blocks a flatten feeds to a linear layer)
 form a *group*; each group is scored by the sum of its producers' per-channel weight norms
 and keeps ``round((1 - ratio) * channels / align) * align`` channels (at least ``align``;
-a group with no more than ``align`` channels is left whole). See
+a group with no more than ``align`` channels, and every group at ratio 0, is left whole). See
 ``passes/prune_channels.py`` for the analysis.
 """
 
@@ -180,8 +180,10 @@ def _params(analysis: Analysis) -> dict[str, int]:
     return counts
 
 
-def prune_module(mod: Any, config: PruneConfig, align: int = 16) -> PruneResult:
-    """Prune an imported Relax module (constants bound, FoldConstant applied)."""
+def prune_module(mod: Any, config: PruneConfig, align: int) -> PruneResult:
+    """Prune an imported Relax module (constants bound, FoldConstant applied); kept channel
+    counts are multiples of ``align`` (the NPU spec's ``matrix.tile_n``) unless
+    ``config.align`` says otherwise."""
     from tvm import IRModule
 
     config = check_config(config)

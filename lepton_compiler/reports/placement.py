@@ -20,10 +20,6 @@ import numpy as np
 
 from lepton_compiler.passes.layers import kind_of
 
-# Rough host throughput for the fallback cost estimates (2 cores, vectorised kernels).
-HOST_MACS_PER_S = 20e9
-HOST_BYTES_PER_S = 10e9
-
 COLORS = {"npu": "#4c9f38", "host": "#d9822b", "unsupported": "#c0392b"}
 
 
@@ -195,11 +191,12 @@ def _where(layer: Any, facts: Any, spec: Any) -> Any:
                  else (matrix_products_only,), facts, spec)
 
 
-def place(graph: Any, quantized: set[str], spec: Any, fused: bool = True
+def place(graph: Any, quantized: set[str], spec: Any, host: Any, fused: bool = True
           ) -> list[OpPlacement]:
     """Stage ``partition``: placement of every layer of ``graph`` (``quantized``: layers that
-    run in int8; ``spec``: the NPU spec, or None for the host target; ``fused=False``: no
-    layer on the NPU, which runs fused composites only)."""
+    run in int8; ``spec``: the NPU spec, or None for the host target; ``host``: the
+    :class:`~lepton_compiler.target.host_schedule.HostThroughput` that prices a host
+    fallback; ``fused=False``: no layer on the NPU, which runs fused composites only)."""
     from lepton_compiler.target.npu_constraints import OpFacts
 
     ops: list[OpPlacement] = []
@@ -243,9 +240,9 @@ def place(graph: Any, quantized: set[str], spec: Any, fused: bool = True
         o.boundary_bytes = moved
         traffic = sum(_nbytes(graph.tensors[t]) for t in layer.inputs
                       if graph.tensors[t].dtype != "tuple")
-        o.host_ms_estimate = 1e3 * (o.macs / HOST_MACS_PER_S
+        o.host_ms_estimate = 1e3 * (o.macs / host.macs_per_s
                                     + (traffic + _nbytes(graph.tensors[layer.output]))
-                                    / HOST_BYTES_PER_S)
+                                    / host.bytes_per_s)
     return ops
 
 

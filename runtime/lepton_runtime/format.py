@@ -36,3 +36,7 @@ DTYPES = (
 )  # fmt: skip
 
 TENSOR_KINDS = ("input", "output", "arena", "weight", "view")
+
+# Values of ``lepton_npu_set_mode`` in kernels.so: "fast" runs the host emulation, "sim" the
+# bit-exact simulator with cycle accounting.
+NPU_MODES = {"fast": 0, "sim": 1}

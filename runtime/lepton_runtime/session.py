@@ -22,8 +22,6 @@ from .errors import ArtifactError, InputError, KernelError, UnsupportedArtifactE
 from .plan import Plan, TensorSpec, parse_plan
 from .profile import KernelProfile, Profile, sim_cycles
 
-MODES = {"fast": 0, "sim": 1}  # values of lepton_npu_set_mode
-
 
 @dataclass(frozen=True)
 class TensorInfo:
@@ -226,7 +224,7 @@ class Session:
                 "built for the host, or from a float model); load it with mode='fast'"
             )
         if funcs:
-            funcs["set_mode"](MODES[mode])
+            funcs["set_mode"](fmt.NPU_MODES[mode])
         return funcs
 
     def profile(self, *args: Any, **kwargs: Any) -> Profile:
@@ -335,7 +333,7 @@ def load(path: str | os.PathLike, mode: str = "fast") -> Session:
     ArtifactError
         The file is missing, malformed, modified, unsafe or unsupported here (see subclasses).
     """
-    if mode not in MODES:
+    if mode not in fmt.NPU_MODES:
         raise UnsupportedArtifactError(f"unknown mode {mode!r}; use 'fast' or 'sim'")
     path = Path(path)
     members = archive.list_members(path)

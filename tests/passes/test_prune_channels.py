@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from lepton_compiler import frontend
@@ -121,6 +121,8 @@ class Net(nn.Module):
        width=st.sampled_from([8, 12, 16]), head=st.sampled_from(["flatten", "mean"]),
        ratio=st.floats(0.0, 0.9), align=st.sampled_from([1, 4, 8]),
        criterion=st.sampled_from(["l1", "l2"]), seed=st.integers(0, 2**16))
+@example(kinds=["residual"], width=12, head="flatten", ratio=0.0, align=8, criterion="l1",
+         seed=0)  # ratio 0 keeps a 12-channel group whole rather than rounding it to 8
 def test_pruned_equals_masked_on_random_topologies(kinds, width, head, ratio, align,
                                                    criterion, seed):
     model = Net(kinds, width, head, seed).eval()
@@ -131,5 +133,7 @@ def test_pruned_equals_masked_on_random_topologies(kinds, width, head, ratio, al
         np.testing.assert_allclose(_evaluate(mod, x), model(torch.from_numpy(x)).numpy(),
                                    rtol=1e-4, atol=1e-5)
     for g in result.report.groups:
-        if g.channels_before > align and not g.pinned:
+        if ratio == 0 or g.pinned:  # ratio 0 prunes nothing: no group is rounded down
+            assert g.channels_after == g.channels_before
+        elif g.channels_before > align:
             assert g.channels_after % align == 0 and 0 < g.channels_after <= g.channels_before
