@@ -38,6 +38,7 @@ from lepton_compiler.optimize import pruning, quantization
 from lepton_compiler.options import BuildOptions
 from lepton_compiler.passes.qgraph import LayerGraph, read_graph
 from lepton_compiler.passes.quantize import PartitionInt8, QuantizedGraph
+from lepton_compiler.passes.value_guards import GuardValues, guard_sites
 from lepton_compiler.progress import progress as progress_bar
 from lepton_compiler.reports import placement, quant_analysis
 from lepton_compiler.target.host import HostTarget, resolve_host
@@ -173,12 +174,17 @@ def partition(mod: Any, graph: LayerGraph, qg: QuantizedGraph | None,
 
 def lower(mod: Any, input_names: list[str], output_names: list[str], host: HostTarget,
           npu: LeptonTarget | None, run: Run, layers: set[str] | None = None,
-          fuse: bool = True, tuned: Any = None, schedule_host: bool = True) -> Lowered:
+          fuse: bool = True, tuned: Any = None, schedule_host: bool = True,
+          node_names: dict[str, list[str]] | None = None, source: str = "onnx") -> Lowered:
     """fuse → schedule → plan → codegen: a Relax module to a plan and one kernel library.
 
     ``layers``: layer names; a call whose result is bound to one records it as its source op.
+    Every value an operator trusts (indices, integer divisors) is guarded first
+    (``lepton.GuardValues``; ``node_names`` names the model's nodes in its run-time errors;
+    ``source`` "torch": negative indices are invalid, as in PyTorch).
     """
     with run.stage("fuse"):
+        mod = GuardValues(node_names, negative_indices=source != "torch")(mod)
         mod = lowering.fuse(mod, fuse)
         run.check(mod, "fuse")
         kernels = lowering.kernels_of(mod)
@@ -187,7 +193,8 @@ def lower(mod: Any, input_names: list[str], output_names: list[str], host: HostT
         mod, npu_kernels = lowering.schedule(mod, config, npu, tuned)
         run.check(mod, "schedule")
     with run.stage("plan"):
-        built = plan_builder.build_plan(mod["main"], input_names, output_names)
+        built = plan_builder.build_plan(mod["main"], input_names, output_names,
+                                        guard_sites(lowering.kernels_of(mod)))
     used = set(built.kernel_names)  # passes may leave superseded copies of kernels behind
     npu_kernels = npu_kernels & used
     with run.stage("codegen"):
@@ -336,7 +343,8 @@ def _build(model: Any, example_inputs: Any, options: BuildOptions, npu: LeptonTa
     mod = int8_mod if int8_mod is not None else mod
     lowered = lower(mod, imported.input_names, imported.output_names, host, npu, run,
                     {o.layer for o in ops}, options.fuse, tuned,
-                    schedule_host=options.opt_level > 0)
+                    schedule_host=options.opt_level > 0, node_names=imported.node_names,
+                    source=imported.source)
     report = placement.PlacementReport(options.target, npu.spec.name if npu else None, ops,
                                        relax_ops, len(lowered.plan["calls"]))
     with run.stage("package"):

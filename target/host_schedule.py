@@ -130,6 +130,19 @@ def _prepack_weights(sch, block, func, config: HostScheduleConfig) -> None:
             return
 
 
+def has_layout_rewrite(func) -> bool:
+    """Whether a kernel has a weight pre-pack stage (:func:`_prepack_weights`) for
+    ``SplitLayoutRewritePreproc`` to split out."""
+    from tvm import s_tir
+
+    try:
+        sch = s_tir.Schedule(func)
+    except Exception:  # not a block-structured kernel: nothing was packed
+        return False
+    return any("meta_schedule.layout_rewrite_preproc" in sch.get(b).annotations
+               for b in _blocks(sch))
+
+
 def main_name(sch, block) -> str:
     return sch.get(block).name_hint
 

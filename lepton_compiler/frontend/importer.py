@@ -14,7 +14,7 @@ import sys
 from collections import defaultdict
 from collections.abc import Sequence
 from contextlib import contextmanager, redirect_stdout
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,8 @@ class ImportedModel:
     input_names: list[str]
     output_names: list[str]
     source: str  # "torch" or "onnx"
+    #: The model's node names per op type in graph order (ONNX), for run-time error messages.
+    node_names: dict[str, list[str]] = field(default_factory=dict)
 
 
 def is_torch_module(model: object) -> bool:
@@ -208,11 +210,15 @@ def from_onnx(model: Any, example_inputs: Sequence[Any] | None = None,
             f"{text[:300]}{'...' if len(text) > 300 else ''}; check this node's inputs and "
             "attributes"
         ) from None
+    node_names: dict[str, list[str]] = defaultdict(list)
+    for i, node in enumerate(proto.graph.node):
+        node_names[node.op_type].append(node.name or f"#{i}")
     return ImportedModel(
         mod,
         [i.name for i in graph_inputs],
         [o.name for o in proto.graph.output],
         "onnx",
+        dict(node_names),
     )
 
 

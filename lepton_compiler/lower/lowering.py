@@ -170,14 +170,17 @@ def schedule(mod: Any, config: Any, npu: Any = None,
     (``None`` from either means: no record, use the default).
     """
     import tvm
-    from tvm import relax
+    from tvm import relax, tirx
 
-    from lepton_compiler.target.host_schedule import schedule_prim_func
+    from lepton_compiler.passes.value_guards import is_guard
+    from lepton_compiler.target.host_schedule import has_layout_rewrite, schedule_prim_func
     from lepton_compiler.target.qkernels import GEMM_ATTR
 
     mod = relax.transform.AttachAttrLayoutFreeBuffers()(mod)
     on_npu: set[str] = set()
     for name, func in kernels_of(mod).items():
+        if is_guard(func):
+            continue  # serial by design: it reads each trusted value once
         if npu is not None and func.attrs is not None and func.attrs.get(GEMM_ATTR):
             from lepton_compiler.target.npu_schedule import schedule_gemm_kernel
 
@@ -192,14 +195,24 @@ def schedule(mod: Any, config: Any, npu: Any = None,
                 mod[name] = best.with_attr("lepton.tuned", 1)
             elif config is not None:  # None: keep the kernel as legalized (opt_level 0)
                 mod[name] = schedule_prim_func(func, config)
+    # SplitLayoutRewritePreproc splits the weight pre-pack stage out of the kernels that have
+    # one; it rejects kernels whose body is not a tree of compute blocks (the legalized
+    # ScatterElements, guards), so those sit out the pass and rejoin the module after it.
+    aside = {gv: f for gv, f in mod.functions.items() if isinstance(f, tirx.PrimFunc)
+             and not (f.attrs is not None and "layout_free_buffers" in f.attrs
+                      and has_layout_rewrite(f))}
+    mod = tvm.IRModule({gv: f for gv, f in mod.functions.items() if gv not in aside},
+                       attrs=mod.attrs)
     seq = tvm.transform.Sequential(
         [
             relax.transform.SplitLayoutRewritePreproc(),
             relax.transform.FoldConstant(),
-            relax.transform.DeadCodeElimination(),
         ]
     )
     mod = seq(mod)  # may rename kernels: find the NPU ones again by their attribute
+    for gv, f in aside.items():
+        mod[gv] = f
+    mod = relax.transform.DeadCodeElimination()(mod)
     if npu is not None:
         on_npu = {name for name, f in kernels_of(mod).items()
                   if f.attrs is not None and f.attrs.get(GEMM_ATTR)}

@@ -44,7 +44,8 @@ class BuiltPlan:
 
 
 class _Builder:
-    def __init__(self) -> None:
+    def __init__(self, guards: dict[str, dict]) -> None:
+        self.guards = guards
         self.tensors: list[_Tensor] = []
         self.calls: list[dict] = []
         self.values: dict[Any, Any] = {}  # relax Var -> tensor id or tuple of ids
@@ -138,8 +139,11 @@ class _Builder:
         else:
             outs = (self.new(out_ty, "arena", producer=index, last_use=index),)
             self.values[var] = outs[0]
-        self.calls.append({"kernel": kernel, "args": args + list(outs), "ops": [kernel],
-                           "var": tvm_compat.param_name(var)})
+        entry = {"kernel": kernel, "args": args + list(outs), "ops": [kernel],
+                 "var": tvm_compat.param_name(var)}
+        if kernel in self.guards:  # the runtime reads its status output right after the call
+            entry["guard"] = {**self.guards[kernel], "status": outs[-1]}
+        self.calls.append(entry)
 
     def outputs(self, ret: Any) -> list[int]:
         value = self.value_of(ret)
@@ -156,11 +160,14 @@ class _Builder:
         return flat
 
 
-def build_plan(main: Any, input_names: list[str], output_names: list[str]) -> BuiltPlan:
-    """Walk ``main`` and produce the plan and weights blob."""
+def build_plan(main: Any, input_names: list[str], output_names: list[str],
+               guards: dict[str, dict] | None = None) -> BuiltPlan:
+    """Walk ``main`` and produce the plan and weights blob. ``guards``: the guard kernels'
+    site descriptions by kernel name (``passes.value_guards.guard_sites``); their calls
+    carry a ``guard`` entry that names the status tensor."""
     from tvm import relax
 
-    b = _Builder()
+    b = _Builder(guards or {})
     if len(main.params) != len(input_names):
         raise CompileError(
             f"main takes {len(main.params)} inputs but the model declares {len(input_names)}"

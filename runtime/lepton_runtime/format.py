@@ -17,7 +17,10 @@ SUPPORTED_FORMAT_VERSIONS = (1,)
 ABI = "tvm-ffi-0.1"
 SUPPORTED_ABIS = (ABI,)
 
-PLAN_VERSION = 1
+# Plan version 2 adds value guards: calls whose int64[3] status output the runtime checks.
+PLAN_VERSION = 2
+SUPPORTED_PLAN_VERSIONS = (1, 2)
+GUARD_CHECKS = ("index", "divisor")
 
 MANIFEST = "manifest.json"
 MANIFEST_DIGEST = "manifest.sha256"

@@ -30,17 +30,55 @@ class TensorSpec:
 
 
 @dataclass(frozen=True)
+class Guard:
+    """A guard kernel's site: what it checks, where, and the tensor holding its verdict.
+
+    The guard writes ``status = [bad elements, flat position of the first, its value]``;
+    :meth:`message` turns a non-zero status into the user's error text.
+    """
+
+    check: str                    # "index" | "divisor"
+    op: str                       # the guarded operator, e.g. "take"
+    node: str                     # the model's node, e.g. "Gather 'lookup'"
+    tensor: str                   # the checked tensor (an input's name when is_input)
+    is_input: bool
+    shape: tuple[int, ...]        # the checked tensor's shape; positions index into it
+    extents: tuple[int, ...]      # index checks: the size of each indexed dimension
+    negative: bool                # index checks: whether [-n, 0) counts from the end
+    status: int                   # tensor id of the int64[3] status
+
+    def message(self, status: np.ndarray) -> str:
+        count, flat, value = (int(v) for v in status[:3])
+        size = math.prod(self.shape)
+        position = list(np.unravel_index(flat, self.shape)) if 0 <= flat < size and \
+            self.shape else [flat]
+        where = f"input {self.tensor!r}" if self.is_input else \
+            f"{self.tensor} (an input of {self.node})"
+        more = f"; {count} elements are invalid" if count > 1 else ""
+        if self.check == "divisor":
+            return (f"{where}: divisor 0 at position {[int(p) for p in position]} of "
+                    f"{self.node} ({self.op}); integer division by zero is undefined{more}")
+        extent = self.extents[flat % len(self.extents)] if self.extents else 0
+        low = -extent if self.negative else 0
+        return (f"{where}: index {value} at position {[int(p) for p in position]} is out of "
+                f"range for {self.node} ({self.op} over a dimension of size {extent}); valid "
+                f"indices are {low}..{extent - 1}{more}")
+
+
+@dataclass(frozen=True)
 class Call:
     """One kernel invocation: a kernel name and the tensor ids it takes, outputs last.
 
     ``sim`` holds the compiler's static sim figures of an NPU kernel (prologue_cycles,
-    useful_macs, sram_<scope>_bytes); empty for host kernels.
+    useful_macs, sram_<scope>_bytes); empty for host kernels. ``guard``: set on a guard
+    kernel, whose status the runtime checks right after the call.
     """
 
     kernel: str
     args: tuple[int, ...]
     ops: tuple[str, ...]
     sim: tuple[tuple[str, int], ...] = ()
+    guard: Guard | None = None
 
 
 @dataclass(frozen=True)
@@ -102,10 +140,44 @@ def _check_storage(path: Path, t: TensorSpec, tensors: list[TensorSpec], plan: d
             raise _fail(path, f"view tensor {t.id} does not match its base's size and dtype")
 
 
+def _guard(path: Path, n: int, raw: object, args: tuple[int, ...],
+           tensors: list[TensorSpec]) -> Guard | None:
+    """A call's guard entry, checked so that reading its status stays inside the plan."""
+    if raw is None:
+        return None
+    what = f"call {n} guard"
+    if not isinstance(raw, dict) or raw.get("check") not in fmt.GUARD_CHECKS:
+        raise _fail(path, f"{what} must be an object with check in {fmt.GUARD_CHECKS}")
+    for key in ("op", "node", "tensor"):
+        if not isinstance(raw.get(key), str):
+            raise _fail(path, f"{what} {key} must be a string")
+    for key in ("is_input", "negative"):
+        if not isinstance(raw.get(key, False), bool):
+            raise _fail(path, f"{what} {key} must be a boolean")
+    shape = raw.get("shape")
+    extents = raw.get("extents", [])
+    if not isinstance(shape, list) or not isinstance(extents, list):
+        raise _fail(path, f"{what} shape and extents must be lists")
+    dims = tuple(_int(path, d, f"{what} dimension") for d in shape)
+    bounds = tuple(_int(path, e, f"{what} extent") for e in extents)
+    if raw["check"] == "index" and not bounds:
+        raise _fail(path, f"{what} checks indices but names no extent")
+    status = _int(path, raw.get("status"), f"{what} status")
+    if status not in args[1:] or tensors[status].dtype != "int64" or \
+            tensors[status].shape != (3,):
+        raise _fail(path, f"{what} status must be an int64[3] output of the call")
+    if not args or math.prod(tensors[args[0]].shape) != math.prod(dims):
+        raise _fail(path, f"{what} shape does not match the checked tensor")
+    return Guard(raw["check"], raw["op"], raw["node"], raw["tensor"],
+                 raw.get("is_input", False), dims, bounds, raw.get("negative", False),
+                 status)
+
+
 def parse_plan(path: Path, plan: object, weights_bytes: int) -> Plan:
     """Check every field, index, offset and size of a plan; return it typed."""
-    if not isinstance(plan, dict) or plan.get("version") != fmt.PLAN_VERSION:
-        raise _fail(path, f"expected a version {fmt.PLAN_VERSION} plan object")
+    if not isinstance(plan, dict) or plan.get("version") not in fmt.SUPPORTED_PLAN_VERSIONS:
+        raise _fail(path, "expected a plan object of version "
+                    f"{' or '.join(map(str, fmt.SUPPORTED_PLAN_VERSIONS))}")
     _int(path, plan.get("arena_bytes"), "arena_bytes")
     raw_tensors = plan.get("tensors")
     if not isinstance(raw_tensors, list):
@@ -132,7 +204,8 @@ def parse_plan(path: Path, plan: object, weights_bytes: int) -> Plan:
             raise _fail(path, f"call {n} sim figures must be an object")
         figures = tuple(sorted((str(k), _int(path, v, f"call {n} sim {k}")) for k, v in
                                sim.items()))
-        calls.append(Call(raw["kernel"], args, ops, figures))
+        guard = _guard(path, n, raw.get("guard"), args, tensors)
+        calls.append(Call(raw["kernel"], args, ops, figures, guard))
 
     def signature(key: str, kind: str) -> tuple[tuple[str, int], ...]:
         entries = plan.get(key)

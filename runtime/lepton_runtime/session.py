@@ -202,6 +202,10 @@ class Session:
                     on_call(index, call, lambda fn=fn, args=args: fn(*args))
             except Exception as err:
                 raise KernelError(f"kernel {call.kernel!r} failed: {err}") from None
+            if call.guard is not None:
+                status = self._arrays[call.guard.status]
+                if status[0]:
+                    raise InputError(call.guard.message(status))
         results = []
         for slot, (_, tid) in enumerate(self._plan.outputs):
             t = self._plan.tensors[tid]

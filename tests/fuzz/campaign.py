@@ -18,8 +18,11 @@ import time
 from collections import Counter
 from pathlib import Path
 
-CI_SIZES = {"malformed": 308, "artifacts": 210, "differential": 14, "int8": 8}
-LONG_SIZES = {"malformed": 3000, "artifacts": 2000, "differential": 100, "int8": 50}
+CI_SIZES = {"malformed": 308, "artifacts": 210, "differential": 14, "int8": 8,
+            "values": 300, "float_values": 60}
+LONG_SIZES = {"malformed": 3000, "artifacts": 2000, "differential": 100, "int8": 50,
+              "values": 3000, "float_values": 600}
+FLOAT_VALUE_MODELS = 3     # random fp32 models the float-value cases run on
 GRAPHS_PER_MODEL = 15      # fp32 differential: 14 models x 15 graphs = 210 graphs
 INT8_GRAPHS_PER_MODEL = 3  # int8 differential: 8 x 3 = 24 graphs
 OPT0_EVERY = 4             # every fourth fp32 model is also built with opt_level=0
@@ -114,6 +117,48 @@ def differential(count: int, int8_count: int, seed: int, parallel: int = 2) -> d
                      if r["outcome"] == "lepton-error"}})
 
 
+def values(count: int, float_count: int, seed: int, parallel: int = 2) -> dict:
+    """Run-time values: the value-ops model with out-of-range indices, zero divisors and
+    ``INT_MIN / -1`` (``count`` cases), random fp32 graphs with NaN/Inf/huge inputs
+    (``float_count``); each case loads the artifact in its own child and compares with
+    onnxruntime (see ``cases.values``)."""
+    import lepton_compiler
+
+    from . import cases, graphs, harness, value_models
+
+    with tempfile.TemporaryDirectory(prefix="lepton-fuzz-values-") as tmp:
+        folder = Path(tmp)
+        model = value_models.value_ops_model()[0].SerializeToString()
+        path = lepton_compiler.build(model).export(folder / "values.lepton")
+        jobs = [(f"index-{i}", (str(path), model, seed * 100_000 + i, "index"))
+                for i in range(count)]
+        for m in range(FLOAT_VALUE_MODELS):
+            data, _ = graphs.random_model(seed * 100_000 + m, GRAPHS_PER_MODEL)
+            fpath = lepton_compiler.build(data).export(folder / f"float{m}.lepton")
+            jobs += [(f"float-{m}-{i}", (str(fpath), data, seed * 100_000 + i, "float"))
+                     for i in range(float_count // FLOAT_VALUE_MODELS)]
+        results = harness.run_all(cases.values, jobs, TIMEOUT, parallel)
+    for case, r in results.items():
+        r["family"] = case.split("-")[0]
+    by_family: dict[str, Counter] = {}
+    for r in results.values():
+        by_family.setdefault(r["family"], Counter())[r["outcome"]] += 1
+    signals = [c for c, r in results.items() if r["outcome"] in ("crash", "hang")]
+    return {"campaign": "values", "cases": len(results),
+            "by_family": {k: dict(v) for k, v in by_family.items()},
+            "by_mutation": _count_mutations(results),
+            "signals_or_hangs": signals,
+            "failures": {c: r for c, r in sorted(results.items())
+                         if r["outcome"] not in ("agree", "both-refuse")},
+            "seconds": round(sum(r["seconds"] for r in results.values()), 1)}
+
+
+def _count_mutations(results: dict) -> dict[str, int]:
+    counts = Counter(f"{r['family']}:{r.get('mutation', '-')}:{r['outcome']}"
+                     for r in results.values())
+    return dict(sorted(counts.items()))
+
+
 def _summary(name: str, results: dict, extra: dict) -> dict:
     outcomes = Counter(r["outcome"] for r in results.values())
     by_mutation: dict[str, Counter] = {}
@@ -131,7 +176,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--long", action="store_true", help="thousands of cases (nightly)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--only", default="malformed,artifacts,differential")
+    parser.add_argument("--only", default="malformed,artifacts,differential,values")
     parser.add_argument("--parallel", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--json", default=None, help="write the summaries here")
     args = parser.parse_args(argv)
@@ -144,6 +189,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
             s = malformed(sizes["malformed"], args.seed, args.parallel)
         elif name == "artifacts":
             s = artifacts(sizes["artifacts"], args.seed, args.parallel)
+        elif name == "values":
+            s = values(sizes["values"], sizes["float_values"], args.seed, args.parallel)
         else:
             s = differential(sizes["differential"], sizes["int8"], args.seed, args.parallel)
         s["wall_seconds"] = round(time.time() - start, 1)

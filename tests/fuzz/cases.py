@@ -158,3 +158,71 @@ def differential(data: bytes, seed: int, int8: bool, opt0: bool = True) -> dict:
     except Exception as err:
         return _error(err) | {"stage": "build"}
     return result
+
+
+def _outputs(value: Any) -> list[np.ndarray]:
+    return list(value) if isinstance(value, tuple) else [value]
+
+
+def values(path: str, model: bytes, seed: int, kind: str) -> dict:
+    """Run a compiled artifact (thin runtime) and onnxruntime on the same run-time *values*.
+
+    ``kind`` "index": the value-ops model (``value_models``) with valid inputs, one or more
+    out-of-range indices, zero divisors or ``INT_MIN / -1``; "float": a random fp32 graph with
+    NaN, +-Inf or huge values in its inputs. Where onnxruntime refuses, Lepton must raise a
+    ``LeptonError``; where it answers, Lepton must give the same answer."""
+    import onnxruntime as ort
+
+    import lepton_runtime
+
+    rng = np.random.default_rng(seed)
+    sess = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    session = lepton_runtime.load(path)
+    if kind == "index":
+        from .value_models import feeds, value_ops_model
+
+        _, inputs, others = value_ops_model()
+        feed = feeds(inputs, others, rng)
+        mutation = ["valid", "bad", "bad", "two-bad", "int-min"][seed % 5]
+        if mutation in ("bad", "two-bad"):
+            for v in rng.choice(len(inputs), 1 if mutation == "bad" else 2, replace=False):
+                feed[inputs[v].name] = inputs[v].invalid(rng)[0]
+        elif mutation == "int-min":
+            feed["num"][::2] = np.iinfo(np.int32).min
+            feed["den"][::2] = -1
+            feed["mden"][::2] = -1
+            feed["fnum"][::2] = np.iinfo(np.int64).min
+            feed["fden"][::2] = -1
+    else:
+        mutation = ["nan", "inf", "-inf", "huge"][seed % 4]
+        special = {"nan": np.nan, "inf": np.inf, "-inf": -np.inf, "huge": 3e38}[mutation]
+        feed = {}
+        for info in sess.get_inputs():
+            array = rng.standard_normal([int(d) for d in info.shape]).astype(np.float32)
+            flat = array.reshape(-1)
+            flat[rng.integers(0, flat.size, max(1, flat.size // 50))] = special
+            feed[info.name] = array
+    try:
+        want = sess.run(None, feed)
+    except Exception as err:
+        want, oracle_error = None, str(err)[:300]
+    try:
+        got = _outputs(session.run(feed))
+    except lepton_runtime.LeptonError as err:
+        if want is None:
+            return {"outcome": "both-refuse", "mutation": mutation, "message": str(err)[:300]}
+        return {"outcome": "refused-valid", "mutation": mutation, "message": str(err)[:300]}
+    except Exception as err:
+        return _error(err) | {"mutation": mutation}
+    if want is None:
+        return {"outcome": "answered-invalid", "mutation": mutation, "oracle": oracle_error}
+    for g, w in zip(got, want, strict=True):
+        w = np.asarray(w)
+        if np.issubdtype(w.dtype, np.integer):
+            same = np.array_equal(g, w)
+        else:
+            same = _compare(g, [w])["outcome"] == "compiled-correct" and \
+                np.array_equal(np.isnan(g), np.isnan(w))
+        if not same:
+            return {"outcome": "disagrees", "mutation": mutation}
+    return {"outcome": "agree", "mutation": mutation}
