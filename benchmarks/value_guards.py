@@ -59,7 +59,7 @@ def _build(model, inputs, guarded: bool):
 
     original = pipeline.GuardValues
     if not guarded:
-        pipeline.GuardValues = lambda names=None: tvm.transform.module_pass(
+        pipeline.GuardValues = lambda *args, **kwargs: tvm.transform.module_pass(
             lambda mod, ctx: mod, opt_level=0, name="identity")
     try:
         return lc.build(model, inputs)

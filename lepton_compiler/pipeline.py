@@ -199,6 +199,7 @@ def lower(mod: Any, input_names: list[str], output_names: list[str], host: HostT
     npu_kernels = npu_kernels & used
     with run.stage("codegen"):
         scheduled = {n: f for n, f in lowering.kernels_of(mod).items() if n in used}
+        plan_builder.check_signatures(built.plan, scheduled)
         # The NPU instructions are linked only where a kernel uses them.
         kernels_so = lowering.codegen(scheduled, kernels, host.tvm_target(),
                                       npu if npu_kernels else None)

@@ -67,3 +67,31 @@ def test_edge_case_graphs(name):
         assert got[0] is not got[1]  # each output is its own array
     if name == "identity":
         assert not np.shares_memory(got[0], inputs[0].numpy())
+
+
+def test_every_call_is_proved_to_match_its_kernel_buffers():
+    """check_signatures: the plan hands each kernel the buffers it was compiled for; a
+    tensor of another size or dtype is a CompileError at build time."""
+    import copy
+
+    from lepton_compiler import pipeline
+    from lepton_compiler.errors import CompileError
+    from lepton_compiler.lower import lowering, plan_builder
+    from lepton_compiler.options import BuildOptions
+
+    model = torch.nn.Sequential(torch.nn.Linear(8, 4), torch.nn.ReLU()).eval()
+    mod = pipeline.front(model, (torch.randn(2, 8),), BuildOptions.create(),
+                         pipeline.Run(verify=False)).mod
+    mod = lowering.fuse(mod)
+    built = plan_builder.build_plan(mod["main"], ["x"], ["y"])
+    kernels = lowering.kernels_of(mod)
+    plan_builder.check_signatures(built.plan, kernels)  # the real plan holds
+    for field, value in (("shape", [3, 8]), ("dtype", "float64")):
+        bad = copy.deepcopy(built.plan)
+        bad["tensors"][bad["calls"][0]["args"][0]][field] = value
+        with pytest.raises(CompileError, match="this is a compiler bug"):
+            plan_builder.check_signatures(bad, kernels)
+    bad = copy.deepcopy(built.plan)
+    bad["calls"][0]["args"].pop()
+    with pytest.raises(CompileError, match="passes"):
+        plan_builder.check_signatures(bad, kernels)

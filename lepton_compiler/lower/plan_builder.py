@@ -223,3 +223,26 @@ def build_plan(main: Any, input_names: list[str], output_names: list[str],
         "outputs": [{"name": n, "tensor": t} for n, t in zip(output_names, outputs, strict=True)],
     }
     return BuiltPlan(plan, bytes(weights), sorted({c["kernel"] for c in b.calls}))
+
+
+def check_signatures(plan: dict, kernels: dict[str, Any]) -> None:
+    """Prove at build time that every call hands each kernel exactly the buffers it was
+    compiled for (same element count, dtype and rank), so no kernel's static loop bounds can
+    reach past a plan tensor; a mismatch is a compiler bug (``CompileError``)."""
+    tensors = plan["tensors"]
+    for n, call in enumerate(plan["calls"]):
+        func = kernels[call["kernel"]]
+        buffers = list(func.params)  # TVM 0.27: each parameter carries its buffer
+        if len(buffers) != len(call["args"]):
+            raise CompileError(f"call {n} passes {len(call['args'])} tensors to kernel "
+                               f"{call['kernel']}, which takes {len(buffers)}; this is a "
+                               "compiler bug, please report it")
+        for buf, tid in zip(buffers, call["args"], strict=True):
+            t = tensors[tid]
+            shape = [int(d) for d in buf.shape]
+            if int(np.prod(shape, dtype=np.int64)) != int(np.prod(t["shape"], dtype=np.int64)) \
+                    or str(buf.dtype) != t["dtype"]:
+                raise CompileError(
+                    f"call {n} hands kernel {call['kernel']} tensor {tid} "
+                    f"({t['dtype']}{t['shape']}) for its buffer {buf.name} "
+                    f"({buf.dtype}{shape}); this is a compiler bug, please report it")
