@@ -36,6 +36,7 @@ from lepton_compiler.errors import (
 from lepton_compiler.lower import artifact, lowering, plan_builder
 from lepton_compiler.optimize import pruning, quantization
 from lepton_compiler.options import BuildOptions
+from lepton_compiler.passes.nan_semantics import PropagateNaN
 from lepton_compiler.passes.qgraph import LayerGraph, read_graph
 from lepton_compiler.passes.quantize import PartitionInt8, QuantizedGraph
 from lepton_compiler.passes.value_guards import GuardValues, guard_sites
@@ -181,10 +182,12 @@ def lower(mod: Any, input_names: list[str], output_names: list[str], host: HostT
     ``layers``: layer names; a call whose result is bound to one records it as its source op.
     Every value an operator trusts (indices, integer divisors) is guarded first
     (``lepton.GuardValues``; ``node_names`` names the model's nodes in its run-time errors;
-    ``source`` "torch": negative indices are invalid, as in PyTorch).
+    ``source`` "torch": negative indices are invalid, as in PyTorch), and float clamps keep
+    NaN (``lepton.PropagateNaN``).
     """
     with run.stage("fuse"):
         mod = GuardValues(node_names, negative_indices=source != "torch")(mod)
+        mod = PropagateNaN()(mod)
         mod = lowering.fuse(mod, fuse)
         run.check(mod, "fuse")
         kernels = lowering.kernels_of(mod)

@@ -1,0 +1,71 @@
+"""PropagateNaN: clamps that keep a NaN a NaN, as onnxruntime and PyTorch do.
+
+TVM lowers ``relu`` and ``clip`` to ``max``/``min``, which LLVM compiles to instructions that
+return the *other* operand when one is NaN: a NaN entering ``relu`` leaves as 0, so a model
+that overflowed answers with plausible numbers instead of NaN. Written as selects, the same
+clamps pass a NaN through (a comparison with NaN is false) at the same cost:
+
+Before::
+
+    y = R.nn.relu(x)
+    z = R.clip(x, 0, 6)
+
+After::
+
+    y = R.where(R.less(x, 0), 0, x)
+    z = R.where(R.less(x, 0), 0, R.where(R.greater(x, 6), 6, x))
+
+Applies to float tensors only, at lowering time (after quantization has matched its
+patterns); int8 kernels clamp integers and never see a NaN.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _float(expr: Any) -> str | None:
+    dtype = str(getattr(expr.ty, "dtype", ""))
+    return dtype if dtype.startswith(("float", "bfloat")) else None
+
+
+def PropagateNaN() -> Any:
+    """The module pass ``lepton.PropagateNaN`` (see the module docstring)."""
+    import tvm
+    from tvm import relax
+
+    @relax.expr_functor.mutator
+    class Rewriter(relax.PyExprMutator):
+        def visit_call_(self, op: Any) -> Any:
+            call = self.visit_expr_post_order(op)
+            name = getattr(call.op, "name", "")
+            if name not in ("relax.nn.relu", "relax.clip"):
+                return call
+            x = call.args[0]
+            dtype = _float(x)
+            if dtype is None:
+                return call
+            if name == "relax.nn.relu":
+                low, high = 0.0, None
+            else:
+                low, high = (float(a.value) for a in call.args[1:3])
+            out = x
+            if high is not None and high != float("inf"):
+                above = self.builder_.emit(relax.op.greater(x, relax.const(high, dtype)))
+                out = self.builder_.emit(relax.op.where(above, relax.const(high, dtype), x))
+            if low != float("-inf"):
+                below = self.builder_.emit(relax.op.less(x, relax.const(low, dtype)))
+                return relax.op.where(below, relax.const(low, dtype), out)
+            return out
+
+    @tvm.transform.module_pass(opt_level=0, name="lepton.PropagateNaN")
+    def transform(mod: Any, _ctx: Any) -> Any:
+        if "main" not in [gv.name_hint for gv in mod.functions]:
+            return mod
+        rewriter = Rewriter(mod)
+        main = rewriter.visit_expr(mod["main"])
+        mod = rewriter.builder_.get()
+        mod["main"] = main
+        return relax.transform.Normalize()(mod)
+
+    return transform

@@ -1,0 +1,72 @@
+"""PropagateNaN: Before/Expected, nothing-matches, and NaN through every clamp vs onnxruntime."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import tvm
+from onnx import TensorProto, helper, numpy_helper
+from tvm import relax
+
+import lepton_compiler as lc
+from lepton_compiler.passes.nan_semantics import PropagateNaN
+
+
+def _module(body):
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((2, 3), "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            out = bb.emit_output(body(bb, x))
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+def test_relu_and_clip_become_selects():
+    before = _module(lambda bb, x: bb.emit(relax.op.clip(relax.op.nn.relu(x), 0.0, 6.0)))
+
+    def expected_body(bb, x):
+        zero = relax.const(0.0, "float32")
+        below = bb.emit(relax.op.less(x, zero))
+        relu = bb.emit(relax.op.where(below, zero, x))
+        above = bb.emit(relax.op.greater(relu, relax.const(6.0, "float32")))
+        capped = bb.emit(relax.op.where(above, relax.const(6.0, "float32"), relu))
+        below2 = bb.emit(relax.op.less(relu, zero))
+        return bb.emit(relax.op.where(below2, zero, capped))
+
+    tvm.ir.assert_structural_equal(PropagateNaN()(before), _module(expected_body))
+
+
+def test_nothing_to_rewrite_leaves_the_module_unchanged():
+    before = _module(lambda bb, x: bb.emit(relax.op.add(x, x)))
+    tvm.ir.assert_structural_equal(PropagateNaN()(before), before)
+    assert PropagateNaN().info.name == "lepton.PropagateNaN"
+
+
+def _one_op(op, inits=(), **attrs):
+    names = ["x", *[name for name, _ in inits]]
+    graph = helper.make_graph(
+        [helper.make_node(op, names, ["y"], **attrs)], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 8])],
+        [numpy_helper.from_array(np.asarray(v, np.float32), n) for n, v in inits])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
+                             ir_version=10).SerializeToString()
+
+
+@pytest.mark.parametrize("op, inits, attrs", [
+    ("Relu", (), {}),
+    ("Clip", (("lo", -1.0), ("hi", 1.0)), {}),
+    ("Elu", (), {}),
+    ("HardSigmoid", (), {}),
+])
+def test_nan_and_inf_pass_through_clamps_like_onnxruntime(op, inits, attrs):
+    model = _one_op(op, inits, **attrs)
+    compiled = lc.build(model)
+    oracle = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).standard_normal((2, 8)).astype(np.float32)
+    x[0, 1], x[1, 2], x[1, 5] = np.nan, np.inf, -np.inf
+    got, want = compiled(x), oracle.run(None, {"x": x})[0]
+    assert np.isnan(got[0, 1]) and np.array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_allclose(np.nan_to_num(got), np.nan_to_num(want), rtol=1e-6, atol=1e-6)
