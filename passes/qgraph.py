@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from lepton_compiler import tvm_compat
+from lepton_compiler.errors import CompileError
 from lepton_compiler.passes.layers import REGISTRY, candidates
 from lepton_compiler.passes.layers.base import (
     Layer,
@@ -155,8 +156,14 @@ def read_graph(func: Any) -> LayerGraph:
         layer.output = layer.name
         names[var] = layer.name
         if _is_tensor(var.ty):
-            tensors[layer.name] = Tensor(layer.name, tvm_compat.shape_of(var.ty),
-                                         tvm_compat.dtype_of(var.ty))
+            try:
+                shape = tvm_compat.shape_of(var.ty)
+            except ValueError as err:
+                raise CompileError(
+                    f"{_short(op)} ({layer.name}): its output shape depends on input values "
+                    f"({err}); Lepton compiles static shapes only, so make the inputs that "
+                    "reach this shape constants of the model") from None
+            tensors[layer.name] = Tensor(layer.name, shape, tvm_compat.dtype_of(var.ty))
         else:
             tensors[layer.name] = Tensor(layer.name, (), "tuple")
         layers.append(layer)
@@ -166,8 +173,6 @@ def read_graph(func: Any) -> LayerGraph:
     returned = list(ret.fields) if tuple_output else [ret]
     for index, value in enumerate(returned):
         if value not in names:
-            from lepton_compiler.errors import CompileError
-
             raise CompileError(
                 f"model output #{index} does not depend on any input (it folds to a "
                 f"{type(value).__name__}); Lepton compiles outputs computed from the inputs — "
@@ -240,8 +245,6 @@ def partition_cycle(edges: list[tuple[Any, Any]], group_of: dict[Any, str]) -> l
 def check_partition(graph: LayerGraph) -> None:
     """Raise CompileError if the layer grouping of ``graph`` is not a legal partition."""
     from tvm import relax
-
-    from lepton_compiler.errors import CompileError
 
     group_of: dict[Any, str] = {}
     for layer in graph.layers:

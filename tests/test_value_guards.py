@@ -229,3 +229,58 @@ def test_a_tampered_guard_entry_is_refused_at_load(value_model, tmp_path, edit, 
                                      "size": len(members[fmt.PLAN])}
     with pytest.raises(ArtifactError, match=match):
         lepton_runtime.load(_write(tmp_path / "tampered.lepton", _resign(members, manifest)))
+
+
+def _onnx(nodes, inputs, outputs, inits=()):
+    from onnx import helper
+
+    graph = helper.make_graph(nodes, "g", inputs, outputs, list(inits))
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
+                             ir_version=10).SerializeToString()
+
+
+def test_bounded_ops_answer_out_of_range_values_like_onnxruntime():
+    """OneHot compares instead of addressing; GridSample tests bounds before it reads."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    info = helper.make_tensor_value_info
+    one_hot = _onnx([helper.make_node("OneHot", ["i", "depth", "vals"], ["y"], axis=-1)],
+                    [info("i", TensorProto.INT64, [6])], [info("y", TensorProto.FLOAT, [6, 5])],
+                    [numpy_helper.from_array(np.array(5, np.int64), "depth"),
+                     numpy_helper.from_array(np.array([0, 1], np.float32), "vals")])
+    ids = np.array([0, 4, 5, -1, -6, 10**12], np.int64)
+    want = ort.InferenceSession(one_hot, providers=["CPUExecutionProvider"]).run(
+        None, {"i": ids})[0]
+    np.testing.assert_array_equal(lc.build(one_hot)(ids), want)
+
+    grid_sample = _onnx([helper.make_node("GridSample", ["x", "grid"], ["y"])],
+                        [info("x", TensorProto.FLOAT, [1, 2, 4, 4]),
+                         info("grid", TensorProto.FLOAT, [1, 3, 3, 2])],
+                        [info("y", TensorProto.FLOAT, [1, 2, 3, 3])])
+    compiled = lc.build(grid_sample)
+    oracle = ort.InferenceSession(grid_sample, providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).random((1, 2, 4, 4), dtype=np.float32)
+    far = np.array([5, -7, 100, 0.5, -0.3, 40] * 3, np.float32).reshape(1, 3, 3, 2)
+    np.testing.assert_allclose(compiled(x, far), oracle.run(None, {"x": x, "grid": far})[0],
+                               rtol=1e-5, atol=1e-6)
+    wild = np.array([np.nan, 1e30, -np.inf, 0.5, np.inf, -1e30] * 3,
+                    np.float32).reshape(1, 3, 3, 2)
+    assert compiled(x, wild).shape == (1, 2, 3, 3)  # no read outside x, no signal
+    np.testing.assert_allclose(compiled(x, far), oracle.run(None, {"x": x, "grid": far})[0],
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_values_that_would_reach_shapes_are_refused_at_build():
+    from onnx import TensorProto, helper
+
+    info = helper.make_tensor_value_info
+    top_k = _onnx([helper.make_node("TopK", ["x", "k"], ["v", "i"])],
+                  [info("x", TensorProto.FLOAT, [8]), info("k", TensorProto.INT64, [1])],
+                  [info("v", TensorProto.FLOAT, [None]), info("i", TensorProto.INT64, [None])])
+    with pytest.raises(lc.LeptonError, match="TopK k must be a constant"):
+        lc.build(top_k)
+    arange = _onnx([helper.make_node("Range", ["a", "b", "c"], ["y"])],
+                   [info(n, TensorProto.INT64, []) for n in "abc"],
+                   [info("y", TensorProto.INT64, [None])])
+    with pytest.raises(CompileError, match="output shape depends on input values"):
+        lc.build(arange)
