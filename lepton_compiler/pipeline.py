@@ -186,9 +186,7 @@ def lower(mod: Any, input_names: list[str], output_names: list[str], host: HostT
     NaN (``lepton.PropagateNaN``).
     """
     with run.stage("fuse"):
-        mod = GuardValues(node_names, negative_indices=source != "torch")(mod)
-        mod = PropagateNaN()(mod)
-        mod = lowering.fuse(mod, fuse)
+        mod = lowering.fuse(safe_semantics(mod, node_names, source), fuse)
         run.check(mod, "fuse")
         kernels = lowering.kernels_of(mod)
     with run.stage("schedule"):
@@ -508,13 +506,24 @@ def fused_module(model: Any, example_inputs: Any, quantize: Any, npu: LeptonTarg
     options = BuildOptions.create(quantize=quantize, target="lepton" if npu else "host",
                                   spec=npu.spec if npu is not None else None)
     run = Run(verify=False)
-    mod = front(model, example_inputs, options, run).mod
+    head = front(model, example_inputs, options, run)
+    mod = head.mod
     if options.quantize is not None:
         graph, _, qg = quantize_graph(mod, options, host, run)
         mod = partition(mod, graph, qg, npu, host, options, run)[1]
     with run.stage("fuse"):
-        mod = lowering.fuse(mod, True)
+        mod = lowering.fuse(safe_semantics(mod, head.imported.node_names,
+                                           head.imported.source), True)
     return relax.transform.AttachAttrLayoutFreeBuffers()(mod)
+
+
+def safe_semantics(mod: Any, node_names: dict[str, list[str]] | None = None,
+                   source: str = "onnx") -> Any:
+    """What every lowering starts with, so tuned and built kernels are the same: guards on
+    the values operators trust (``lepton.GuardValues``) and clamps that keep NaN
+    (``lepton.PropagateNaN``)."""
+    mod = GuardValues(node_names, negative_indices=source != "torch")(mod)
+    return PropagateNaN()(mod)
 
 
 # --- helpers ---------------------------------------------------------------------------------

@@ -284,3 +284,20 @@ def test_values_that_would_reach_shapes_are_refused_at_build():
                    [info("y", TensorProto.INT64, [None])])
     with pytest.raises(CompileError, match="output shape depends on input values"):
         lc.build(arange)
+
+
+def test_tuning_sees_the_built_kernels_but_never_the_guards():
+    """Tuning extracts the same kernels build compiles (guards and NaN-keeping clamps
+    included), and leaves the guards alone: they are never scheduled."""
+    from lepton_compiler.passes.value_guards import is_guard
+    from lepton_compiler.pipeline import fused_module
+    from lepton_compiler.target.host import resolve_host
+    from lepton_compiler.tuning.tuner import extract_tasks
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Embedding(50, 8), nn.ReLU()).eval()
+    ids = torch.randint(0, 50, (2, 5))
+    fused = fused_module(model, (ids,), None, None, resolve_host())
+    assert any(is_guard(f) for f in fused.functions.values() if hasattr(f, "attrs"))
+    _, _, host_kernels, _ = extract_tasks(model, (ids,), None, target="host")
+    assert host_kernels and not any(is_guard(f) for f in host_kernels.values())

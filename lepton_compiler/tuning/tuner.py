@@ -106,6 +106,7 @@ def extract_tasks(model: Any, example_inputs: Any, quantize: Any, spec: Any = No
     import tvm
 
     from lepton_compiler.lower import lowering
+    from lepton_compiler.passes.value_guards import is_guard
     from lepton_compiler.pipeline import fused_module
     from lepton_compiler.target.host import resolve_host
     from lepton_compiler.target.lepton_target import resolve_lepton
@@ -118,6 +119,8 @@ def extract_tasks(model: Any, example_inputs: Any, quantize: Any, spec: Any = No
     tasks: dict[str, Task] = {}
     host_kernels: dict[str, Any] = {}
     for name, func in lowering.kernels_of(fused).items():
+        if is_guard(func):
+            continue  # guards are not scheduled, so there is nothing to tune
         if npu is None or func.attrs is None or not func.attrs.get(GEMM_ATTR):
             host_kernels[name] = func
             continue
