@@ -1,4 +1,5 @@
-"""FoldBatchNorm: fold inference batch-norm into the preceding conv2d's weights and bias.
+"""FoldBatchNorm: fold inference batch-norm into the preceding conv2d's weights and bias,
+and any other inference batch-norm into one scale and shift.
 
 Before::
 
@@ -82,7 +83,41 @@ class FoldBatchNorm:
             )
             return relax.op.add(new_conv, relax.const(new_bias.reshape(1, -1, 1, 1)))
 
-        return relax.dpl.rewrite_call(pattern, rewriter, func)
+        func = relax.dpl.rewrite_call(pattern, rewriter, func)
+        return _scale_shift(func)
+
+
+def _scale_shift(func):
+    """Any other inference batch-norm with constant statistics becomes ``x * s + t``
+    (``s = gamma / sqrt(var + eps)``, ``t = beta - mean * s``, computed in float64): the
+    form onnxruntime runs, which stays finite wherever the result is, unlike
+    ``(x - mean) / sqrt(var + eps)`` that overflows first for large ``x`` and small ``var``."""
+    stats = [is_const() for _ in range(4)]
+    source = wildcard()
+    bn = is_op("relax.nn.batch_norm")(source, *stats)
+    pattern = is_tuple_get_item(bn, 0)
+
+    def rewriter(expr, matches):
+        call = matches[bn]
+        x = matches[source]
+        dtype = str(getattr(x.ty, "dtype", ""))
+        if bool(call.attrs.training) or not dtype.startswith("float"):
+            return expr
+        try:
+            rank = len(tvm_compat.shape_of(x.ty))
+        except ValueError:
+            return expr
+        axis = int(call.attrs.axis) % rank
+        gamma, beta, mean, var = (_const(matches[p]).astype(np.float64) for p in stats)
+        scale = gamma / np.sqrt(var + float(call.attrs.epsilon))
+        shift = beta - mean * scale
+        shape = [1] * rank
+        shape[axis] = -1
+        return relax.op.add(
+            relax.op.multiply(x, relax.const(scale.astype(dtype).reshape(shape))),
+            relax.const(shift.astype(dtype).reshape(shape)))
+
+    return relax.dpl.rewrite_call(pattern, rewriter, func)
 
 
 __all__ = ["FoldBatchNorm"]

@@ -72,3 +72,31 @@ def test_nothing_matches_leaves_module_unchanged():
             return y
 
     tvm.ir.assert_structural_equal(FoldBatchNorm()(Before), Before)
+
+
+def test_batch_norm_without_conv_becomes_scale_and_shift_that_stays_finite():
+    rng = np.random.default_rng(2)
+    gamma, beta = rng.random(4).astype("float32") * 0.3, rng.standard_normal(4).astype("float32")
+    mean, var = rng.standard_normal(4).astype("float32"), rng.random(4).astype("float32") * 0.1
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, 4, 3, 3), "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            bn = bb.emit(relax.op.nn.batch_norm(x, *(relax.const(a) for a in
+                                                     (gamma, beta, mean, var)),
+                                                axis=1, training=False))
+            out = bb.emit_output(relax.TupleGetItem(bn, 0))
+        bb.emit_func_output(out)
+    before = bb.get()
+    after = FoldBatchNorm()(before)
+    assert "relax.nn.batch_norm" not in _ops(after)
+    assert sorted(set(_ops(after))) == ["relax.add", "relax.multiply"]
+    data = rng.standard_normal((1, 4, 3, 3)).astype("float32")
+    np.testing.assert_allclose(_run(after, data), _run(before, data), rtol=1e-5, atol=1e-5)
+    data[0, :, 0, 0] = 3e38  # (x - mean) / sqrt(var + eps) overflows; x * s + t need not
+    expected = (data.astype(np.float64) - mean[:, None, None]) / np.sqrt(
+        var[:, None, None] + 1e-5) * gamma[:, None, None] + beta[:, None, None]
+    finite = np.abs(expected) < np.finfo(np.float32).max
+    got = _run(after, data)
+    assert np.isfinite(got[finite]).all()
+    np.testing.assert_allclose(got[finite], expected[finite], rtol=1e-5)
