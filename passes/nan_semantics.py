@@ -1,4 +1,4 @@
-"""PropagateNaN: clamps that keep a NaN a NaN, as onnxruntime and PyTorch do.
+"""PropagateNaN: clamps and max-pooling that keep a NaN a NaN, as PyTorch does.
 
 TVM lowers ``relu`` and ``clip`` to ``max``/``min``, which LLVM compiles to instructions that
 return the *other* operand when one is NaN: a NaN entering ``relu`` leaves as 0, so a model
@@ -15,7 +15,9 @@ After::
     y = R.where(R.less(x, 0), 0, x)
     z = R.where(R.less(x, 0), 0, R.where(R.greater(x, 6), 6, x))
 
-Applies to float tensors only, at lowering time (after quantization has matched its
+A max-pool window holding a NaN gives NaN too (PyTorch's and ``onnx.reference``'s rule; the
+vector max alone keeps whatever follows the NaN in the window), from a second pooling of
+``isnan(x)``. Applies to float tensors only, at lowering time (after quantization has matched its
 patterns); int8 kernels clamp integers and never see a NaN.
 """
 
@@ -39,12 +41,21 @@ def PropagateNaN() -> Any:
         def visit_call_(self, op: Any) -> Any:
             call = self.visit_expr_post_order(op)
             name = getattr(call.op, "name", "")
-            if name not in ("relax.nn.relu", "relax.clip"):
+            if name not in ("relax.nn.relu", "relax.clip", "relax.nn.max_pool2d"):
                 return call
             x = call.args[0]
             dtype = _float(x)
             if dtype is None:
                 return call
+            if name == "relax.nn.max_pool2d":
+                # A window holding NaN gives NaN (PyTorch, onnx.reference); the vector max
+                # alone would keep whatever follows the NaN in the window.
+                pooled = self.builder_.emit(call)
+                flags = self.builder_.emit(relax.op.astype(relax.op.isnan(x), dtype))
+                hit = self.builder_.emit(relax.Call(call.op, [flags], call.attrs,
+                                                    call.ty_args))
+                nan = self.builder_.emit(relax.op.greater(hit, relax.const(0.0, dtype)))
+                return relax.op.where(nan, relax.const(float("nan"), dtype), pooled)
             if name == "relax.nn.relu":
                 low, high = 0.0, None
             else:

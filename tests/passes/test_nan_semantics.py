@@ -70,3 +70,16 @@ def test_nan_and_inf_pass_through_clamps_like_onnxruntime(op, inits, attrs):
     got, want = compiled(x), oracle.run(None, {"x": x})[0]
     assert np.isnan(got[0, 1]) and np.array_equal(np.isnan(got), np.isnan(want))
     np.testing.assert_allclose(np.nan_to_num(got), np.nan_to_num(want), rtol=1e-6, atol=1e-6)
+
+
+def test_a_max_pool_window_holding_nan_gives_nan_like_pytorch():
+    import torch
+
+    model = torch.nn.MaxPool2d(2).eval()
+    x = np.random.default_rng(1).standard_normal((1, 3, 6, 6)).astype(np.float32)
+    x[0, 0, 0, 0] = x[0, 1, 3, 3] = x[0, 2, 5, 4] = np.nan  # first, last, middle of a window
+    compiled = lc.build(model, (torch.from_numpy(x),))
+    want = model(torch.from_numpy(x)).numpy()
+    got = compiled(x)
+    assert np.isnan(want).sum() == 3 and np.array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_array_equal(np.nan_to_num(got), np.nan_to_num(want))
