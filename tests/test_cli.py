@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -11,7 +13,8 @@ import torch
 
 from .conftest import to_onnx_bytes
 
-LEPTON = shutil.which("lepton")
+# The script installed next to the interpreter running the tests (its venv), else the PATH one.
+LEPTON = shutil.which("lepton", path=os.path.dirname(sys.executable)) or shutil.which("lepton")
 pytestmark = pytest.mark.skipif(LEPTON is None, reason="console script not installed")
 
 
