@@ -301,3 +301,18 @@ def test_tuning_sees_the_built_kernels_but_never_the_guards():
     assert any(is_guard(f) for f in fused.functions.values() if hasattr(f, "attrs"))
     _, _, host_kernels, _ = extract_tasks(model, (ids,), None, target="host")
     assert host_kernels and not any(is_guard(f) for f in host_kernels.values())
+
+
+def test_inspect_lists_every_value_check(value_model):
+    _, path, _, values, _ = value_model
+    guards = lepton_runtime.inspect(path)["guards"]
+    assert len(guards) == len(values)
+    for v in values:
+        line = next(g for g in guards if g.startswith(f"input {v.name!r}:"))
+        assert f"'{v.node}'" in line
+        assert (f"{v.low}..{v.high}" in line) if v.kind == "index" else "non-zero" in line
+    shown = subprocess.run([sys.executable, "-m", "lepton_compiler.cli", "inspect", str(path)],
+                           capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0, shown.stderr
+    assert f"value checks: {len(values)}" in shown.stdout
+    assert "input 'ids': index of Gather 'lookup' (take) in -1000..999" in shown.stdout

@@ -192,6 +192,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     sizes = ", ".join(f"{name} {size / 1e3:.1f} kB" for name, size in info["members"].items())
     print(f"  members: {sizes}")
     print(f"  arena: {info['arena_bytes'] / 1e3:.1f} kB")
+    guards = info.get("guards", [])
+    print(f"  value checks: {len(guards)}" + "".join(f"\n    {g}" for g in guards))
     if args.ops or args.json or args.dot or args.svg:
         from lepton_compiler.reports.placement import PlacementReport
 

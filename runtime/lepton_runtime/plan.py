@@ -47,6 +47,14 @@ class Guard:
     negative: bool                # index checks: whether [-n, 0) counts from the end
     status: int                   # tensor id of the int64[3] status
 
+    def describe(self) -> str:
+        """What this guard checks, in one line."""
+        where = f"input {self.tensor!r}" if self.is_input else self.tensor
+        if self.check == "divisor":
+            return f"{where}: divisor of {self.node} ({self.op}) is non-zero"
+        ranges = ", ".join(f"{-e if self.negative else 0}..{e - 1}" for e in self.extents)
+        return f"{where}: index of {self.node} ({self.op}) in {ranges}"
+
     def message(self, status: np.ndarray) -> str:
         count, flat, value = (int(v) for v in status[:3])
         size = math.prod(self.shape)

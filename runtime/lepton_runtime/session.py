@@ -374,7 +374,9 @@ def inspect(path: str | os.PathLike) -> dict:
     -------
     dict
         ``manifest`` (the parsed manifest), ``members`` (name → size in bytes), ``calls``
-        (kernel name per plan call, in order) and ``arena_bytes``.
+        (kernel name per plan call, in order), ``arena_bytes`` and ``guards`` (what the
+        run-time value checks check: one line per guard, e.g. ``input 'ids': index of
+        Gather 'lookup' in -1000..999``).
     """
     path = Path(path)
     members = archive.list_members(path)
@@ -390,4 +392,5 @@ def inspect(path: str | os.PathLike) -> dict:
         "members": {name: m.size for name, m in members.items()},
         "calls": [c.kernel for c in plan.calls],
         "arena_bytes": plan.arena_bytes,
+        "guards": [c.guard.describe() for c in plan.calls if c.guard is not None],
     }
