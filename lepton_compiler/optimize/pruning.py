@@ -11,9 +11,9 @@ shrink, so the NPU never computes them. Channels that must go together (a conv, 
 batch-norm and activation, the next layers' input channels; both operands of a residual add;
 a depthwise conv's input and output; the feature blocks a flatten feeds to a linear layer)
 form a *group*; each group is scored by the sum of its producers' per-channel weight norms
-and keeps ``round((1 - ratio) * channels / align) * align`` channels (at least ``align``;
-a group with no more than ``align`` channels, and every group at ratio 0, is left whole). See
-``passes/prune_channels.py`` for the analysis.
+and keeps ``round((1 - ratio) * channels / align) * align`` channels (at least ``align``, at
+most all of them; a group with no more than ``align`` channels, and every group at ratio 0, is
+left whole). See ``passes/prune_channels.py`` for the analysis.
 """
 
 from __future__ import annotations

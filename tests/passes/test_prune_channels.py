@@ -123,6 +123,8 @@ class Net(nn.Module):
        criterion=st.sampled_from(["l1", "l2"]), seed=st.integers(0, 2**16))
 @example(kinds=["residual"], width=12, head="flatten", ratio=0.0, align=8, criterion="l1",
          seed=0)  # ratio 0 keeps a 12-channel group whole rather than rounding it to 8
+@example(kinds=["residual"], width=12, head="flatten", ratio=5e-324, align=8, criterion="l1",
+         seed=0)  # a tiny ratio rounds 12 up to 16 channels: capped, the group stays whole
 def test_pruned_equals_masked_on_random_topologies(kinds, width, head, ratio, align,
                                                    criterion, seed):
     model = Net(kinds, width, head, seed).eval()
@@ -135,5 +137,6 @@ def test_pruned_equals_masked_on_random_topologies(kinds, width, head, ratio, al
     for g in result.report.groups:
         if ratio == 0 or g.pinned:  # ratio 0 prunes nothing: no group is rounded down
             assert g.channels_after == g.channels_before
-        elif g.channels_before > align:
-            assert g.channels_after % align == 0 and 0 < g.channels_after <= g.channels_before
+        elif g.channels_before > align:  # a multiple of align, or (rounded up past) all
+            assert g.channels_after % align == 0 or g.channels_after == g.channels_before
+            assert 0 < g.channels_after <= g.channels_before
