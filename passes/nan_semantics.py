@@ -1,4 +1,4 @@
-"""PropagateNaN: clamps and max-pooling that keep a NaN a NaN, as PyTorch does.
+"""PropagateNaN: clamps, max/min and max-pooling that keep a NaN a NaN, as PyTorch does.
 
 TVM lowers ``relu`` and ``clip`` to ``max``/``min``, which LLVM compiles to instructions that
 return the *other* operand when one is NaN: a NaN entering ``relu`` leaves as 0, so a model
@@ -17,8 +17,10 @@ After::
 
 A max-pool window holding a NaN gives NaN too (PyTorch's and ``onnx.reference``'s rule; the
 vector max alone keeps whatever follows the NaN in the window), from a second pooling of
-``isnan(x)``. Applies to float tensors only, at lowering time (after quantization has matched its
-patterns); int8 kernels clamp integers and never see a NaN.
+``isnan(x)``. Likewise a max/min reduction over a NaN gives NaN, and an elementwise
+maximum/minimum with a NaN operand gives that NaN. Applies to float tensors only, at
+lowering time (after quantization has matched its patterns); int8 kernels clamp integers
+and never see a NaN.
 """
 
 from __future__ import annotations
@@ -41,12 +43,27 @@ def PropagateNaN() -> Any:
         def visit_call_(self, op: Any) -> Any:
             call = self.visit_expr_post_order(op)
             name = getattr(call.op, "name", "")
-            if name not in ("relax.nn.relu", "relax.clip", "relax.nn.max_pool2d"):
+            if name not in ("relax.nn.relu", "relax.clip", "relax.nn.max_pool2d", "relax.max",
+                            "relax.min", "relax.maximum", "relax.minimum"):
                 return call
             x = call.args[0]
             dtype = _float(x)
             if dtype is None:
                 return call
+            if name in ("relax.maximum", "relax.minimum"):
+                # Either operand NaN gives NaN, as onnxruntime's Max/Min and torch.maximum.
+                a, b = call.args
+                out = self.builder_.emit(call)
+                out = self.builder_.emit(relax.op.where(relax.op.isnan(b), b, out))
+                return relax.op.where(relax.op.isnan(a), a, out)
+            if name in ("relax.max", "relax.min"):
+                # A reduction over a NaN gives NaN (numpy, PyTorch's amax, onnx.reference).
+                reduced = self.builder_.emit(call)
+                flags = self.builder_.emit(relax.op.astype(relax.op.isnan(x), dtype))
+                hit = self.builder_.emit(relax.op.max(flags, call.attrs.axis,
+                                                      call.attrs.keepdims))
+                nan = self.builder_.emit(relax.op.greater(hit, relax.const(0.0, dtype)))
+                return relax.op.where(nan, relax.const(float("nan"), dtype), reduced)
             if name == "relax.nn.max_pool2d":
                 # A window holding NaN gives NaN (PyTorch, onnx.reference); the vector max
                 # alone would keep whatever follows the NaN in the window.

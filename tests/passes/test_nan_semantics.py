@@ -83,3 +83,40 @@ def test_a_max_pool_window_holding_nan_gives_nan_like_pytorch():
     got = compiled(x)
     assert np.isnan(want).sum() == 3 and np.array_equal(np.isnan(got), np.isnan(want))
     np.testing.assert_array_equal(np.nan_to_num(got), np.nan_to_num(want))
+
+
+@pytest.mark.parametrize("op", ["Max", "Min"])
+def test_elementwise_max_and_min_with_a_nan_operand_give_nan_like_onnxruntime(op):
+    graph = helper.make_graph(
+        [helper.make_node(op, ["a", "b"], ["y"])], "g",
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, [2, 8]) for n in "ab"],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 8])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
+                              ir_version=10).SerializeToString()
+    rng = np.random.default_rng(2)
+    a, b = (rng.standard_normal((2, 8)).astype(np.float32) for _ in range(2))
+    a[0, 1] = b[0, 2] = a[1, 3] = b[1, 3] = np.nan
+    b[1, 6] = np.inf
+    got = lc.build(model)(a, b)
+    want = ort.InferenceSession(model, providers=["CPUExecutionProvider"]).run(
+        None, {"a": a, "b": b})[0]
+    assert np.isnan(want).sum() == 3 and np.array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_array_equal(np.nan_to_num(got), np.nan_to_num(want))
+
+
+@pytest.mark.parametrize("op", ["ReduceMax", "ReduceMin"])
+def test_a_max_or_min_reduction_over_nan_gives_nan_like_onnx_reference(op):
+    from onnx.reference import ReferenceEvaluator
+
+    graph = helper.make_graph(
+        [helper.make_node(op, ["x"], ["y"], axes=[2, 3], keepdims=0)], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 5, 5])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
+                              ir_version=10)
+    x = np.random.default_rng(3).standard_normal((1, 4, 5, 5)).astype(np.float32)
+    x[0, 0, 0, 0] = x[0, 2, 4, 4] = x[0, 3, 2, 1] = np.nan
+    got = lc.build(model.SerializeToString())(x)
+    want = ReferenceEvaluator(model).run(None, {"x": x})[0]
+    assert np.isnan(want).sum() == 3 and np.array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_array_equal(np.nan_to_num(got), np.nan_to_num(want))
