@@ -172,6 +172,22 @@ def add_func(shape: tuple[int, ...], za: int, ma: int, zb: int, mb: int, shift: 
     return _elementwise(shape, [("A", "int8"), ("B", "int8")], "add", body)
 
 
+def rescale_func(shape: tuple[int, ...], zi: int, multiplier: int, shift: int,
+                 zo: int) -> Any:
+    """int8 -> int8 in another quantization (see ``reference.rescale``)."""
+    from tvm import tirx
+
+    def i64(v: int) -> Any:
+        return tirx.const(v, "int64")
+
+    def body(q: Any) -> Any:
+        acc = (tirx.Cast("int64", q) - i64(zi)) * i64(multiplier) + i64(1 << (shift - 1))
+        return tirx.Cast("int8", tirx.max(tirx.min(
+            tirx.shift_right(acc, i64(shift)) + i64(zo), i64(127)), i64(-128)))
+
+    return _elementwise(shape, [("Q", "int8")], "rescale", body)
+
+
 def clamp_func(shape: tuple[int, ...], lo: int, hi: int) -> Any:
     """int8 clamp in the input's own quantization (ReLU: ``lo = zero_point``; ReLU6 also
     ``hi = zero_point + round(6 / scale)``)."""

@@ -129,6 +129,13 @@ def add(a: np.ndarray, b: np.ndarray, za: int, ma: int, zb: int, mb: int, shift:
     return np.clip(((acc + (1 << (shift - 1))) >> shift) + zo, lo, hi).astype(np.int8)
 
 
+def rescale(q: np.ndarray, zi: int, multiplier: int, shift: int, zo: int) -> np.ndarray:
+    """int8 in one quantization -> int8 in another:
+    ``clamp(((q - zi) * multiplier + 2**(shift-1) >> shift) + zo, -128, 127)``."""
+    acc = (q.astype(np.int64) - zi) * multiplier
+    return np.clip(((acc + (1 << (shift - 1))) >> shift) + zo, -128, 127).astype(np.int8)
+
+
 def matmul(a: np.ndarray, b: np.ndarray, za: int, zb: int, multiplier: int, shift: int,
            zero_point: int, lo: int, hi: int) -> np.ndarray:
     """Activation x activation int8 matmul (batched over leading axes):

@@ -101,20 +101,43 @@ class ClampParams:
 
 # --- fixed-point helpers ---------------------------------------------------------------------
 
-def quantize_weights(weight: np.ndarray, per_channel: bool = True
-                     ) -> tuple[np.ndarray, np.ndarray]:
+def quantize_weights(weight: np.ndarray, per_channel: bool = True,
+                     min_scale: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Symmetric int8 weights over the last axis (output channel): ``(w_q, scale)``.
 
     An all-zero channel gets scale ``1/127`` (any finite value represents zeros exactly).
+    ``min_scale`` (per channel) raises a channel's scale where a finer one would not do, e.g.
+    where the int32 bias would overflow (see :func:`bias_safe_scale`).
     """
     w = np.asarray(weight, np.float64)
     axes = tuple(range(w.ndim - 1))
     peak = np.abs(w).max(axis=axes) if per_channel else np.full(w.shape[-1], np.abs(w).max())
     if not np.all(np.isfinite(peak)):
         raise QuantizationError("weights contain NaN or Inf; they cannot be quantized")
-    scale = np.where(peak > 0, peak / 127.0, 1.0 / 127.0).astype(np.float32).astype(np.float64)
+    scale = np.where(peak > 0, peak / 127.0, 1.0 / 127.0)
+    if min_scale is not None:
+        scale = np.maximum(scale, min_scale)
+    scale = scale.astype(np.float32).astype(np.float64)
     w_q = np.clip(np.round(w / scale), -127, 127).astype(np.int8)
     return w_q, scale
+
+
+#: The largest int32 bias a GEMM layer gets: 2^30 leaves the other half of the int32 range
+#: to the input zero point's correction and the products.
+BIAS_LIMIT = 2.0 ** 30
+
+
+def bias_safe_scale(bias: np.ndarray, input_scale: float) -> np.ndarray:
+    """The smallest weight scale per channel at which ``bias / (input_scale * w_scale)``
+    fits in :data:`BIAS_LIMIT`.
+
+    A channel whose weights are all but zero (a pruned or dead channel of a pretrained
+    network, after batch-norm folding) but whose bias is not would otherwise get a tiny
+    weight scale and an int32 bias that saturates: its output would be wrong by the whole
+    bias. At this scale its weights round to (nearly) zero, an error bounded by half the scale,
+    and the bias stays exact (onnxruntime's quantizer makes the same adjustment).
+    """
+    return np.abs(np.asarray(bias, np.float64)) / (float(input_scale) * BIAS_LIMIT)
 
 
 def fixed_point(real: float) -> tuple[int, int]:
@@ -127,6 +150,16 @@ def fixed_point(real: float) -> tuple[int, int]:
         raise QuantizationError(f"requantization scale {real:g} is too large for int32 "
                                 "arithmetic; check the calibration ranges")
     return quantize_multiplier(real)
+
+
+def rescale_params(real: float) -> tuple[int, int]:
+    """(multiplier, shift) for an int8 -> int8 rescale by ``real`` (an input scale over an
+    output scale): ``multiplier / 2**shift ~= real`` with 30 bits of precision."""
+    exponent = int(np.frexp(real)[1])
+    if 30 - exponent < 1:
+        raise QuantizationError(f"input/output scale ratio {real:g} is too large")
+    shift = int(np.clip(30 - exponent, 1, 62))
+    return round(real * 2**shift), shift
 
 
 def clamp_bounds(act: str | None, out: QParams) -> tuple[int, int]:

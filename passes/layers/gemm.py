@@ -13,6 +13,7 @@ from lepton_compiler.passes.layers.base import (
     EmitContext,
     Layer,
     QParams,
+    bias_safe_scale,
     clamp_bounds,
     fixed_point,
     quantize_weights,
@@ -42,12 +43,13 @@ GEMM_RULES = (rules.int8_operands, rules.fits_sram)
 
 def gemm_params(layer: Layer, x: QParams, out: QParams, per_channel: bool) -> GemmParams:
     """Quantize the weights and fold bias, zero point and scales into integers."""
-    w_q, w_scale = quantize_weights(layer.weight, per_channel)
-    channels = w_q.shape[-1]
-    acc_scale = x.scale * w_scale
+    channels = layer.weight.shape[-1]
     bias = layer.bias if layer.bias is not None else np.zeros(channels)
     if not np.all(np.isfinite(bias)):
         raise QuantizationError(f"{layer.name}: the bias contains NaN or Inf")
+    w_q, w_scale = quantize_weights(layer.weight, per_channel,
+                                    bias_safe_scale(bias, x.scale))
+    acc_scale = x.scale * w_scale
     w_sum = w_q.reshape(-1, channels).astype(np.int64).sum(axis=0)
     bias_q = np.round(bias / acc_scale).astype(np.int64) - x.zero_point * w_sum
     bias_q = np.clip(bias_q, -(2**31), 2**31 - 1).astype(np.int32)

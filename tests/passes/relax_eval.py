@@ -58,6 +58,10 @@ def _call(op: str, args: list, attrs: Any, ret: Any) -> Any:
         return args[0] @ args[1]
     if op == "relax.concat":
         return torch.cat(list(args[0]), dim=int(attrs.axis))
+    if op == "relax.nn.pad":
+        width = _ints(attrs.pad_width)  # (before, after) per axis, first axis first
+        pairs = [v for i in reversed(range(0, len(width), 2)) for v in width[i:i + 2]]
+        return F.pad(args[0], pairs, value=float(attrs.pad_value))
     if op == "relax.permute_dims":
         return args[0].permute(*_ints(attrs.axes))
     raise NotImplementedError(op)

@@ -1,32 +1,27 @@
-"""CancelTransposes: Before/Expected structure, and the nothing-matches case."""
+"""CancelTransposes: Before/Expected structure for each way a transpose moves, the
+nothing-to-cancel cases, and the numbers (the pass must not change what the model computes)."""
 
 from __future__ import annotations
 
+import numpy as np
 import tvm
 from tvm import relax
 
 from lepton_compiler.passes.cancel_transposes import CancelTransposes
 
+from .relax_eval import evaluate
 
-def _sandwich(second_axes):
+NHWC = (1, 4, 5, 8)
+TO_NCHW, TO_NHWC = [0, 3, 1, 2], [0, 2, 3, 1]
+
+
+def _module(body, shape=NHWC):
     bb = relax.BlockBuilder()
-    x = relax.Var("x", relax.TensorType((1, 4, 4, 8), "float32"))
+    x = relax.Var("x", relax.TensorType(shape, "float32"))
     with bb.function("main", [x]):
         with bb.dataflow():
-            a = bb.emit(relax.op.permute_dims(x, [0, 3, 1, 2]))
-            b = bb.emit(relax.op.clip(a, 0.0, 6.0))
-            c = bb.emit_output(relax.op.permute_dims(b, second_axes))
-        bb.emit_func_output(c)
-    return bb.get()
-
-
-def _expected():
-    bb = relax.BlockBuilder()
-    x = relax.Var("x", relax.TensorType((1, 4, 4, 8), "float32"))
-    with bb.function("main", [x]):
-        with bb.dataflow():
-            c = bb.emit_output(relax.op.clip(x, 0.0, 6.0))
-        bb.emit_func_output(c)
+            out = bb.emit_output(body(bb, x))
+        bb.emit_func_output(out)
     return bb.get()
 
 
@@ -34,11 +29,63 @@ def _clean(mod):
     return relax.transform.DeadCodeElimination()(relax.transform.Normalize()(mod))
 
 
+def _sandwich(second_axes):
+    def body(bb, x):
+        a = bb.emit(relax.op.permute_dims(x, TO_NCHW))
+        b = bb.emit(relax.op.clip(a, 0.0, 6.0))
+        return relax.op.permute_dims(b, second_axes)
+    return _module(body)
+
+
 def test_transposes_that_cancel_around_clip_are_removed():
-    after = _clean(CancelTransposes()(_sandwich([0, 2, 3, 1])))
-    tvm.ir.assert_structural_equal(after, _expected())
+    after = _clean(CancelTransposes()(_sandwich(TO_NHWC)))
+    tvm.ir.assert_structural_equal(after, _module(lambda bb, x: relax.op.clip(x, 0.0, 6.0)))
 
 
-def test_nothing_matches_leaves_the_module_unchanged():
-    before = _sandwich([0, 1, 3, 2])  # the second permutation does not undo the first
-    tvm.ir.assert_structural_equal(_clean(CancelTransposes()(before)), _clean(before))
+def test_a_transpose_sinks_through_clip_and_pad_with_the_pad_widths_permuted():
+    def before(bb, x):
+        a = bb.emit(relax.op.permute_dims(x, TO_NCHW))
+        b = bb.emit(relax.op.clip(a, 0.0, 6.0))
+        c = bb.emit(relax.op.nn.pad(b, [0, 0, 0, 0, 0, 1, 2, 3], "constant", 0.0))
+        d = bb.emit(relax.op.multiply(c, relax.const(2.0, "float32")))
+        return relax.op.permute_dims(d, TO_NHWC)
+
+    def expected(bb, x):
+        b = bb.emit(relax.op.clip(x, 0.0, 6.0))
+        c = bb.emit(relax.op.nn.pad(b, [0, 0, 0, 1, 2, 3, 0, 0], "constant", 0.0))
+        return relax.op.multiply(c, relax.const(2.0, "float32"))
+
+    mod = _module(before)
+    after = _clean(CancelTransposes()(mod))
+    tvm.ir.assert_structural_equal(after, _module(expected))
+    x = np.random.default_rng(0).standard_normal(NHWC).astype(np.float32) * 4
+    np.testing.assert_array_equal(evaluate(after["main"], x), evaluate(mod["main"], x))
+
+
+def test_transposes_that_do_not_cancel_compose_into_one():
+    mod = _sandwich([0, 1, 3, 2])  # NCHW -> NCWH: together with the first, one transpose
+
+    def expected(bb, x):
+        b = bb.emit(relax.op.clip(x, 0.0, 6.0))
+        return relax.op.permute_dims(b, [0, 3, 2, 1])
+
+    after = _clean(CancelTransposes()(mod))
+    tvm.ir.assert_structural_equal(after, _module(expected))
+    x = np.random.default_rng(1).standard_normal(NHWC).astype(np.float32) * 4
+    np.testing.assert_array_equal(evaluate(after["main"], x), evaluate(mod["main"], x))
+
+
+def test_a_transpose_with_two_uses_or_before_another_op_stays():
+    def two_uses(bb, x):
+        a = bb.emit(relax.op.permute_dims(x, TO_NCHW))
+        b = bb.emit(relax.op.clip(a, 0.0, 6.0))
+        return relax.op.add(b, a)
+
+    def other_op(bb, x):
+        a = bb.emit(relax.op.permute_dims(x, TO_NCHW))
+        return relax.op.sum(a, axis=[1])
+
+    for body in (two_uses, other_op):
+        before = _clean(_module(body))
+        tvm.ir.assert_structural_equal(_clean(CancelTransposes()(before)), before)
+    assert CancelTransposes().info.name == "lepton.CancelTransposes"

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 import lepton_compiler as lc
 from lepton_compiler.passes.layers import REGISTRY, candidates, compute_kinds, kind_of
@@ -47,7 +48,26 @@ class _Attention(nn.Module):
         return torch.matmul(scores, x) + x
 
 
-MODELS = {"convs": (_Convs, (2, 3, 8, 8)), "attention": (_Attention, (2, 8, 16))}
+class _Layout(nn.Module):
+    """pad (TF-style "same", asymmetric, between a ReLU6 and a conv), concat of two inputs in
+    different quantizations, strided_slice."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(3, 8, 3, padding=1)
+        self.b = nn.Conv2d(8, 8, 3, stride=2)
+        self.c = nn.Conv2d(3, 4, 3, stride=2, padding=1)
+        with torch.no_grad():
+            self.c.weight.mul_(3.0)  # another range: concat rescales it
+
+    def forward(self, x):
+        y = self.b(F.pad(torch.clamp(self.a(x), 0.0, 6.0), (0, 1, 0, 1)))
+        z = torch.cat([y, self.c(x)], dim=1)
+        return z[:, 2:10, 1:3, :]
+
+
+MODELS = {"convs": (_Convs, (2, 3, 8, 8)), "attention": (_Attention, (2, 8, 16)),
+          "layout": (_Layout, (2, 3, 8, 8))}
 
 
 def _build(name: str, fuse: bool):
@@ -89,7 +109,7 @@ def test_each_kind_declares_its_pattern_and_documentation():
         assert kind.pattern and kind.int8_kernel and kind.runs_on
         assert kind_of(kind.name) is kind and kind in candidates(kind.ops[0])
     assert candidates("relax.matmul")[0].name == "dense"  # a constant weight wins
-    assert set(compute_kinds()) == {"conv2d", "dense", "matmul", "add"}
+    assert set(compute_kinds()) == {"conv2d", "dense", "matmul", "add", "concat"}
     assert kind_of("float") is None and candidates("relax.nn.softmax") == []
 
 
@@ -106,3 +126,20 @@ def test_typed_parameters_are_frozen_dataclasses(fused):
         field = dataclasses.fields(params)[0].name
         with pytest.raises(dataclasses.FrozenInstanceError):
             setattr(params, field, 0)
+
+
+def test_pad_concat_and_slice_run_in_int8_within_a_step_or_two_of_float():
+    compiled, x = _build("layout", fuse=True)
+    qg = compiled.quantization.graph
+    kinds = {lay.kind: lay for lay in qg.graph.layers if lay.name in qg.quantized}
+    assert {"pad", "concat", "strided_slice"} <= set(kinds)
+    assert [lay.kind for lay in qg.graph.layers if lay.name not in qg.quantized] == \
+        ["permute_dims"] * 2  # the float input, once per conv that reads it: no islands
+    pad = qg.params[kinds["pad"].name]
+    assert pad.value == qg.tensors[kinds["pad"].inputs[0]].zero_point  # zero pads with zp
+    assert sum(r is not None for r in qg.params[kinds["concat"].name].rescale) == 1
+    cls, _ = MODELS["layout"]
+    torch.manual_seed(0)
+    want = cls().eval()(torch.from_numpy(x)).detach().numpy()
+    step = qg.tensors[qg.graph.outputs[0]].scale
+    assert np.abs(compiled(x) - want).max() <= 2 * step
