@@ -23,6 +23,15 @@ import numpy as np
 
 METHODS = ("minmax", "percentile", "entropy", "mse")
 BINS = 2048
+#: Values at or beyond this magnitude (and +-inf) are sentinels, not data: the additive
+#: attention masks of transformers hold -inf or ``finfo(float32).min`` where a token is
+#: padding. Ranges come from the other values; a tensor holding sentinels stays float.
+SENTINEL = 1e30
+
+
+def sentinel_mask(x: np.ndarray) -> np.ndarray:
+    """Where ``x`` holds sentinel values (+-inf or magnitude >= :data:`SENTINEL`)."""
+    return np.abs(x) >= SENTINEL
 
 
 @dataclass
@@ -33,16 +42,28 @@ class Stats:
     max: float = -np.inf
     count: int = 0
     hist: np.ndarray | None = None
+    sentinels: int = 0   # how many sentinel values (see SENTINEL) were left out
 
     def update_range(self, x: np.ndarray) -> None:
-        self.min = min(self.min, float(x.min()))
-        self.max = max(self.max, float(x.max()))
+        x = self._data(x, count=True)
+        if x.size:
+            self.min = min(self.min, float(x.min()))
+            self.max = max(self.max, float(x.max()))
         self.count += x.size
+
+    def _data(self, x: np.ndarray, count: bool = False) -> np.ndarray:
+        special = sentinel_mask(x)
+        if not special.any():
+            return x
+        if count:
+            self.sentinels += int(special.sum())
+        return x[~special]
 
     def start_histogram(self) -> None:
         self.hist = np.zeros(BINS, np.int64)
 
     def update_histogram(self, x: np.ndarray) -> None:
+        x = self._data(x)
         if self.max <= self.min:
             self.hist[0] += x.size
             return
@@ -53,6 +74,8 @@ class Stats:
 
 def choose_range(stats: Stats, method: str, percentile: float = 99.99) -> tuple[float, float]:
     """The ``(lo, hi)`` range ``method`` picks from ``stats`` (always including 0)."""
+    if stats.min > stats.max:  # nothing but sentinels
+        return 0.0, 0.0
     lo, hi = min(stats.min, 0.0), max(stats.max, 0.0)
     if method == "minmax" or stats.hist is None or stats.max <= stats.min or hi - lo == 0:
         return lo, hi

@@ -49,8 +49,13 @@ class QuantizedGraph:
 
 
 def plan_quantization(graph: LayerGraph, ranges: dict[str, tuple[float, float]],
-                      skip: set[str], per_channel: bool = True) -> QuantizedGraph:
-    """Decide which layers run in int8 and fix their integer parameters."""
+                      skip: set[str], per_channel: bool = True,
+                      sentinels: set[str] = frozenset()) -> QuantizedGraph:
+    """Decide which layers run in int8 and fix their integer parameters.
+
+    A layer that would quantize a tensor holding sentinel values (``sentinels``: -inf or
+    ``finfo.min`` attention masks, seen in calibration) stays float: int8 cannot carry them.
+    """
     qg = QuantizedGraph(graph, {}, set())
     for layer in graph.layers:
         if layer.kind == "float":
@@ -64,6 +69,12 @@ def plan_quantization(graph: LayerGraph, ranges: dict[str, tuple[float, float]],
             continue  # layout/pooling of a float tensor stays float (not worth listing)
         if any(graph.tensors[t].dtype != "float32" for t in layer.inputs):
             qg.float_layers[layer.name] = "its input is not float32"
+            continue
+        held = [t for t in (*layer.inputs, layer.output) if t in sentinels]
+        if held:
+            qg.float_layers[layer.name] = (
+                f"tensor {held[0]!r} holds mask values (-inf or beyond +-1e30) in "
+                "calibration, which int8 cannot carry")
             continue
         for t in layer.inputs:
             if not qg.is_int8(t) and t not in qg.tensors:

@@ -84,10 +84,16 @@ class CalibrationTable:
     method: str
     percentile: float
     signature: str
-    tensors: dict[str, dict[str, Any]]   # name -> {"shape", "min", "max", "lo", "hi"}
+    # name -> {"shape", "min", "max", "lo", "hi"} and "sentinels" (a count) where calibration
+    # saw mask values (-inf, finfo.min): the range is of the other values.
+    tensors: dict[str, dict[str, Any]]
 
     def ranges(self) -> dict[str, tuple[float, float]]:
         return {name: (t["lo"], t["hi"]) for name, t in self.tensors.items()}
+
+    def sentinels(self) -> set[str]:
+        """Tensors that held sentinel values (+-inf, or beyond +-1e30: attention masks)."""
+        return {name for name, t in self.tensors.items() if t.get("sentinels")}
 
     def to_json(self) -> str:
         return json.dumps({"version": TABLE_VERSION, "method": self.method,
@@ -117,7 +123,9 @@ class CalibrationTable:
         try:
             tensors = {str(k): {"shape": [int(d) for d in v["shape"]],
                                 "min": float(v["min"]), "max": float(v["max"]),
-                                "lo": float(v["lo"]), "hi": float(v["hi"])}
+                                "lo": float(v["lo"]), "hi": float(v["hi"]),
+                                **({"sentinels": int(v["sentinels"])}
+                                   if "sentinels" in v else {})}
                        for k, v in raw["tensors"].items()}
             table = cls(str(raw["method"]), float(raw["percentile"]), str(raw["signature"]),
                         tensors)
@@ -299,13 +307,20 @@ def calibrate(mod: Any, config: QuantConfig, executor: Any) -> tuple[LayerGraph,
     stats = {n: Stats() for n in [*graph.inputs, *observed]
              if graph.tensors[n].dtype == "float32"}
     passes = 1 if config.method == "minmax" else 2
+    # Compute layers: their output -> their inputs (all finite in, inf out: an overflow).
+    overflowing = {lay.output: lay.inputs for lay in graph.layers if lay.kind in COMPUTE_KINDS}
 
     def values(sample: dict[str, np.ndarray], index: int) -> dict[str, np.ndarray]:
         outs = model(sample)
         outs = outs if isinstance(outs, tuple) else (outs,)
         got = {**{n: sample[n] for n in graph.inputs}, **dict(zip(observed, outs, strict=True))}
         for n, v in got.items():
-            if n in stats and not np.all(np.isfinite(v)):
+            # -inf/finfo.min from a mask is data (a sentinel, see passes/calibrate.py); NaN,
+            # or inf out of a matrix product or sum of finite inputs, is the float model
+            # overflowing.
+            if n in stats and (np.isnan(v).any() or (
+                    n in overflowing and not np.all(np.isfinite(v))
+                    and all(np.all(np.isfinite(got[i])) for i in overflowing[n] if i in got))):
                 raise CalibrationError(f"tensor {n!r} is NaN or Inf on calibration sample "
                                        f"{index}; the float model overflows on it")
         return got
@@ -326,6 +341,8 @@ def calibrate(mod: Any, config: QuantConfig, executor: Any) -> tuple[LayerGraph,
         lo, hi = choose_range(st, config.method, float(config.percentile))
         tensors[n] = {"shape": list(graph.tensors[n].shape), "min": st.min, "max": st.max,
                       "lo": float(lo), "hi": float(hi)}
+        if st.sentinels:
+            tensors[n]["sentinels"] = st.sentinels
     table = CalibrationTable(config.method, float(config.percentile), signature, tensors)
     return graph, _apply_overrides(table, config)
 
@@ -343,7 +360,8 @@ def plan(graph: LayerGraph, table: CalibrationTable, config: QuantConfig) -> Qua
     """Stage ``quantize``: which layers run in int8 and their integer parameters (the
     ``partition`` stage emits the module)."""
     skip = set(config.skip) | {n for n, o in config.overrides.items() if o.get("float")}
-    return plan_quantization(graph, table.ranges(), skip, bool(config.per_channel))
+    return plan_quantization(graph, table.ranges(), skip, bool(config.per_channel),
+                             table.sentinels())
 
 
 def load_samples(path: str | os.PathLike) -> list[Any]:
