@@ -34,10 +34,10 @@ from lepton_compiler.errors import (
     UnsupportedOperatorError,
 )
 from lepton_compiler.lower import artifact, lowering, plan_builder
-from lepton_compiler.optimize import pruning, quantization
+from lepton_compiler.optimize import accuracy_control, pruning, quantization
 from lepton_compiler.options import BuildOptions
 from lepton_compiler.passes.nan_semantics import PropagateNaN
-from lepton_compiler.passes.qgraph import LayerGraph, read_graph
+from lepton_compiler.passes.qgraph import COMPUTE_KINDS, LayerGraph, read_graph
 from lepton_compiler.passes.quantize import PartitionInt8, QuantizedGraph
 from lepton_compiler.passes.value_guards import GuardValues, guard_sites
 from lepton_compiler.progress import progress as progress_bar
@@ -152,7 +152,40 @@ def quantize_graph(mod: Any, options: BuildOptions, host: HostTarget, run: Run
         graph, table = quantization.calibrate(mod, config, host_executor(host, "calibration"))
     with run.stage("quantize"):
         qg = quantization.plan(graph, table, config)
+        if config.max_drop is not None:
+            qg = _control_accuracy(mod, graph, table, qg, config, host)
     return graph, table, qg
+
+
+def _control_accuracy(mod: Any, graph: LayerGraph, table: quantization.CalibrationTable,
+                      qg: QuantizedGraph, config: quantization.QuantConfig,
+                      host: HostTarget) -> QuantizedGraph:
+    """Accuracy control (``max_drop``): revert the layers with the largest own error until
+    the validation score is within the bound (``optimize/accuracy_control.py``)."""
+    from lepton_compiler.passes.quantize import emit
+
+    execute = host_executor(host, "accuracy control")
+    inputs, outputs = list(graph.inputs), list(graph.outputs)
+    samples = [quantization.sample_dict(s, graph, f"calibration sample {i}")
+               for i, s in enumerate(config.calibration_data or [])][:8]
+    if samples:
+        report = quant_analysis.analyze(mod, graph, table, qg, samples,
+                                        host_executor(host, "analysis"))
+        ranking = [r.layer for r in sorted(report.layers,
+                                           key=lambda r: (r.isolated_sqnr_db, r.layer))]
+    else:  # a table without samples: latest layers first (no error estimate to rank by)
+        ranking = [lay.name for lay in reversed(graph.layers) if lay.name in qg.quantized
+                   and lay.kind in COMPUTE_KINDS]
+    chosen, measured = accuracy_control.control(
+        lambda reverted: quantization.plan(graph, table, config, reverted),
+        lambda plan: execute(emit(plan), inputs, outputs),
+        execute(mod, inputs, outputs), ranking, config.validation, float(config.max_drop),
+        config.progress)
+    chosen.accuracy = measured.to_dict()
+    logger.info("accuracy control: float %.4f, int8 %.4f -> %.4f with %d layer(s) in float",
+                measured.float_metric, measured.int8_metric, measured.final_metric,
+                len(measured.reverted))
+    return chosen
 
 
 def partition(mod: Any, graph: LayerGraph, qg: QuantizedGraph | None,

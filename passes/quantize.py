@@ -42,6 +42,7 @@ class QuantizedGraph:
     quantized: set[str]                          # names of layers that run in integers
     params: dict[str, Any] = field(default_factory=dict)  # name -> the kind's parameters
     float_layers: dict[str, str] = field(default_factory=dict)  # name -> reason
+    accuracy: dict[str, Any] | None = None       # what accuracy control measured, if it ran
 
     def is_int8(self, tensor: str) -> bool:
         producer = self.graph.producer(tensor)

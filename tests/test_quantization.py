@@ -243,6 +243,9 @@ def test_skip_and_overrides_control_layers(digits):
     ({"skip": "dense_1"}, "list of layer names"),
     ({"overrides": {"conv2d_0": {"range": (1.0, 1.0)}}}, "lo < hi"),
     ({"overrides": {"conv2d_0": {"scale": 1.0}}}, "'float' and/or 'range'"),
+    ({"max_drop": 0.01}, "needs validation="),
+    ({"max_drop": -0.1, "validation": len}, "finite number >= 0"),
+    ({"validation": len}, "used with max_drop="),
 ])
 def test_bad_config_is_an_option_error(kwargs, match):
     config = lc.QuantConfig(calibration_data=[np.zeros((1, 64), np.float32)], **kwargs)
@@ -424,3 +427,35 @@ def test_analysis_needs_data_to_measure_on(tmp_path):
         lc.analyze_quantization(model, (x,), quantize=lc.QuantConfig(table=table))
     with pytest.raises(lc.CalibrationError, match="analysis data is empty"):
         lc.analyze_quantization(model, (x,), quantize=lc.QuantConfig(table=table), data=[])
+
+
+def test_max_drop_keeps_the_fewest_layers_float_that_hold_the_bound(digits):
+    data, model, _, _, calib = digits
+
+    def validation(m):
+        return datasets.accuracy(m, data.x_test, data.y_test, BATCH)[0]
+
+    # A range far too narrow for conv2d_1's output wrecks that layer (and only that one).
+    config = lc.QuantConfig(calibration_data=calib, max_drop=0.005, validation=validation,
+                            overrides={"conv2d_1": {"range": (-0.002, 0.002)}})
+    compiled = lc.build(model, (data.x_test[:BATCH],), target="lepton", quantize=config)
+    control = compiled.quantization.summary()["accuracy"]
+    assert control["float_metric"] - control["int8_metric"] > 0.005  # it had to act
+    assert control["drop"] <= 0.005 and "conv2d_1" in control["reverted"]
+    compute = [n for n in compiled.quantization.summary()["quantized"]
+               if n.startswith(("conv2d", "dense", "add"))]
+    assert len(control["reverted"]) <= 2 and len(compute) >= 4  # the rest stays int8
+    # The artifact built is the plan that was measured.
+    assert validation(compiled) == pytest.approx(control["final_metric"])
+    assert "accuracy control" in compiled.quantization.summary()["float"]["conv2d_1"]
+
+
+def test_a_failing_validation_function_is_reported_as_such(digits):
+    data, model, _, _, calib = digits
+
+    def broken(m):
+        raise KeyError("labels")
+
+    config = lc.QuantConfig(calibration_data=calib[:2], max_drop=0.01, validation=broken)
+    with pytest.raises(lc.QuantizationError, match="validation function failed on the float"):
+        lc.build(model, (data.x_test[:BATCH],), target="lepton", quantize=config)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,6 +61,13 @@ class QuantConfig:
         and no calibration is run.
     progress
         Show a progress bar while calibrating (default: when stderr is a terminal).
+    max_drop, validation
+        Accuracy control: ``validation(model) -> float`` scores a model (higher is better;
+        ``model(*inputs)`` returns its outputs like a :class:`~lepton_compiler.CompiledModel`).
+        With ``max_drop``, layers whose own int8 error is largest go back to float, one at a
+        time, until the score is within ``max_drop`` of the float model's
+        (:mod:`lepton_compiler.optimize.accuracy_control`); ``summary()["accuracy"]`` says
+        what was measured and which layers stayed float.
     """
 
     calibration_data: Iterable[Any] | None = None
@@ -71,6 +78,8 @@ class QuantConfig:
     overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     table: CalibrationTable | str | os.PathLike | None = None
     progress: bool | None = None
+    max_drop: float | None = None
+    validation: Callable[[Any], float] | None = None
 
 
 @dataclass
@@ -149,10 +158,13 @@ class QuantizationResult:
 
     def summary(self) -> dict[str, Any]:
         """Quantized layers, float layers with the reason, and the method."""
-        return {"method": self.table.method,
-                "quantized": [lay.name for lay in self.graph.graph.layers
-                              if lay.name in self.graph.quantized],
-                "float": dict(self.graph.float_layers)}
+        summary = {"method": self.table.method,
+                   "quantized": [lay.name for lay in self.graph.graph.layers
+                                 if lay.name in self.graph.quantized],
+                   "float": dict(self.graph.float_layers)}
+        if self.graph.accuracy is not None:
+            summary["accuracy"] = self.graph.accuracy
+        return summary
 
     def reference(self, *args: Any, **kwargs: Any) -> Any:
         """Run the integer semantics in numpy (the bit-exact oracle of the compiled model)."""
@@ -176,6 +188,16 @@ def check_config(config: Any) -> QuantConfig:
         raise OptionError(f"percentile must lie in (50, 100], got {config.percentile}")
     if config.calibration_data is None and config.table is None:
         raise OptionError("QuantConfig needs calibration_data or a calibration table")
+    if config.max_drop is not None:
+        drop = config.max_drop
+        if isinstance(drop, bool) or not isinstance(drop, (int, float)) or \
+                not np.isfinite(drop) or drop < 0:
+            raise OptionError(f"max_drop must be a finite number >= 0, got {drop!r}")
+        if not callable(config.validation):
+            raise OptionError("max_drop= needs validation=, a function that scores a model "
+                              "(higher is better)")
+    elif config.validation is not None:
+        raise OptionError("validation= is used with max_drop=; pass both")
     if isinstance(config.skip, str):
         raise OptionError("skip= takes a list of layer names, not a string")
     for name, override in config.overrides.items():
@@ -356,12 +378,20 @@ def _apply_overrides(table: CalibrationTable, config: QuantConfig) -> Calibratio
     return CalibrationTable(table.method, table.percentile, table.signature, tensors)
 
 
-def plan(graph: LayerGraph, table: CalibrationTable, config: QuantConfig) -> QuantizedGraph:
+def plan(graph: LayerGraph, table: CalibrationTable, config: QuantConfig,
+         reverted: set[str] = frozenset()) -> QuantizedGraph:
     """Stage ``quantize``: which layers run in int8 and their integer parameters (the
-    ``partition`` stage emits the module)."""
+    ``partition`` stage emits the module); ``reverted``: layers accuracy control keeps in
+    float."""
     skip = set(config.skip) | {n for n, o in config.overrides.items() if o.get("float")}
-    return plan_quantization(graph, table.ranges(), skip, bool(config.per_channel),
-                             table.sentinels())
+    qg = plan_quantization(graph, table.ranges(), skip, bool(config.per_channel),
+                           table.sentinels())
+    if reverted:
+        qg = plan_quantization(graph, table.ranges(), skip | set(reverted),
+                               bool(config.per_channel), table.sentinels())
+        for name in reverted:
+            qg.float_layers[name] = "kept in float by accuracy control (max_drop)"
+    return qg
 
 
 def load_samples(path: str | os.PathLike) -> list[Any]:
