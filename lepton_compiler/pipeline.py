@@ -149,7 +149,12 @@ def quantize_graph(mod: Any, options: BuildOptions, host: HostTarget, run: Run
     """calibrate → quantize: the layer graph, its calibration table and integer plan."""
     config = options.quantize
     with run.stage("calibrate"):
-        graph, table = quantization.calibrate(mod, config, host_executor(host, "calibration"))
+        if config is None:  # a pre-quantized model: its QDQ pairs are the table
+            graph, table = quantization.prequantized(mod)
+            config = quantization.QuantConfig(table=table)
+        else:
+            graph, table = quantization.calibrate(mod, config,
+                                                  host_executor(host, "calibration"))
     with run.stage("quantize"):
         qg = quantization.plan(graph, table, config)
         if config.max_drop is not None:
@@ -372,7 +377,9 @@ def _build(model: Any, example_inputs: Any, options: BuildOptions, npu: LeptonTa
     imported, mod = head.imported, head.mod
     relax_ops = placement.relax_op_count(mod)
     graph, table, qg = read_graph(mod["main"]), None, None
-    if options.quantize is not None:
+    if options.quantize is not None or (graph.fixed and npu is not None):
+        # A pre-quantized model (QuantizeLinear/DequantizeLinear pairs) compiles to int8
+        # layers with its own scales for the Lepton target, without calibration data.
         graph, table, qg = quantize_graph(mod, options, host, run)
     ops, int8_mod = partition(mod, graph, qg, npu, host, options, run)
     mod = int8_mod if int8_mod is not None else mod

@@ -43,8 +43,19 @@ class Stats:
     count: int = 0
     hist: np.ndarray | None = None
     sentinels: int = 0   # how many sentinel values (see SENTINEL) were left out
+    # Per channel (the last axis), for tensors that may get one scale per channel.
+    channel_min: np.ndarray | None = None
+    channel_max: np.ndarray | None = None
+    channels: bool = False
 
     def update_range(self, x: np.ndarray) -> None:
+        if self.channels and x.ndim and not sentinel_mask(x).any():
+            flat = x.reshape(-1, x.shape[-1])
+            lo, hi = flat.min(axis=0).astype(np.float64), flat.max(axis=0).astype(np.float64)
+            self.channel_min = lo if self.channel_min is None else \
+                np.minimum(self.channel_min, lo)
+            self.channel_max = hi if self.channel_max is None else \
+                np.maximum(self.channel_max, hi)
         x = self._data(x, count=True)
         if x.size:
             self.min = min(self.min, float(x.min()))

@@ -8,11 +8,13 @@ depthwise-separable network that leaves every ReLU6 and pad between two transpos
 wrong layout for the int8 rewrite: a conv's activation is not next to it, and every pad is a
 layout island.
 
-A transpose commutes with an elementwise op (``clip``, ``relu``, ``sigmoid``..., or a binary
-op with a scalar constant) and, with its widths permuted, with a pad. So a transpose whose
-only use is such an op moves below it, and on down the chain, until it meets another
-transpose: the two compose into one, or into nothing when they cancel. A transpose that
-reaches any other op stays (after the ops it passed), so the pass never adds one.
+A transpose commutes with an elementwise op (``clip``, ``relu``, ``sigmoid``..., a binary op
+with a scalar constant or with another tensor transposed the same way, a per-tensor quantize
+or dequantize), with a pad (its widths permuted) and with an NCHW pooling (which becomes
+the NHWC pooling). So a transpose that only such ops and other transposes read moves below
+them, and on down the chains, until it meets another transpose: the two compose into one,
+or into nothing when they cancel. A transpose that any other op reads stays where it is
+(and so do the ops below it), so the pass never adds one.
 
 Before::
 
@@ -41,6 +43,11 @@ UNARY = ("relax.clip", "relax.nn.relu", "relax.nn.leakyrelu", "relax.sigmoid", "
 SCALAR_BINARY = ("relax.add", "relax.subtract", "relax.multiply", "relax.divide",
                  "relax.maximum", "relax.minimum")
 PAD = "relax.nn.pad"
+#: A pre-quantized model's QuantizeLinear/DequantizeLinear, when per tensor.
+PER_TENSOR_QDQ = ("relax.quantize", "relax.dequantize")
+#: 2-D pooling: an NCHW pooling of NHWC data moved to NCHW is the NHWC pooling, moved.
+POOLS = ("relax.nn.max_pool2d", "relax.nn.avg_pool2d")
+NHWC_TO_NCHW = (0, 3, 1, 2)
 
 
 def _op(expr: Any) -> str:
@@ -62,18 +69,29 @@ def _scalar_const(expr: Any) -> bool:
 
 
 def _commutes(call: Any, var: Any) -> bool:
-    """``call`` is an op a transpose of ``var`` can move below."""
+    """``call`` is an op a transpose of ``var`` may move below (for a binary op of two
+    tensors, if the other operand turns out to be transposed the same way)."""
     from tvm import relax
 
     op = _op(call)
-    if not op or not call.args or not call.args[0].same_as(var):
+    if not op or not call.args:
+        return False
+    first = call.args[0].same_as(var)
+    if op in SCALAR_BINARY and len(call.args) == 2:
+        a, b = call.args
+        if isinstance(a, relax.Var) and isinstance(b, relax.Var):
+            return True
+        return first and _scalar_const(b)
+    if not first:
         return False
     if op in UNARY:
         return all(not isinstance(a, relax.Var) for a in call.args[1:])
     if op == PAD:
         return str(call.attrs.pad_mode) in ("constant", "edge", "reflect")
-    if op in SCALAR_BINARY:
-        return len(call.args) == 2 and _scalar_const(call.args[1])
+    if op in PER_TENSOR_QDQ:  # the axis attribute means nothing with one scale
+        return len(call.args) == 3 and all(_scalar_const(a) for a in call.args[1:])
+    if op in POOLS:
+        return str(call.attrs.layout) == "NCHW" and str(call.attrs.out_layout) == "NCHW"
     return False
 
 
@@ -84,15 +102,15 @@ def CancelTransposes() -> Any:
 
     from lepton_compiler import tvm_compat
 
-    def uses_and_consumers(func: Any) -> tuple[dict[Any, int], dict[Any, Any]]:
+    def uses_and_consumers(func: Any) -> tuple[dict[Any, int], dict[Any, list[Any]]]:
         uses: dict[Any, int] = {}
-        consumer: dict[Any, Any] = {}
+        consumer: dict[Any, list[Any]] = {}
 
         def count(expr: Any, owner: Any) -> None:
             def visit(e: Any) -> None:
                 if isinstance(e, relax.Var):
                     uses[e] = uses.get(e, 0) + 1
-                    consumer[e] = owner
+                    consumer.setdefault(e, []).append(owner)
             relax.analysis.post_order_visit(expr, visit)
 
         for block in func.body.blocks:
@@ -103,19 +121,22 @@ def CancelTransposes() -> Any:
 
     @relax.expr_functor.mutator
     class Sinker(relax.PyExprMutator):
-        def __init__(self, mod: Any, uses: dict[Any, int], consumer: dict[Any, Any]) -> None:
+        def __init__(self, mod: Any, uses: dict[Any, int],
+                     consumer: dict[Any, list[Any]]) -> None:
             super().__init__(mod)
             self.uses, self.consumer = uses, consumer
             self.pending: dict[Any, tuple[Any, tuple[int, ...]]] = {}  # var -> (src, axes)
+            self.bound: dict[Any, Any] = {}  # pending var -> its materialized transpose
 
         def _may_defer(self, var: Any) -> bool:
-            """``var`` (a transposed value) has one use, and it is a transpose or an op the
-            transpose can move below."""
-            if not isinstance(var, relax.DataflowVar) or self.uses.get(var, 0) != 1:
+            """``var`` (a transposed value) is read only by transposes and by ops the
+            transpose can move below (a value the block hands out is bound at once)."""
+            readers = self.consumer.get(var, [])
+            if not isinstance(var, relax.DataflowVar) or not readers or \
+                    None in readers or len(readers) != self.uses.get(var, 0):
                 return False
-            nxt = self.consumer.get(var)
-            return nxt is not None and ((_op(nxt) == "relax.permute_dims" and
-                                        nxt.args[0].same_as(var)) or _commutes(nxt, var))
+            return all((_op(r) == "relax.permute_dims" and r.args[0].same_as(var))
+                       or _commutes(r, var) for r in readers)
 
         def _settle(self, var: Any, src: Any, axes: tuple[int, ...]) -> None:
             """``var`` = ``permute_dims(src, axes)``: defer it, or bind it now."""
@@ -132,18 +153,36 @@ def CancelTransposes() -> Any:
             self.set_var_remap(var, value)
 
         def _materialize(self, var: Any) -> Any:
-            src, axes = self.pending.pop(var)
-            if axes == tuple(range(len(axes))):
-                value = src
-            else:
-                value = self.builder_.emit(relax.op.permute_dims(src, list(axes)))
-            self.set_var_remap(var, value)
-            return value
+            if var not in self.bound:
+                src, axes = self.pending[var]
+                self.bound[var] = src if axes == tuple(range(len(axes))) else \
+                    self.builder_.emit(relax.op.permute_dims(src, list(axes)))
+            return self.bound[var]
 
         def visit_dataflow_var_(self, var: Any) -> Any:
             if var in self.pending:
                 return self._materialize(var)
             return super().visit_dataflow_var_(var)
+
+        def _moved(self, op: str, value: Any, args: list[Any], axes: tuple[int, ...]) -> Any:
+            """``value``'s op applied below the transpose: over the untransposed ``args``."""
+            attrs = value.attrs
+            if op == PAD:
+                width = [int(w) for w in attrs.pad_width]
+                moved = [0] * len(width)
+                for i, a in enumerate(axes):
+                    moved[2 * a:2 * a + 2] = width[2 * i:2 * i + 2]
+                return relax.op.nn.pad(args[0], moved, str(attrs.pad_mode),
+                                       float(attrs.pad_value))
+            if op in POOLS:
+                make = relax.op.nn.max_pool2d if op.endswith("max_pool2d") else \
+                    relax.op.nn.avg_pool2d
+                return make(args[0], [int(v) for v in attrs.pool_size],
+                            [int(v) for v in attrs.strides], [int(v) for v in attrs.padding],
+                            [int(v) for v in attrs.dilation], bool(attrs.ceil_mode),
+                            bool(attrs.count_include_pad), "NHWC", "NHWC")
+            rest = [self.visit_expr(a) for a in value.args[len(args):]]
+            return relax.Call(value.op, [*args, *rest], attrs, value.ty_args)
 
         def visit_var_binding_(self, binding: Any) -> None:
             var, value = binding.var, binding.value
@@ -153,25 +192,24 @@ def CancelTransposes() -> Any:
                 rank = len(tvm_compat.shape_of(x.ty))
                 axes = _axes(value, rank)
                 if x in self.pending:
-                    src, first = self.pending.pop(x)
+                    src, first = self.pending[x]
                     self._settle(var, src, tuple(first[i] for i in axes))
                 else:
                     self._settle(var, self.visit_expr(x), axes)
                 return
-            if op and value.args and value.args[0] in self.pending:
-                src, axes = self.pending.pop(value.args[0])
-                rest = [self.visit_expr(a) for a in value.args[1:]]
-                attrs = value.attrs
-                if op == PAD:
-                    width = [int(w) for w in attrs.pad_width]
-                    moved = [0] * len(width)
-                    for i, a in enumerate(axes):
-                        moved[2 * a:2 * a + 2] = width[2 * i:2 * i + 2]
-                    new = self.builder_.emit(relax.op.nn.pad(
-                        src, moved, str(attrs.pad_mode), float(attrs.pad_value)))
-                else:
-                    new = self.builder_.emit(relax.Call(value.op, [src, *rest], attrs,
-                                                        value.ty_args))
+            args = list(value.args) if op else []
+            if op in SCALAR_BINARY and len(args) == 2 and all(a in self.pending for a in args):
+                (sa, pa), (sb, pb) = self.pending[args[0]], self.pending[args[1]]
+                same = tvm_compat.shape_of(args[0].ty) == tvm_compat.shape_of(args[1].ty)
+                if pa == pb and same:
+                    self._settle(var, self.builder_.emit(self._moved(op, value, [sa, sb], pa)),
+                                 pa)
+                    return
+            elif args and args[0] in self.pending and _commutes(value, args[0]) and not (
+                    op in SCALAR_BINARY and isinstance(args[1], relax.Var)) and not (
+                    op in POOLS and self.pending[args[0]][1] != NHWC_TO_NCHW):
+                src, axes = self.pending[args[0]]
+                new = self.builder_.emit(self._moved(op, value, [src], axes))
                 self._settle(var, new, axes)
                 return
             super().visit_var_binding_(binding)

@@ -22,6 +22,7 @@ from lepton_compiler.passes.layers.base import (
     Layer,
     LayerGraph,
     MatchContext,
+    QParams,
     Tensor,
     const,
     is_const,
@@ -130,11 +131,37 @@ def read_graph(func: Any) -> LayerGraph:
         group.append((nxt.var, nxt.value))
         return nxt.var, act
 
+    users: dict[Any, list[Any]] = {}
+    for b in bindings:
+        relax.analysis.post_order_visit(
+            b.value, lambda e, b=b: users.setdefault(e, []).append(b.value)
+            if isinstance(e, relax.Var) else None)
+    fixed: dict[str, QParams] = {}
+    quantized_by: dict[Any, tuple[Any, QParams]] = {}  # quantize var -> (source, qparams)
+
     for i, b in enumerate(bindings):
         if i in absorbed:
             continue
         value, var = b.value, b.var
         op = _op_name(value)
+        # A pre-quantized model's QuantizeLinear -> DequantizeLinear pairs (per tensor, same
+        # scale and zero point) are the quantization of the tensor they wrap: they vanish
+        # from the layer graph, and the tensor keeps that quantization (``fixed``).
+        if op == "relax.quantize" and isinstance(value.args[0], relax.Var) and \
+                value.args[0] in names:
+            qp = _per_tensor_qparams(value, tvm_compat.dtype_of(var.ty))
+            readers = users.get(var, [])
+            if qp is not None and readers and len(readers) == uses.get(var, 0) and all(
+                    _op_name(r) == "relax.dequantize" and
+                    _per_tensor_qparams(r, tvm_compat.dtype_of(var.ty)) == qp
+                    for r in readers):
+                quantized_by[var] = (value.args[0], qp)
+                continue
+        if op == "relax.dequantize" and value.args[0] in quantized_by:
+            source, qp = quantized_by[value.args[0]]
+            names[var] = names[source]
+            fixed.setdefault(names[source], qp)
+            continue
         group = [(var, value)]
         layer = _match(value, op, MatchContext(names, tensors))
         kind = REGISTRY.get(layer.kind) if layer is not None else None
@@ -189,7 +216,21 @@ def read_graph(func: Any) -> LayerGraph:
             del tensors[producer.output]
             outputs = [names[f] for f in producer.expr.fields]
             tuple_output = True
-    return LayerGraph(inputs, outputs, tuple_output, tensors, layers, params, names)
+    return LayerGraph(inputs, outputs, tuple_output, tensors, layers, params, names,
+                      fixed=fixed)
+
+
+def _per_tensor_qparams(call: Any, qdtype: str) -> QParams | None:
+    """The int8 quantization of a per-tensor ``quantize``/``dequantize`` with constant scale
+    and zero point (a uint8 zero point shifts by -128: the same real values), or None."""
+    scale, zero_point = call.args[1], call.args[2]
+    if qdtype not in ("int8", "uint8") or not (is_const(scale) and is_const(zero_point)):
+        return None
+    s, z = const(scale), const(zero_point)
+    if s.size != 1 or z.size != 1 or not np.isfinite(s).all() or float(s.ravel()[0]) <= 0:
+        return None
+    zp = int(z.ravel()[0]) - (128 if qdtype == "uint8" else 0)
+    return QParams(float(np.float32(s.ravel()[0])), zp)
 
 
 def _float_reason(value: Any, op: str) -> str:

@@ -49,13 +49,21 @@ class QuantizedGraph:
         return producer is not None and producer.name in self.quantized
 
 
+#: Kinds whose output may get one scale per channel (their requantization is per channel).
+CHANNEL_OUTPUT_KINDS = ("conv2d", "dense")
+
+
 def plan_quantization(graph: LayerGraph, ranges: dict[str, tuple[float, float]],
                       skip: set[str], per_channel: bool = True,
-                      sentinels: set[str] = frozenset()) -> QuantizedGraph:
+                      sentinels: set[str] = frozenset(),
+                      channel_ranges: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
+                      ) -> QuantizedGraph:
     """Decide which layers run in int8 and fix their integer parameters.
 
     A layer that would quantize a tensor holding sentinel values (``sentinels``: -inf or
     ``finfo.min`` attention masks, seen in calibration) stays float: int8 cannot carry them.
+    A conv2d/dense whose output only float layers read (or the model returns) gets one output
+    scale per channel from ``channel_ranges`` (see :func:`_per_channel_outputs`).
     """
     qg = QuantizedGraph(graph, {}, set())
     for layer in graph.layers:
@@ -66,7 +74,8 @@ def plan_quantization(graph: LayerGraph, ranges: dict[str, tuple[float, float]],
             qg.float_layers[layer.name] = "kept in float by the configuration"
             continue
         kind = kind_of(layer.kind)
-        if kind.follows and not qg.is_int8(layer.inputs[0]):
+        if kind.follows and not qg.is_int8(layer.inputs[0]) and \
+                layer.inputs[0] not in graph.fixed:
             continue  # layout/pooling of a float tensor stays float (not worth listing)
         if any(graph.tensors[t].dtype != "float32" for t in layer.inputs):
             qg.float_layers[layer.name] = "its input is not float32"
@@ -77,15 +86,107 @@ def plan_quantization(graph: LayerGraph, ranges: dict[str, tuple[float, float]],
                 f"tensor {held[0]!r} holds mask values (-inf or beyond +-1e30) in "
                 "calibration, which int8 cannot carry")
             continue
+        needed = [t for t in layer.inputs if not qg.is_int8(t) and t not in qg.tensors]
+        if kind.compute:
+            needed.append(layer.output)
+        unknown = [t for t in needed if t not in graph.fixed and t not in ranges]
+        if unknown:
+            qg.float_layers[layer.name] = (
+                f"no quantization for tensor {unknown[0]!r}: the pre-quantized model has no "
+                "QuantizeLinear for it (pass calibration data to quantize the rest)")
+            continue
         for t in layer.inputs:
             if not qg.is_int8(t) and t not in qg.tensors:
-                qg.tensors[t] = QParams(*qparams(*ranges[t]))
+                qg.tensors[t] = _qparams_of(graph, ranges, t)
         qg.quantized.add(layer.name)
         ins = [qg.tensors[t] for t in layer.inputs]
-        out = QParams(*qparams(*ranges[layer.output])) if kind.compute else ins[0]
+        out = _qparams_of(graph, ranges, layer.output) if kind.compute else ins[0]
+        if not kind.compute and layer.output in graph.fixed and graph.fixed[layer.output] != out:
+            out = ins[0]  # data movement keeps its input's quantization; a different QDQ
+            # pair after it is applied where the tensor is read in float (see emit)
         qg.tensors[layer.output] = out
         qg.params[layer.name] = kind.params(layer, ins, out, per_channel)
+    _keep_float_where_nothing_is_gained(qg)
+    _per_channel_outputs(qg, channel_ranges or {}, per_channel)
+    for t, p in graph.fixed.items():  # every pre-quantized tensor keeps its QDQ semantics
+        qg.tensors.setdefault(t, p)
     return qg
+
+
+def _qparams_of(graph: LayerGraph, ranges: dict[str, tuple[float, float]], t: str) -> QParams:
+    """A pre-quantized model's own quantization of ``t``, else its calibrated range's."""
+    return graph.fixed[t] if t in graph.fixed else QParams(*qparams(*ranges[t]))
+
+
+def _per_channel_outputs(qg: QuantizedGraph,
+                         channel_ranges: dict[str, tuple[np.ndarray, np.ndarray]],
+                         per_channel: bool) -> None:
+    """One output scale per channel for a conv2d/dense that no int8 layer reads.
+
+    Its requantization is per channel already (multiplier and shift per output channel), so
+    a scale per channel costs the NPU nothing; only the dequantize that follows is per
+    channel. It matters where one channel dwarfs the others: a transformer's FFN output
+    holds outlier channels (190 against values of 2), and one scale for all would leave the
+    small channels a handful of levels. The zero point stays one per tensor: symmetric
+    (0), or -128 where every channel is non-negative; a ReLU6 (one clamp bound in int8 for
+    all channels) keeps one scale."""
+    if not per_channel:
+        return
+    graph = qg.graph
+    int8_readers = {t for lay in graph.layers if lay.name in qg.quantized for t in lay.inputs}
+    for layer in graph.layers:
+        if layer.name not in qg.quantized or layer.kind not in CHANNEL_OUTPUT_KINDS or \
+                layer.output in int8_readers or layer.act == "relu6" or \
+                layer.output not in channel_ranges or layer.output in graph.fixed:
+            continue
+        lo, hi = channel_ranges[layer.output]
+        if len(lo) != graph.tensors[layer.output].shape[-1]:
+            continue
+        if np.all(lo >= 0):
+            zero_point, scale = -128, hi / 255.0
+        else:
+            zero_point, scale = 0, np.maximum(-lo, hi) / 127.0
+        scale = np.where(scale > 1e-30, scale, 1.0).astype(np.float32)
+        out = QParams(tuple(float(v) for v in scale), zero_point)
+        ins = [qg.tensors[t] for t in layer.inputs]
+        qg.tensors[layer.output] = out
+        qg.params[layer.name] = kind_of(layer.kind).params(layer, ins, out, per_channel)
+
+
+def _keep_float_where_nothing_is_gained(qg: QuantizedGraph) -> None:
+    """A layer without multiply-accumulates (add, concat, pooling, layout) whose result only
+    float layers read stays float: in int8 it would add a rounding (and a quantize of any
+    float input) and save nothing, its output being dequantized at once. The typical case is
+    a transformer's residual add before LayerNorm: the residual stream carries outlier
+    channels, and rounding it to int8 costs the small channels their precision."""
+    graph = qg.graph
+    readers: dict[str, list[Layer]] = {}
+    for layer in graph.layers:
+        for t in layer.inputs:
+            readers.setdefault(t, []).append(layer)
+    outputs = set(graph.outputs)
+    changed = True
+    while changed:
+        changed = False
+        for layer in reversed(graph.layers):
+            if layer.name not in qg.quantized or layer.output in outputs:
+                continue
+            kind = kind_of(layer.kind)
+            users = readers.get(layer.output, [])
+            if kind.macs(layer, graph) or not users or \
+                    any(u.name in qg.quantized for u in users):
+                continue
+            qg.quantized.discard(layer.name)
+            qg.params.pop(layer.name, None)
+            qg.tensors.pop(layer.output, None)
+            qg.float_layers[layer.name] = ("only float layers read its result: int8 would "
+                                           "add a rounding and save nothing")
+            changed = True
+    needed = {t for lay in graph.layers if lay.name in qg.quantized for t in lay.inputs}
+    needed |= {lay.output for lay in graph.layers if lay.name in qg.quantized}
+    for t in list(qg.tensors):
+        if t not in needed:
+            del qg.tensors[t]
 
 
 # --- numpy reference -------------------------------------------------------------------------
@@ -192,13 +293,29 @@ def emit(qg: QuantizedGraph, keep: list[str] | None = None,
         if t not in float_env:
             shape = graph.tensors[t].shape
             p = qg.tensors[t]
-            float_env[t] = call(qkernels.dequantize_func(shape, p.scale, p.zero_point),
-                                f"dequantize_{t}", [int_env[t]], shape, "float32")
+            if p.per_channel:
+                float_env[t] = call(qkernels.dequantize_channels_func(shape, p.zero_point),
+                                    f"dequantize_{t}",
+                                    [int_env[t], relax.const(np.array(p.scale, np.float32))],
+                                    shape, "float32")
+            else:
+                float_env[t] = call(qkernels.dequantize_func(shape, p.scale, p.zero_point),
+                                    f"dequantize_{t}", [int_env[t]], shape, "float32")
         return float_env[t]
+
+    def pre_quantized(t: str) -> None:
+        """A pre-quantized model's QDQ pair on a tensor computed in float: round it through
+        its int8 quantization, as the model says."""
+        if t in graph.fixed and t in float_env and t not in int_env:
+            get_int8(t)
+            del float_env[t]
+            get_float(t)
 
     ctx = EmitContext(bb, graph, call)
     with bb.function("main", params):
         with bb.dataflow():
+            for name in graph.inputs:
+                pre_quantized(name)
             for layer in graph.layers:
                 if layer.name in qg.quantized:
                     on_npu = npu_layers is None or layer.name in npu_layers
@@ -209,6 +326,7 @@ def emit(qg: QuantizedGraph, keep: list[str] | None = None,
                                                      on_npu)
                 else:
                     float_env[layer.output] = _emit_float(bb, layer, graph, get_float)
+                    pre_quantized(layer.output)
             outs = [get_float(t) for t in graph.outputs + list(keep or [])]
             if graph.tuple_output or keep:
                 gv = bb.emit_output(relax.Tuple(outs))

@@ -52,6 +52,18 @@ def dequantize_func(shape: tuple[int, ...], scale: float, zero_point: int) -> An
         "float32", tirx.Cast("int32", q) - zero_point) * tirx.const(scale, "float32"))
 
 
+def dequantize_channels_func(shape: tuple[int, ...], zero_point: int) -> Any:
+    """int8 -> float32 with one scale per channel (the last axis):
+    ``float(Q - zero_point) * S[c]``."""
+    from tvm import te, tirx
+
+    q = te.placeholder(shape, "int8", name="Q")
+    scales = te.placeholder((shape[-1],), "float32", name="S")
+    out = te.compute(shape, lambda *i: tirx.Cast(
+        "float32", tirx.Cast("int32", q(*i)) - zero_point) * scales[i[-1]], name="dequantize")
+    return te.create_prim_func([q, scales, out]).with_attr("op_pattern", _OPAQUE)
+
+
 def dense_func(m: int, k: int, n: int) -> Any:
     """``OUT[m, n] = requant(X[m, k] @ W[k, n] + BIAS)`` (int8 operands, int32 products).
 

@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 
@@ -57,9 +59,11 @@ def quantize(x: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
     return np.clip(v, -128, 127).astype(np.int8)
 
 
-def dequantize(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
-    """int8 -> float32: ``float32(q - zero_point) * scale``."""
-    return (q.astype(np.int32) - zero_point).astype(np.float32) * np.float32(scale)
+def dequantize(q: np.ndarray, scale: Any, zero_point: int) -> np.ndarray:
+    """int8 -> float32: ``float32(q - zero_point) * scale``; ``scale`` one number, or one per
+    channel (the last axis)."""
+    return (q.astype(np.int32) - zero_point).astype(np.float32) * \
+        np.asarray(scale, np.float32)
 
 
 def dense(x: np.ndarray, w: np.ndarray, bias: np.ndarray, multiplier: np.ndarray,

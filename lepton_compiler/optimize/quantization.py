@@ -29,7 +29,12 @@ import numpy as np
 from lepton_compiler.errors import CalibrationError, OptionError, QuantizationError
 from lepton_compiler.passes.calibrate import METHODS, Stats, choose_range
 from lepton_compiler.passes.qgraph import COMPUTE_KINDS, LayerGraph, check_partition, read_graph
-from lepton_compiler.passes.quantize import QuantizedGraph, plan_quantization, run_reference
+from lepton_compiler.passes.quantize import (
+    CHANNEL_OUTPUT_KINDS,
+    QuantizedGraph,
+    plan_quantization,
+    run_reference,
+)
 from lepton_compiler.progress import progress
 
 TABLE_VERSION = 1
@@ -100,6 +105,11 @@ class CalibrationTable:
     def ranges(self) -> dict[str, tuple[float, float]]:
         return {name: (t["lo"], t["hi"]) for name, t in self.tensors.items()}
 
+    def channel_ranges(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Per-channel ranges (last axis) of the GEMM outputs calibration measured them for."""
+        return {name: (np.asarray(t["channel_lo"]), np.asarray(t["channel_hi"]))
+                for name, t in self.tensors.items() if "channel_lo" in t}
+
     def sentinels(self) -> set[str]:
         """Tensors that held sentinel values (+-inf, or beyond +-1e30: attention masks)."""
         return {name for name, t in self.tensors.items() if t.get("sentinels")}
@@ -134,7 +144,10 @@ class CalibrationTable:
                                 "min": float(v["min"]), "max": float(v["max"]),
                                 "lo": float(v["lo"]), "hi": float(v["hi"]),
                                 **({"sentinels": int(v["sentinels"])}
-                                   if "sentinels" in v else {})}
+                                   if "sentinels" in v else {}),
+                                **({"channel_lo": [float(x) for x in v["channel_lo"]],
+                                    "channel_hi": [float(x) for x in v["channel_hi"]]}
+                                   if "channel_lo" in v else {})}
                        for k, v in raw["tensors"].items()}
             table = cls(str(raw["method"]), float(raw["percentile"]), str(raw["signature"]),
                         tensors)
@@ -328,6 +341,9 @@ def calibrate(mod: Any, config: QuantConfig, executor: Any) -> tuple[LayerGraph,
     model = observer_model(mod, graph, observed, executor)
     stats = {n: Stats() for n in [*graph.inputs, *observed]
              if graph.tensors[n].dtype == "float32"}
+    for lay in graph.layers:  # GEMM outputs may get one scale per channel
+        if lay.kind in CHANNEL_OUTPUT_KINDS and lay.output in stats:
+            stats[lay.output].channels = True
     passes = 1 if config.method == "minmax" else 2
     # Compute layers: their output -> their inputs (all finite in, inf out: an overflow).
     overflowing = {lay.output: lay.inputs for lay in graph.layers if lay.kind in COMPUTE_KINDS}
@@ -365,8 +381,27 @@ def calibrate(mod: Any, config: QuantConfig, executor: Any) -> tuple[LayerGraph,
                       "lo": float(lo), "hi": float(hi)}
         if st.sentinels:
             tensors[n]["sentinels"] = st.sentinels
+        if st.channel_min is not None and st.sentinels == 0:
+            tensors[n]["channel_lo"] = [float(v) for v in np.minimum(st.channel_min, 0.0)]
+            tensors[n]["channel_hi"] = [float(v) for v in np.maximum(st.channel_max, 0.0)]
     table = CalibrationTable(config.method, float(config.percentile), signature, tensors)
     return graph, _apply_overrides(table, config)
+
+
+def prequantized(mod: Any) -> tuple[LayerGraph, CalibrationTable]:
+    """The layer graph of a pre-quantized model and a table of its own quantization (each
+    QuantizeLinear/DequantizeLinear pair's scale and zero point, as an int8 range)."""
+    from lepton_compiler import tvm_compat
+
+    graph = read_graph(mod["main"])
+    graph.helpers = tvm_compat.helper_functions(mod)
+    check_partition(graph)
+    tensors = {}
+    for name, p in graph.fixed.items():
+        lo, hi = p.scale * (-128 - p.zero_point), p.scale * (127 - p.zero_point)
+        tensors[name] = {"shape": list(graph.tensors[name].shape), "min": lo, "max": hi,
+                         "lo": lo, "hi": hi}
+    return graph, CalibrationTable("pre-quantized", 100.0, graph_signature(graph), tensors)
 
 
 def _apply_overrides(table: CalibrationTable, config: QuantConfig) -> CalibrationTable:
@@ -384,13 +419,10 @@ def plan(graph: LayerGraph, table: CalibrationTable, config: QuantConfig,
     ``partition`` stage emits the module); ``reverted``: layers accuracy control keeps in
     float."""
     skip = set(config.skip) | {n for n, o in config.overrides.items() if o.get("float")}
-    qg = plan_quantization(graph, table.ranges(), skip, bool(config.per_channel),
-                           table.sentinels())
-    if reverted:
-        qg = plan_quantization(graph, table.ranges(), skip | set(reverted),
-                               bool(config.per_channel), table.sentinels())
-        for name in reverted:
-            qg.float_layers[name] = "kept in float by accuracy control (max_drop)"
+    qg = plan_quantization(graph, table.ranges(), skip | set(reverted),
+                           bool(config.per_channel), table.sentinels(), table.channel_ranges())
+    for name in reverted:
+        qg.float_layers[name] = "kept in float by accuracy control (max_drop)"
     return qg
 
 

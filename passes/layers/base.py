@@ -66,6 +66,9 @@ class LayerGraph:
     # Functions of the module besides main (PrimFuncs an importer emitted call_tir to, e.g.
     # ONNX Clip); a module rebuilt from the graph must keep them.
     helpers: dict[Any, Any] = field(default_factory=dict)
+    # Pre-quantized models: tensor -> the int8 quantization its QuantizeLinear/
+    # DequantizeLinear pair gives it (see qgraph.read_graph).
+    fixed: dict[str, QParams] = field(default_factory=dict)
 
     def layer(self, name: str) -> Layer:
         for layer in self.layers:
@@ -85,10 +88,17 @@ class LayerGraph:
 
 @dataclass(frozen=True)
 class QParams:
-    """An int8 tensor's real value is ``scale * (q - zero_point)``."""
+    """An int8 tensor's real value is ``scale * (q - zero_point)``.
 
-    scale: float
+    ``scale`` is one number, or a tuple of one per channel (the last axis) for the output of
+    a GEMM layer that only float layers read (see ``passes/quantize.py``)."""
+
+    scale: float | tuple[float, ...]
     zero_point: int
+
+    @property
+    def per_channel(self) -> bool:
+        return isinstance(self.scale, tuple)
 
 
 @dataclass(frozen=True)
@@ -168,6 +178,8 @@ def clamp_bounds(act: str | None, out: QParams) -> tuple[int, int]:
     if act in ("relu", "relu6"):
         lo = max(lo, out.zero_point)
     if act == "relu6":
+        if out.per_channel:
+            raise QuantizationError("a ReLU6 clamp needs one output scale")
         hi = min(hi, out.zero_point + int(np.floor(6.0 / out.scale + 0.5)))
     return lo, hi
 

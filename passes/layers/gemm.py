@@ -53,7 +53,7 @@ def gemm_params(layer: Layer, x: QParams, out: QParams, per_channel: bool) -> Ge
     w_sum = w_q.reshape(-1, channels).astype(np.int64).sum(axis=0)
     bias_q = np.round(bias / acc_scale).astype(np.int64) - x.zero_point * w_sum
     bias_q = np.clip(bias_q, -(2**31), 2**31 - 1).astype(np.int32)
-    pairs = [fixed_point(float(r)) for r in acc_scale / out.scale]
+    pairs = [fixed_point(float(r)) for r in acc_scale / np.asarray(out.scale, np.float64)]
     lo, hi = clamp_bounds(layer.act, out)
     return GemmParams(w_q, w_scale, bias_q, np.array([p[0] for p in pairs], np.int32),
                       np.array([p[1] for p in pairs], np.int32), x.zero_point,

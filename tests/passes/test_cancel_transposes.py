@@ -75,17 +75,49 @@ def test_transposes_that_do_not_cancel_compose_into_one():
     np.testing.assert_array_equal(evaluate(after["main"], x), evaluate(mod["main"], x))
 
 
-def test_a_transpose_with_two_uses_or_before_another_op_stays():
-    def two_uses(bb, x):
+def test_a_transpose_read_by_two_ops_that_commute_moves_below_both():
+    def before(bb, x):
         a = bb.emit(relax.op.permute_dims(x, TO_NCHW))
         b = bb.emit(relax.op.clip(a, 0.0, 6.0))
-        return relax.op.add(b, a)
+        c = bb.emit(relax.op.add(b, a))  # both operands transposed the same way
+        return relax.op.permute_dims(c, TO_NHWC)
 
+    def expected(bb, x):
+        b = bb.emit(relax.op.clip(x, 0.0, 6.0))
+        return relax.op.add(b, x)
+
+    mod = _module(before)
+    after = _clean(CancelTransposes()(mod))
+    tvm.ir.assert_structural_equal(after, _module(expected))
+    x = np.random.default_rng(2).standard_normal(NHWC).astype(np.float32) * 4
+    np.testing.assert_array_equal(evaluate(after["main"], x), evaluate(mod["main"], x))
+
+
+def test_a_max_pool_in_nchw_between_transposes_becomes_an_nhwc_pool():
+    def before(bb, x):
+        a = bb.emit(relax.op.permute_dims(x, TO_NCHW))
+        b = bb.emit(relax.op.nn.max_pool2d(a, [2, 2], [2, 2], layout="NCHW"))
+        return relax.op.permute_dims(b, TO_NHWC)
+
+    def expected(bb, x):
+        return relax.op.nn.max_pool2d(x, [2, 2], [2, 2], [0, 0, 0, 0], [1, 1], False, False,
+                                      "NHWC", "NHWC")
+
+    shape = (1, 4, 6, 8)
+    after = _clean(CancelTransposes()(_module(before, shape)))
+    tvm.ir.assert_structural_equal(after, _module(expected, shape))
+
+
+def test_a_transpose_before_another_op_or_handed_out_stays():
     def other_op(bb, x):
         a = bb.emit(relax.op.permute_dims(x, TO_NCHW))
-        return relax.op.sum(a, axis=[1])
+        b = bb.emit(relax.op.clip(a, 0.0, 6.0))
+        return relax.op.add(relax.op.sum(a, axis=[1], keepdims=True), b)  # sum: no rule
 
-    for body in (two_uses, other_op):
+    def handed_out(bb, x):
+        return relax.op.permute_dims(x, TO_NCHW)
+
+    for body in (other_op, handed_out):
         before = _clean(_module(body))
         tvm.ir.assert_structural_equal(_clean(CancelTransposes()(before)), before)
     assert CancelTransposes().info.name == "lepton.CancelTransposes"
