@@ -358,6 +358,21 @@ def test_analysis_reports_every_quantized_layer_worst_first(digits, tmp_path):
     assert json.loads(report.to_json())["layers"][0]["layer"] == names[0]
 
 
+def test_analysis_names_the_layer_where_error_starts_compounding(digits):
+    data, model, _, _, calib = digits
+    held = [(b,) for b in datasets.batches(data.x_test, BATCH)[:2]]
+    config = lc.QuantConfig(calibration_data=calib[:4],
+                            overrides={"conv2d_1": {"range": (-0.002, 0.002)}})
+    report = lc.analyze_quantization(model, (data.x_test[:BATCH],), quantize=config,
+                                     data=held)
+    assert report.first_drop == "conv2d_1"
+    rows = {r.layer: r for r in report.layers}
+    assert rows["conv2d_1"].order < rows["conv2d_2"].order
+    # Downstream layers are fine alone but inherit the error: the upstream column says so.
+    assert rows["dense_0"].upstream_db > 6 and rows["conv2d_0"].upstream_db == pytest.approx(0)
+    assert "first drops by more than 6 dB at conv2d_1" in str(report)
+
+
 # --- remaining error paths -------------------------------------------------------------------
 
 def test_table_files_with_a_wrong_version_or_fields_are_refused(tmp_path):

@@ -12,7 +12,10 @@ float model's on the analysis data, two ways:
 Figures: SQNR in dB (``10 log10(sum f^2 / sum (f - q)^2)``, higher is better) and cosine
 similarity. Rows are sorted worst first (lowest network SQNR); a layer whose isolated SQNR is
 low is itself hard to quantize (try ``overrides={layer: {"float": True}}`` or another
-calibration method), one whose only network SQNR is low suffers from upstream error.
+calibration method), one whose only network SQNR is low suffers from upstream error: the
+"upstream dB" column (isolated minus network SQNR) is that cumulative loss, and the report
+names the first layer, in execution order, where the whole-network SQNR falls by more than
+6 dB below the layers before it — where compounding starts.
 """
 
 from __future__ import annotations
@@ -24,6 +27,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+#: A fall in whole-network SQNR this large (dB) marks where error starts compounding.
+DROP_DB = 6.0
 
 
 @dataclass
@@ -65,6 +71,13 @@ class LayerAccuracy:
     network_cosine: float
     isolated_sqnr_db: float
     isolated_cosine: float
+    order: int = 0                 # position in execution order
+
+    @property
+    def upstream_db(self) -> float:
+        """What error from earlier layers costs this one: isolated minus network SQNR (the
+        cumulative loss; it grows layer by layer where error compounds)."""
+        return self.isolated_sqnr_db - self.network_sqnr_db
 
 
 @dataclass
@@ -78,16 +91,23 @@ class QuantReport:
     output_cosine: float
     top1_agreement: float | None
     float_layers: dict[str, str] = field(default_factory=dict)
+    # The first layer, in execution order, whose whole-network SQNR falls more than
+    # DROP_DB below the best of the layers before it: where compounding error starts.
+    first_drop: str | None = None
 
     def table(self) -> str:
         lines = [f"int8 quantization report ({self.method} calibration, {self.samples} "
                  "analysis samples), worst layer first",
                  f"{'layer':<16} {'kind':<8} {'SQNR dB':>9} {'cosine':>9} "
-                 f"{'alone dB':>9} {'alone cos':>9}"]
+                 f"{'alone dB':>9} {'alone cos':>9} {'upstream dB':>11}"]
         for r in self.layers:
             lines.append(f"{r.layer:<16} {r.kind:<8} {r.network_sqnr_db:>9.2f} "
                          f"{r.network_cosine:>9.5f} {r.isolated_sqnr_db:>9.2f} "
-                         f"{r.isolated_cosine:>9.5f}")
+                         f"{r.isolated_cosine:>9.5f} {r.upstream_db:>11.2f}")
+        if self.first_drop is not None:
+            lines.append(f"whole-network SQNR first drops by more than {DROP_DB:g} dB at "
+                         f"{self.first_drop} (error compounding from there on: see its "
+                         "inputs)")
         lines.append(f"model output: SQNR {self.output_sqnr_db:.2f} dB, cosine "
                      f"{self.output_cosine:.5f}"
                      + (f", top-1 agreement {self.top1_agreement:.1%}"
@@ -175,8 +195,15 @@ def analyze(mod: Any, graph: Any, table: Any, qg: Any, samples: list[dict[str, n
             agree += int((first_f.argmax(1) == first_q.argmax(1)).sum())
             total += first_f.shape[0]
     rows = [LayerAccuracy(lay.name, lay.kind, net[lay.name].sqnr(), net[lay.name].cosine(),
-                          alone[lay.name].sqnr(), alone[lay.name].cosine()) for lay in layers]
+                          alone[lay.name].sqnr(), alone[lay.name].cosine(), i)
+            for i, lay in enumerate(layers)]
+    first_drop, best = None, -np.inf
+    for r in rows:  # execution order
+        if r.network_sqnr_db < best - DROP_DB:
+            first_drop = r.layer
+            break
+        best = max(best, min(r.network_sqnr_db, 1e9))
     rows.sort(key=lambda r: (r.network_sqnr_db, r.layer))
     return QuantReport(table.method, len(samples), rows, out_acc.sqnr(), out_acc.cosine(),
-                       agree / total if total else None, dict(qg.float_layers))
+                       agree / total if total else None, dict(qg.float_layers), first_drop)
 
