@@ -157,6 +157,9 @@ def quantize_graph(mod: Any, options: BuildOptions, host: HostTarget, run: Run
                                                   host_executor(host, "calibration"))
     with run.stage("quantize"):
         qg = quantization.plan(graph, table, config)
+        if config.bias_correction:
+            qg = quantization.correct_biases(mod, graph, table, qg, config,
+                                             host_executor(host, "bias correction"))
         if config.max_drop is not None:
             qg = _control_accuracy(mod, graph, table, qg, config, host)
     return graph, table, qg

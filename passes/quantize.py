@@ -51,6 +51,8 @@ class QuantizedGraph:
 
 #: Kinds whose output may get one scale per channel (their requantization is per channel).
 CHANNEL_OUTPUT_KINDS = ("conv2d", "dense")
+#: A channel whose range exceeds this many times the median channel's is an outlier.
+OUTLIER = 8.0
 
 
 def plan_quantization(graph: LayerGraph, ranges: dict[str, tuple[float, float]],
@@ -125,11 +127,11 @@ def _per_channel_outputs(qg: QuantizedGraph,
 
     Its requantization is per channel already (multiplier and shift per output channel), so
     a scale per channel costs the NPU nothing; only the dequantize that follows is per
-    channel. It matters where one channel dwarfs the others: a transformer's FFN output
+    channel. It matters where a few channels dwarf the others: a transformer's FFN output
     holds outlier channels (190 against values of 2), and one scale for all would leave the
-    small channels a handful of levels. The zero point stays one per tensor: symmetric
-    (0), or -128 where every channel is non-negative; a ReLU6 (one clamp bound in int8 for
-    all channels) keeps one scale."""
+    small channels a handful of levels. Only those outliers get their own scale. The zero
+    point stays one per tensor: symmetric (0), or -128 where every channel is non-negative;
+    a ReLU6 (one clamp bound in int8 for all channels) keeps one scale."""
     if not per_channel:
         return
     graph = qg.graph
@@ -142,10 +144,17 @@ def _per_channel_outputs(qg: QuantizedGraph,
         lo, hi = channel_ranges[layer.output]
         if len(lo) != graph.tensors[layer.output].shape[-1]:
             continue
-        if np.all(lo >= 0):
-            zero_point, scale = -128, hi / 255.0
-        else:
-            zero_point, scale = 0, np.maximum(-lo, hi) / 127.0
+        zero_point = -128 if np.all(lo >= 0) else 0
+        reach = hi if zero_point == -128 else np.maximum(-lo, hi)
+        # Only outlier channels (beyond OUTLIER x the median reach) get their own scale; the
+        # others share the largest of theirs, as one scale per tensor would give them: a
+        # channel's range from a few calibration samples is too narrow to trust alone (a
+        # classifier's winning logit would clip).
+        typical = reach[reach <= OUTLIER * np.median(reach)]
+        if typical.size == reach.size:
+            continue  # no outliers: one scale, as calibrated
+        reach = np.maximum(reach, typical.max() if typical.size else 0.0)
+        scale = reach / (255.0 if zero_point == -128 else 127.0)
         scale = np.where(scale > 1e-30, scale, 1.0).astype(np.float32)
         out = QParams(tuple(float(v) for v in scale), zero_point)
         ins = [qg.tensors[t] for t in layer.inputs]

@@ -209,9 +209,9 @@ def clamp_func(shape: tuple[int, ...], lo: int, hi: int) -> Any:
         tirx.max(a, tirx.const(lo, "int8")), tirx.const(hi, "int8")))
 
 
-def mean_func(shape: tuple[int, ...], axes: tuple[int, ...], keepdims: bool) -> Any:
-    """int8 mean over ``axes`` in the input's own quantization, rounded half up:
-    ``floor((2 * sum + count) / (2 * count))``."""
+def mean_func(shape: tuple[int, ...], axes: tuple[int, ...], keepdims: bool, zi: int,
+              multiplier: int, shift: int, zo: int) -> Any:
+    """int8 mean over ``axes`` into the output's quantization (see ``reference.mean``)."""
     from tvm import te, tirx
 
     count = 1
@@ -233,9 +233,18 @@ def mean_func(shape: tuple[int, ...], axes: tuple[int, ...], keepdims: bool) -> 
                 full.append(next(it))
         return te.sum(tirx.Cast("int32", x(*full)), axis=red)
 
+    def i64(v: int) -> Any:
+        return tirx.const(v, "int64")
+
     acc = te.compute(out_shape, total, name="sum")
-    out = te.compute(out_shape, lambda *i: tirx.Cast("int8", tirx.floordiv(
-        2 * acc(*i) + count, 2 * count)), name="mean")
+
+    def rescale(*i):
+        wide = (tirx.Cast("int64", acc(*i)) - i64(count * zi)) * i64(multiplier) + \
+            i64(1 << (shift - 1))
+        return tirx.Cast("int8", tirx.max(tirx.min(
+            tirx.shift_right(wide, i64(shift)) + i64(zo), i64(127)), i64(-128)))
+
+    out = te.compute(out_shape, rescale, name="mean")
     return te.create_prim_func([x, out]).with_attr("op_pattern", _OPAQUE)
 
 

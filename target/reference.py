@@ -155,11 +155,14 @@ def clamp(q: np.ndarray, lo: int, hi: int) -> np.ndarray:
     return np.clip(q, lo, hi).astype(np.int8)
 
 
-def mean(x: np.ndarray, axes: tuple[int, ...], keepdims: bool) -> np.ndarray:
-    """int8 mean over ``axes`` in the input's own quantization, rounded half up."""
+def mean(x: np.ndarray, axes: tuple[int, ...], keepdims: bool, zi: int, multiplier: int,
+         shift: int, zo: int) -> np.ndarray:
+    """int8 mean over ``axes`` into the output's quantization:
+    ``clamp(zo + ((sum - count * zi) * multiplier + 2**(shift-1) >> shift), -128, 127)``."""
     count = int(np.prod([x.shape[a] for a in axes]))
-    total = x.astype(np.int64).sum(axis=axes, keepdims=keepdims)
-    return np.floor_divide(2 * total + count, 2 * count).astype(np.int8)
+    total = x.astype(np.int64).sum(axis=axes, keepdims=keepdims) - count * zi
+    rounded = (total * multiplier + (1 << (shift - 1))) >> shift
+    return np.clip(rounded + zo, -128, 127).astype(np.int8)
 
 
 def max_pool2d(x: np.ndarray, pool: tuple[int, int], stride: tuple[int, int],

@@ -17,6 +17,7 @@ from onnxruntime.quantization import (
     QuantType,
     quantize_static,
 )
+from onnxruntime.quantization.shape_inference import quant_pre_process
 
 import lepton_compiler as lc
 from lepton_compiler.examples import zoo
@@ -41,6 +42,45 @@ class _Residual(torch.nn.Module):
         return self.fc2(torch.relu(self.fc1(y.flatten(1))))
 
 
+class _Separable(torch.nn.Module):
+    """A MobileNet/EfficientNet-Lite block: TF-style explicit pad, depthwise conv, ReLU6,
+    pointwise conv, ReLU6, global average pooling, linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = torch.nn.Conv2d(3, 8, 3, stride=2)
+        self.dw = torch.nn.Conv2d(8, 8, 3, groups=8)
+        self.pw = torch.nn.Conv2d(8, 16, 1)
+        self.fc = torch.nn.Linear(16, 10)
+
+    def forward(self, x):
+        y = torch.clamp(self.stem(torch.nn.functional.pad(x, (0, 1, 0, 1))), 0, 6)
+        y = torch.clamp(self.dw(torch.nn.functional.pad(y, (1, 1, 1, 1))), 0, 6)
+        y = torch.clamp(self.pw(y), 0, 6)
+        return self.fc(y.mean(dim=(2, 3)))
+
+
+def test_depthwise_relu6_and_pads_follow_onnxruntime_qdq_semantics(tmp_path):
+    torch.manual_seed(1)
+    model = _Separable().eval()
+    rng = np.random.default_rng(1)
+    samples = [rng.standard_normal((BATCH, 3, 8, 8)).astype(np.float32) for _ in range(6)]
+    path = tmp_path / "separable.onnx"
+    path.write_bytes(to_onnx_bytes(model, (torch.from_numpy(samples[0]),)))
+    qdq, name = _quantize(path, samples, "QUInt8")
+    compiled = lc.build(qdq.SerializeToString(), target="lepton")
+    summary = compiled.quantization.summary()
+    assert {"conv2d_0", "conv2d_1", "conv2d_2", "dense_0"} <= set(summary["quantized"])
+    assert not [n for n in summary["float"] if n.startswith(("pad", "conv", "clip"))], summary
+    last = [n for n in qdq.graph.node if n.op_type == "DequantizeLinear"][-1]
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in qdq.graph.initializer}
+    step = float(inits[last.input[1]])
+    reference = ReferenceEvaluator(onnx.version_converter.convert_version(qdq, 21))
+    for x in samples[4:]:
+        want = reference.run(None, {name: x})[0]
+        assert np.abs(compiled(x) - want).max() <= step * 1.001
+
+
 @pytest.fixture(scope="module")
 def float_model(tmp_path_factory):
     torch.manual_seed(0)
@@ -63,7 +103,9 @@ def _quantize(path, samples, activations):
             return next(self.it, None)
 
     dst = path.with_name(f"qdq-{activations}.onnx")
-    quantize_static(str(path), str(dst), Reader(), quant_format=QuantFormat.QDQ,
+    pre = path.with_name(f"pre-{path.name}")  # onnxruntime's recipe: fold constants first
+    quant_pre_process(str(path), str(pre), skip_symbolic_shape=True)
+    quantize_static(str(pre), str(dst), Reader(), quant_format=QuantFormat.QDQ,
                     per_channel=True, activation_type=getattr(QuantType, activations),
                     weight_type=QuantType.QInt8)
     return onnx.load(str(dst)), name

@@ -474,3 +474,25 @@ def test_a_failing_validation_function_is_reported_as_such(digits):
     config = lc.QuantConfig(calibration_data=calib[:2], max_drop=0.01, validation=broken)
     with pytest.raises(lc.QuantizationError, match="validation function failed on the float"):
         lc.build(model, (data.x_test[:BATCH],), target="lepton", quantize=config)
+
+
+def test_bias_correction_removes_the_systematic_error_rounding_leaves():
+    # Weights that all round down by 0.45 of a step and inputs that are all positive: the
+    # int8 layer is low by a constant in every channel, which bias correction takes off.
+    model = torch.nn.Linear(16, 4).eval()
+    with torch.no_grad():
+        steps = np.arange(16, dtype=np.float32)[None, :] % 7 + 0.45
+        steps[:, 0] = 127.0  # the peak fixes the scale at 1/127
+        model.weight.copy_(torch.from_numpy(np.repeat(steps, 4, axis=0) / 127.0))
+        model.bias.zero_()
+    rng = np.random.default_rng(0)
+    calib = [(rng.uniform(0.5, 1.0, (8, 16)).astype(np.float32),) for _ in range(4)]
+    x = rng.uniform(0.5, 1.0, (8, 16)).astype(np.float32)
+    want = model(torch.from_numpy(x)).detach().numpy()
+    errors = {}
+    for corrected in (False, True):
+        config = lc.QuantConfig(calibration_data=calib, bias_correction=corrected)
+        compiled = lc.build(model, (x,), target="lepton", quantize=config)
+        assert np.array_equal(compiled(x), compiled.quantization.reference(x))
+        errors[corrected] = float(np.abs((compiled(x) - want).mean(axis=0)).max())
+    assert errors[False] > 0.02 and errors[True] < errors[False] / 4, errors

@@ -66,6 +66,11 @@ class QuantConfig:
         and no calibration is run.
     progress
         Show a progress bar while calibrating (default: when stderr is a terminal).
+    bias_correction
+        Empirical bias correction: run the float and the int8 model on the calibration data
+        and move each conv/dense bias by the mean error its channel shows (where the output
+        is not clamped), so rounding errors stop drifting the activations (AIMET's and
+        NNCF's "bias correction"). Costs one more run of both models at build time.
     max_drop, validation
         Accuracy control: ``validation(model) -> float`` scores a model (higher is better;
         ``model(*inputs)`` returns its outputs like a :class:`~lepton_compiler.CompiledModel`).
@@ -85,6 +90,7 @@ class QuantConfig:
     progress: bool | None = None
     max_drop: float | None = None
     validation: Callable[[Any], float] | None = None
+    bias_correction: bool = False
 
 
 @dataclass
@@ -424,6 +430,55 @@ def plan(graph: LayerGraph, table: CalibrationTable, config: QuantConfig,
     for name in reverted:
         qg.float_layers[name] = "kept in float by accuracy control (max_drop)"
     return qg
+
+
+def correct_biases(mod: Any, graph: LayerGraph, table: CalibrationTable, qg: QuantizedGraph,
+                   config: QuantConfig, executor: Any) -> QuantizedGraph:
+    """Empirical bias correction (``QuantConfig(bias_correction=True)``).
+
+    Each int8 conv2d/dense runs in its integer semantics (numpy reference) on its float
+    inputs, quantized, over the calibration samples; the mean difference per output channel
+    from the float output, where that lies inside the activation's linear range, is taken
+    off its float bias, and the plan is made again. Each layer corrects its *own* error
+    (weights and input rounding): correcting the network-level error of every layer at once
+    would count an upstream drift again in each layer below it.
+    """
+    from lepton_compiler.passes.quantize import run_layer
+    from lepton_compiler.target import reference as ref
+
+    samples = [sample_dict(s, graph, f"calibration sample {i}")
+               for i, s in enumerate(config.calibration_data or [])]
+    layers = [lay for lay in graph.layers if lay.name in qg.quantized
+              and lay.kind in ("conv2d", "dense")]
+    if not samples or not layers:
+        return qg
+    observed = observed_tensors(graph)
+    float_model = observer_model(mod, graph, observed, executor)
+    sums: dict[str, Any] = {lay.name: 0.0 for lay in layers}
+    counts: dict[str, Any] = {lay.name: 0.0 for lay in layers}
+    for s in samples:
+        outs = float_model(s)
+        fv = {**s, **dict(zip(observed, outs if isinstance(outs, tuple) else (outs,),
+                                strict=True))}
+        for lay in layers:
+            args = [ref.quantize(fv[t], qg.tensors[t].scale, qg.tensors[t].zero_point)
+                    for t in lay.inputs]
+            p = qg.tensors[lay.output]
+            q = ref.dequantize(run_layer(lay, qg.params[lay.name], args,
+                                         graph.tensors[lay.output].shape),
+                               p.scale, p.zero_point).astype(np.float64)
+            f = fv[lay.output].astype(np.float64)
+            lo, hi = {"relu": (0.0, np.inf), "relu6": (0.0, 6.0)}.get(lay.act,
+                                                                       (-np.inf, np.inf))
+            linear = ((f > lo) & (f < hi)).reshape(-1, f.shape[-1])
+            diff = np.where(linear, (q - f).reshape(linear.shape), 0.0)
+            sums[lay.name] = sums[lay.name] + diff.sum(axis=0)
+            counts[lay.name] = counts[lay.name] + linear.sum(axis=0)
+    for lay in layers:
+        error = sums[lay.name] / np.maximum(counts[lay.name], 1)
+        base = lay.bias if lay.bias is not None else np.zeros(lay.weight.shape[-1])
+        lay.bias = base - error
+    return plan(graph, table, config)
 
 
 def load_samples(path: str | os.PathLike) -> list[Any]:

@@ -109,7 +109,7 @@ def test_each_kind_declares_its_pattern_and_documentation():
         assert kind.pattern and kind.int8_kernel and kind.runs_on
         assert kind_of(kind.name) is kind and kind in candidates(kind.ops[0])
     assert candidates("relax.matmul")[0].name == "dense"  # a constant weight wins
-    assert set(compute_kinds()) == {"conv2d", "dense", "matmul", "add", "concat"}
+    assert set(compute_kinds()) == {"conv2d", "dense", "matmul", "add", "concat", "mean"}
     assert kind_of("float") is None and candidates("relax.nn.softmax") == []
 
 
