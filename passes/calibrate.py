@@ -10,6 +10,8 @@ bit-identical ranges. Methods:
 - ``entropy``: the clipping threshold minimising the KL divergence between the float
   histogram and its quantized version (the TensorRT procedure).
 - ``mse``: the clipping threshold minimising the expected squared quantization error.
+- ``auto``: per tensor, whichever of the four gives the highest SQNR of the tensor's own
+  quantize-dequantize over its calibration histogram (:func:`choose_method`).
 
 Entropy and MSE clip symmetrically around zero for signed tensors and only the top for
 non-negative ones (post-ReLU), where the 256 levels span ``[0, t]``.
@@ -21,7 +23,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-METHODS = ("minmax", "percentile", "entropy", "mse")
+METHODS = ("minmax", "percentile", "entropy", "mse", "auto")
+#: The methods ``auto`` chooses among, per tensor.
+AUTO_CANDIDATES = ("minmax", "percentile", "entropy", "mse")
 BINS = 2048
 #: Values at or beyond this magnitude (and +-inf) are sentinels, not data: the additive
 #: attention masks of transformers hold -inf or ``finfo(float32).min`` where a token is
@@ -83,8 +87,35 @@ class Stats:
         self.hist += np.bincount(idx, minlength=BINS)
 
 
+def choose_method(stats: Stats, percentile: float = 99.99
+                  ) -> tuple[str, tuple[float, float]]:
+    """``auto``: the candidate method whose range quantizes the tensor's calibration
+    histogram with the least squared error (the highest SQNR), and that range."""
+    best: tuple[float, str, tuple[float, float]] | None = None
+    for method in AUTO_CANDIDATES:
+        lo, hi = choose_range(stats, method, percentile)
+        error = histogram_error(stats, lo, hi)
+        if best is None or error < best[0]:
+            best = (error, method, (lo, hi))
+    return best[1], best[2]
+
+
+def histogram_error(stats: Stats, lo: float, hi: float) -> float:
+    """Expected squared error of quantizing the histogrammed values to ``[lo, hi]`` (256
+    affine levels, values outside clamped)."""
+    if stats.hist is None or stats.max <= stats.min:
+        return 0.0
+    scale, zero_point = qparams(lo, hi)
+    width = (stats.max - stats.min) / BINS
+    centers = stats.min + (np.arange(BINS) + 0.5) * width
+    q = np.clip(np.floor(centers / scale + 0.5) + zero_point, -128, 127)
+    return float(np.sum(stats.hist * ((q - zero_point) * scale - centers) ** 2))
+
+
 def choose_range(stats: Stats, method: str, percentile: float = 99.99) -> tuple[float, float]:
     """The ``(lo, hi)`` range ``method`` picks from ``stats`` (always including 0)."""
+    if method == "auto":
+        return choose_method(stats, percentile)[1]
     if stats.min > stats.max:  # nothing but sentinels
         return 0.0, 0.0
     lo, hi = min(stats.min, 0.0), max(stats.max, 0.0)

@@ -186,6 +186,46 @@ def test_methods_clip_heavy_tails_and_minmax_does_not():
     assert round_trip_mse(lo, hi) < round_trip_mse(-55.0, 60.0)  # ... and it pays off
 
 
+@pytest.mark.parametrize("tails", [True, False])
+def test_auto_picks_the_method_whose_range_quantizes_the_tensor_best(tails):
+    from lepton_compiler.passes.calibrate import AUTO_CANDIDATES, choose_method
+
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal(50_000) if tails else rng.uniform(-3, 3, 50_000)
+    if tails:
+        x = np.concatenate([x, [60.0, -55.0]])
+    st_ = Stats()
+    st_.update_range(x)
+    st_.start_histogram()
+    st_.update_histogram(x)
+
+    def round_trip_mse(lo, hi):
+        scale, zp = qparams(lo, hi)
+        x32 = x.astype(np.float32)
+        return float(np.mean((ref.dequantize(ref.quantize(x32, scale, zp), scale, zp)
+                              - x32) ** 2))
+
+    method, (lo, hi) = choose_method(st_)
+    assert method in AUTO_CANDIDATES and choose_range(st_, "auto") == (lo, hi)
+    errors = {m: round_trip_mse(*choose_range(st_, m)) for m in AUTO_CANDIDATES}
+    # On the data itself (not just its histogram) the choice is the best or within 5%.
+    assert round_trip_mse(lo, hi) <= min(errors.values()) * 1.05, (method, errors)
+    if tails:
+        assert method != "minmax"  # two outliers are not worth 10x coarser steps
+
+
+def test_auto_records_its_choice_per_tensor_and_keeps_accuracy(digits, tmp_path):
+    data, model, _, _, calib = digits
+    config = lc.QuantConfig(calibration_data=calib[:6], method="auto")
+    compiled = lc.build(model, (data.x_test[:BATCH],), target="lepton", quantize=config)
+    table = compiled.quantization.table
+    chosen = {t["method"] for t in table.tensors.values()}
+    assert chosen and chosen <= {"minmax", "percentile", "entropy", "mse"}
+    loaded = lc.CalibrationTable.load(table.save(tmp_path / "auto.json"))
+    assert loaded.tensors == table.tensors
+    _check_accuracy(compiled, digits)
+
+
 def test_calibration_is_deterministic_and_tables_round_trip(digits, tmp_path):
     data, model, _, _, calib = digits
     example = (data.x_test[:BATCH],)

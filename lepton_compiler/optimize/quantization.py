@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from lepton_compiler.errors import CalibrationError, OptionError, QuantizationError
-from lepton_compiler.passes.calibrate import METHODS, Stats, choose_range
+from lepton_compiler.passes.calibrate import METHODS, Stats, choose_method, choose_range
 from lepton_compiler.passes.qgraph import COMPUTE_KINDS, LayerGraph, check_partition, read_graph
 from lepton_compiler.passes.quantize import (
     CHANNEL_OUTPUT_KINDS,
@@ -51,7 +51,9 @@ class QuantConfig:
         a dict ``{input name: array}``, or one array for a one-input model; numpy arrays or
         torch tensors, each shaped exactly like the model's input. Not needed with ``table``.
     method
-        ``"minmax"`` (default), ``"percentile"``, ``"entropy"`` (KL) or ``"mse"``.
+        ``"minmax"`` (default), ``"percentile"``, ``"entropy"`` (KL), ``"mse"``, or
+        ``"auto"``: per tensor, whichever of those four quantizes the tensor's calibration
+        histogram with the highest SQNR (the table records the choice as ``"method"``).
     percentile
         For ``method="percentile"``: the kept share of the distribution, in (50, 100].
     per_channel
@@ -153,7 +155,8 @@ class CalibrationTable:
                                    if "sentinels" in v else {}),
                                 **({"channel_lo": [float(x) for x in v["channel_lo"]],
                                     "channel_hi": [float(x) for x in v["channel_hi"]]}
-                                   if "channel_lo" in v else {})}
+                                   if "channel_lo" in v else {}),
+                                **({"method": str(v["method"])} if "method" in v else {})}
                        for k, v in raw["tensors"].items()}
             table = cls(str(raw["method"]), float(raw["percentile"]), str(raw["signature"]),
                         tensors)
@@ -382,9 +385,15 @@ def calibrate(mod: Any, config: QuantConfig, executor: Any) -> tuple[LayerGraph,
                 bar.update(1)
     tensors = {}
     for n, st in stats.items():
-        lo, hi = choose_range(st, config.method, float(config.percentile))
+        chosen = config.method
+        if config.method == "auto":
+            chosen, (lo, hi) = choose_method(st, float(config.percentile))
+        else:
+            lo, hi = choose_range(st, config.method, float(config.percentile))
         tensors[n] = {"shape": list(graph.tensors[n].shape), "min": st.min, "max": st.max,
                       "lo": float(lo), "hi": float(hi)}
+        if config.method == "auto":
+            tensors[n]["method"] = chosen
         if st.sentinels:
             tensors[n]["sentinels"] = st.sentinels
         if st.channel_min is not None and st.sentinels == 0:
