@@ -160,3 +160,52 @@ def test_a_qdq_model_missing_a_scale_keeps_that_layer_float_with_the_reason(floa
 def test_a_float_model_has_no_pre_quantized_tensors():
     compiled = lc.build(zoo.mlp(), (np.zeros((1, 64), np.float32),), target="lepton")
     assert compiled.quantization is None
+
+
+class _Plain(torch.nn.Module):
+    """conv + ReLU, conv, flatten, linear: what QOperator format turns into QLinearConv,
+    QLinearMatMul/QGemm."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.b = torch.nn.Conv2d(8, 8, 3, stride=2, padding=1)
+        self.fc = torch.nn.Linear(8 * 4 * 4, 10)
+
+    def forward(self, x):
+        return self.fc(self.b(torch.relu(self.a(x))).flatten(1))
+
+
+def test_a_qoperator_model_compiles_like_its_qdq_twin(tmp_path):
+    torch.manual_seed(2)
+    rng = np.random.default_rng(2)
+    samples = [rng.standard_normal((BATCH, 3, 8, 8)).astype(np.float32) for _ in range(6)]
+    path = tmp_path / "plain.onnx"
+    path.write_bytes(to_onnx_bytes(_Plain().eval(), (torch.from_numpy(samples[0]),)))
+    name = ort.InferenceSession(str(path)).get_inputs()[0].name
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.it = iter([{name: s} for s in samples[:4]])
+
+        def get_next(self):
+            return next(self.it, None)
+
+    dst = tmp_path / "qop.onnx"
+    quantize_static(str(path), str(dst), Reader(), quant_format=QuantFormat.QOperator,
+                    per_channel=True, activation_type=QuantType.QUInt8,
+                    weight_type=QuantType.QInt8)
+    qop = onnx.load(str(dst))
+    ops = {n.op_type for n in qop.graph.node}
+    assert "QLinearConv" in ops and ops & {"QLinearMatMul", "QGemm"}, ops
+    compiled = lc.build(qop.SerializeToString(), target="lepton")
+    summary = compiled.quantization.summary()
+    assert {"conv2d_0", "conv2d_1", "dense_0"} <= set(summary["quantized"]), summary
+    assert len(compiled.build_info["npu_kernels"]) >= 2
+    oracle = ort.InferenceSession(qop.SerializeToString(), providers=["CPUExecutionProvider"])
+    last_q = [n for n in qop.graph.node if n.op_type == "DequantizeLinear"][-1]
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in qop.graph.initializer}
+    step = float(inits[last_q.input[1]])
+    for x in samples[4:]:
+        want = oracle.run(None, {name: x})[0]
+        assert np.abs(compiled(x) - want).max() <= step * 1.001

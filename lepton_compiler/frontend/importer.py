@@ -26,6 +26,7 @@ from lepton_compiler.errors import (
     OptionError,
     UnsupportedOperatorError,
 )
+from lepton_compiler.frontend import onnx_qoperator
 
 logger = logging.getLogger(__name__)
 
@@ -181,6 +182,11 @@ def from_onnx(model: Any, example_inputs: Sequence[Any] | None = None,
     from tvm.relax.frontend.onnx.onnx_frontend import _get_convert_map
 
     proto = load_onnx(model, limits)
+    if onnx_qoperator.has_qoperators(proto):  # QOperator format: as its QDQ twin
+        try:
+            proto = onnx_qoperator.expand_qoperators(proto)
+        except ValueError as err:
+            raise ModelLoadError(f"{err}; this quantized operator cannot be imported") from None
     supported = set(_get_convert_map()) | {"If", "Constant"}
     missing: dict[str, list[str]] = defaultdict(list)
     for i, node in enumerate(proto.graph.node):
