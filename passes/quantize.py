@@ -94,8 +94,9 @@ def plan_quantization(graph: LayerGraph, ranges: dict[str, tuple[float, float]],
         unknown = [t for t in needed if t not in graph.fixed and t not in ranges]
         if unknown:
             qg.float_layers[layer.name] = (
-                f"no quantization for tensor {unknown[0]!r}: the pre-quantized model has no "
-                "QuantizeLinear for it (pass calibration data to quantize the rest)")
+                f"no quantization for tensor {unknown[0]!r}: the pre-quantized model does not "
+                "quantize it (no QuantizeLinear or quantize_per_tensor); pass calibration "
+                "data to quantize the rest")
             continue
         for t in layer.inputs:
             if not qg.is_int8(t) and t not in qg.tensors:

@@ -209,3 +209,37 @@ def test_a_qoperator_model_compiles_like_its_qdq_twin(tmp_path):
     for x in samples[4:]:
         want = oracle.run(None, {name: x})[0]
         assert np.abs(compiled(x) - want).max() <= step * 1.001
+
+
+def test_a_pytorch_pt2e_model_compiles_with_its_own_scales():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as x86
+        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    torch.manual_seed(3)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(),
+                                torch.nn.Conv2d(8, 8, 3, padding=1), torch.nn.Flatten(),
+                                torch.nn.Linear(8 * 8 * 8, 10)).eval()
+    x = torch.randn(2, 3, 8, 8)
+    prepared = prepare_pt2e(torch.export.export(model, (x,)).module(),
+                            x86.X86InductorQuantizer().set_global(
+                                x86.get_default_x86_inductor_quantization_config()))
+    for _ in range(4):
+        prepared(torch.randn(2, 3, 8, 8))
+    quantized = convert_pt2e(prepared)
+    compiled = lc.build(quantized, (x,), target="lepton")
+    summary = compiled.quantization.summary()
+    assert summary["method"] == "pre-quantized"
+    assert {"conv2d_0", "conv2d_1"} <= set(summary["quantized"]), summary
+    # The x86 quantizer leaves the last linear's output in float: no scale, so it stays
+    # float, and says why.
+    assert "quantize_per_tensor" in summary["float"]["dense_0"]
+    for _ in range(3):
+        xt = torch.randn(2, 3, 8, 8)
+        want = quantized(xt).detach().numpy()
+        got = compiled(xt.numpy())
+        assert np.abs(got - want).max() <= 0.05 * np.abs(want).max()
+        assert float((got * want).sum() / np.linalg.norm(got) / np.linalg.norm(want)) > 0.999

@@ -26,7 +26,7 @@ from lepton_compiler.errors import (
     OptionError,
     UnsupportedOperatorError,
 )
-from lepton_compiler.frontend import onnx_qoperator
+from lepton_compiler.frontend import onnx_qoperator, torch_quant
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +92,10 @@ def from_torch(module: Any, example_inputs: Sequence[Any]) -> ImportedModel:
     from tvm.relax.frontend.torch.exported_program_translator import ExportedProgramImporter
 
     inputs = _to_torch_inputs(example_inputs)
-    module = module.eval()
+    try:
+        module = module.eval()
+    except NotImplementedError:  # an exported graph (a PT2E model) has no train/eval switch
+        pass
     try:
         with torch.no_grad():
             program = torch.export.export(module, inputs)
@@ -102,7 +105,8 @@ def from_torch(module: Any, example_inputs: Sequence[Any]) -> ImportedModel:
             f"torch.export could not trace {type(module).__name__}: {type(err).__name__}: "
             f"{str(err).splitlines()[0] if str(err) else ''}"
         ) from err
-    supported = ExportedProgramImporter().create_convert_map()
+    quantized_ops = torch_quant.convert_map()  # PT2E quantized exports
+    supported = set(ExportedProgramImporter().create_convert_map()) | set(quantized_ops)
     missing: dict[str, list[str]] = defaultdict(list)
     for node in program.graph.nodes:
         if node.op == "call_function":
@@ -113,7 +117,8 @@ def from_torch(module: Any, example_inputs: Sequence[Any]) -> ImportedModel:
         raise UnsupportedOperatorError("PyTorch", missing)
     try:
         mod = from_exported_program(program, keep_params_as_input=False,
-                                    run_ep_decomposition=False)
+                                    run_ep_decomposition=False,
+                                    custom_convert_map=quantized_ops)
     except Exception as err:
         raise ModelLoadError(
             f"importing {type(module).__name__} into Relax failed: {type(err).__name__}: "
