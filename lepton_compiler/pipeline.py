@@ -149,6 +149,10 @@ def quantize_graph(mod: Any, options: BuildOptions, host: HostTarget, run: Run
     """calibrate → quantize: the layer graph, its calibration table and integer plan."""
     config = options.quantize
     with run.stage("calibrate"):
+        if config is not None and config.equalize:
+            from lepton_compiler.passes.equalize import CrossLayerEqualization
+
+            mod = CrossLayerEqualization()(mod)
         if config is None:  # a pre-quantized model: its QDQ pairs are the table
             graph, table = quantization.prequantized(mod)
             config = quantization.QuantConfig(table=table)

@@ -68,6 +68,10 @@ class QuantConfig:
         and no calibration is run.
     progress
         Show a progress bar while calibrating (default: when stderr is a terminal).
+    equalize
+        Cross-layer equalization before calibration: consecutive convolutions (through no
+        activation or a ReLU) get balanced per-channel weight ranges, the model's function
+        unchanged (:mod:`lepton_compiler.passes.equalize`; ReLU6 pairs are left alone).
     bias_correction
         Empirical bias correction: run the float and the int8 model on the calibration data
         and move each conv/dense bias by the mean error its channel shows (where the output
@@ -93,6 +97,7 @@ class QuantConfig:
     max_drop: float | None = None
     validation: Callable[[Any], float] | None = None
     bias_correction: bool = False
+    equalize: bool = False
 
 
 @dataclass
