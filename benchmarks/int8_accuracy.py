@@ -318,17 +318,19 @@ def _machine() -> dict:
     import torch
     import tvm
 
-    flags = ""
+    flags, model = "", platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
                 if line.startswith("flags"):
                     flags = " ".join(sorted(w for w in line.split(":", 1)[1].split()
                                             if w.startswith(("avx512", "amx", "avx_vnni"))))
                     break
     except OSError:
         pass
-    return {"cpu": platform.processor() or platform.machine(), "isa": flags,
+    return {"cpu": model, "cores": os.cpu_count(), "isa": flags,
             "python": platform.python_version(), "tvm": tvm.__version__,
             "torch": torch.__version__, "onnxruntime": onnxruntime.__version__}
 
