@@ -115,6 +115,7 @@ class Lowered:
     kernels_so: bytes
     npu_kernels: set[str]
     kernel_names: list[str]
+    gemm_path: str | None = None   # the NPU emulation's GEMM path (npu_codegen.GEMM_PATHS)
 
 
 # --- the stage sequence ----------------------------------------------------------------------
@@ -247,8 +248,9 @@ def lower(mod: Any, input_names: list[str], output_names: list[str], host: HostT
         scheduled = {n: f for n, f in lowering.kernels_of(mod).items() if n in used}
         plan_builder.check_signatures(built.plan, scheduled)
         # The NPU instructions are linked only where a kernel uses them.
+        built_with: dict = {}
         kernels_so = lowering.codegen(scheduled, kernels, host.tvm_target(),
-                                      npu if npu_kernels else None)
+                                      npu if npu_kernels else None, built_with)
     for call in built.plan["calls"]:
         func = scheduled[call["kernel"]]
         var = call.pop("var", None)
@@ -259,7 +261,8 @@ def lower(mod: Any, input_names: list[str], output_names: list[str], host: HostT
             call["plan"] = kernel_plan(func, npu.spec).knobs
         if func.attrs is not None and func.attrs.get("lepton.tuned"):
             call["tuned"] = True
-    return Lowered(built.plan, built.weights, kernels_so, npu_kernels, built.kernel_names)
+    return Lowered(built.plan, built.weights, kernels_so, npu_kernels, built.kernel_names,
+                   built_with.get("gemm_path"))
 
 
 # --- compositions ----------------------------------------------------------------------------
@@ -399,7 +402,7 @@ def _build(model: Any, example_inputs: Any, options: BuildOptions, npu: LeptonTa
     with run.stage("package"):
         data = artifact.pack(
             plan=lowered.plan, weights=lowered.weights, kernels=lowered.kernels_so,
-            target=_target_manifest(npu, host, bool(lowered.npu_kernels)),
+            target=_target_manifest(npu, host, bool(lowered.npu_kernels), lowered.gemm_path),
             spec_fingerprint=npu.spec.fingerprint() if npu is not None else None,
             compiler_version=__version__, tvm_version=tvm_compat.tvm_version(),
             report=report.to_dict())
@@ -606,7 +609,10 @@ def tuned_kernels(plan: dict) -> dict[str, Any]:
     return {c["kernel"]: c.get("plan", "metaschedule") for c in plan["calls"] if c.get("tuned")}
 
 
-def _target_manifest(npu: LeptonTarget | None, host: HostTarget, linked: bool) -> dict:
+def _target_manifest(npu: LeptonTarget | None, host: HostTarget, linked: bool,
+                     gemm_path: str | None = None) -> dict:
     if npu is None:
         return host.manifest()
-    return {**npu.manifest(), "sim_counters": list(COUNTERS)} if linked else npu.manifest()
+    if not linked:
+        return npu.manifest()
+    return {**npu.manifest(), "sim_counters": list(COUNTERS), "gemm_path": gemm_path}

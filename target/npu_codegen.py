@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from lepton_compiler.errors import CompileError
 from lepton_compiler.target.spec import LeptonSpec
@@ -21,23 +22,63 @@ def spec_defines(spec: LeptonSpec) -> list[str]:
             f"-DLEPTON_DMA_FIXED_CYCLES={spec.dma.fixed_cycles}"]
 
 
-def npu_object(spec: LeptonSpec, workdir: Path, cpu: str | None = None) -> str:
-    """Compile ``lepton_npu.c`` for ``spec`` into ``workdir``; returns the object path.
+#: The GEMM paths of ``lepton_npu.c``, best first: (name, the ISA features it needs in LLVM
+#: spelling, the GCC/Clang flags that enable them). Chosen from the target CPU's *features*,
+#: never from its name: a compiler older than the CPU still builds the fast path.
+GEMM_PATHS = (
+    ("avx512-vnni", ("avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512vnni", "avx2",
+                     "fma"),
+     ("-mavx2", "-mfma", "-mavx512f", "-mavx512bw", "-mavx512dq", "-mavx512vl",
+      "-mavx512vnni")),
+    ("avx512", ("avx512f", "avx512bw", "avx512dq", "avx512vl", "avx2", "fma"),
+     ("-mavx2", "-mfma", "-mavx512f", "-mavx512bw", "-mavx512dq", "-mavx512vl")),
+    ("avx2", ("avx2", "fma"), ("-mavx2", "-mfma")),
+    ("portable", (), ()),
+)
+#: /proc/cpuinfo spellings of the LLVM feature names above.
+_PROC_NAMES = {"avx512vnni": "avx512_vnni"}
 
-    ``cpu`` (an LLVM/GCC cpu name such as ``znver3``) lets the compiler vectorise for the
-    artifact's CPU; when the C compiler does not know the name, portable code is built.
+
+def best_gemm_path(host: Any) -> str:
+    """The fastest GEMM path ``host`` (a HostTarget: this machine's /proc/cpuinfo flags, or
+    LLVM's table for a named CPU) supports."""
+    wanted = tuple({f for _, need, _ in GEMM_PATHS for f in need})
+    if host.cpu_features:  # this machine: its /proc/cpuinfo flags
+        have = set(host.cpu_features)
+        features = {f for f in wanted if _PROC_NAMES.get(f, f) in have}
+    else:
+        features = host.features(wanted)
+    return next(name for name, need, _ in GEMM_PATHS if set(need) <= features)
+
+
+def npu_object(spec: LeptonSpec, workdir: Path, host: Any = None) -> tuple[str, str]:
+    """Compile ``lepton_npu.c`` for ``spec`` into ``workdir``; returns the object path and
+    the GEMM path it was built with (see :data:`GEMM_PATHS`).
+
+    The path is the best one ``host``'s CPU features allow (portable without a host). If the
+    C compiler rejects its flags (a compiler older than the instructions), the next path
+    down is tried, with a warning naming what was lost: never silently.
     """
+    import logging
+
     import tvm_ffi.libinfo
 
     source = resources.files("lepton_compiler.target").joinpath(NPU_SOURCE)
-    obj = workdir / f"lepton_npu_{spec.fingerprint()}.o"
-    base = ["cc", "-c", "-O3", "-fPIC", "-std=gnu11", f"-I{tvm_ffi.libinfo.find_include_path()}",
-            *spec_defines(spec), "-o", str(obj), str(source)]
-    attempts = [[*base[:2], f"-march={cpu}", *base[2:]], base] if cpu else [base]
+    want = best_gemm_path(host) if host is not None else "portable"
+    names = [name for name, _, _ in GEMM_PATHS]
     error = ""
-    for cmd in attempts:
+    for name, _, flags in GEMM_PATHS[names.index(want):]:
+        obj = workdir / f"lepton_npu_{spec.fingerprint()}_{name}.o"
+        cmd = ["cc", "-c", "-O3", "-fPIC", "-std=gnu11", *flags,
+               f"-I{tvm_ffi.libinfo.find_include_path()}", *spec_defines(spec), "-o", str(obj),
+               str(source)]
         result = subprocess.run(cmd, capture_output=True, text=True)
         if result.returncode == 0:
-            return str(obj)
+            if name != want:
+                logging.getLogger(__name__).warning(
+                    "the C compiler cannot build the %s GEMM path this CPU supports; the "
+                    "artifact uses the slower %s path (%s)", want, name,
+                    error.splitlines()[0] if error else "")
+            return str(obj), name
         error = result.stderr.strip()
     raise CompileError(f"compiling the NPU instructions failed: {error}")

@@ -130,7 +130,7 @@ def _compile(func: Any, entry: str, spec: LeptonSpec, cpu: str | None) -> bytes:
     with tempfile.TemporaryDirectory(prefix="lepton-npu-") as tmp:
         workdir = Path(tmp)
         so_path = workdir / "kernel.so"
-        objects = [runtime_object(workdir), npu_object(spec, workdir, host.mcpu)]
+        objects = [runtime_object(workdir), npu_object(spec, workdir, host)[0]]
         tvm_compat.export_library(lib, str(so_path), objects)
         return so_path.read_bytes()
 

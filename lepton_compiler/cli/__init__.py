@@ -181,6 +181,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
           f"{m.get('compiler', {}).get('version')}, tvm {m.get('tvm_version')}")
     print(f"  target: {target.get('kind')} ({target.get('system')}/{target.get('machine')}, "
           f"cpu {target.get('mcpu')})")
+    if target.get("gemm_path"):
+        print(f"  NPU emulation GEMM path: {target['gemm_path']}")
     for i in m.get("inputs", []):
         print(f"  input  {i['name']}: {i['dtype']}{i['shape']}")
     for o in m.get("outputs", []):

@@ -220,12 +220,13 @@ def schedule(mod: Any, config: Any, npu: Any = None,
 
 
 def codegen(kernels: dict[str, Any], fallback: dict[str, Any], target: Any,
-            npu: Any = None) -> bytes:
+            npu: Any = None, report: dict | None = None) -> bytes:
     """Compile kernels to one shared library and return its bytes.
 
     A kernel whose schedule fails to compile is recompiled from ``fallback`` (unscheduled),
     so a schedule bug costs speed, never a build. With an NPU target the NPU instructions
-    (both execution modes) are linked in.
+    (both execution modes) are linked in, built for the best GEMM path the target CPU's
+    features allow; ``report["gemm_path"]`` says which (``npu_codegen.GEMM_PATHS``).
     """
     import tvm
 
@@ -265,6 +266,9 @@ def codegen(kernels: dict[str, Any], fallback: dict[str, Any], target: Any,
         if npu is not None:
             from lepton_compiler.target.npu_codegen import npu_object
 
-            objects.append(npu_object(npu.spec, workdir, npu.host.mcpu))
+            obj, path = npu_object(npu.spec, workdir, npu.host)
+            objects.append(obj)
+            if report is not None:
+                report["gemm_path"] = path
         tvm_compat.export_library(lib, str(so_path), objects)
         return so_path.read_bytes()
