@@ -11,6 +11,7 @@
  * Thread count: LEPTON_NUM_THREADS, else TVM_NUM_THREADS, else the number of online CPUs.
  */
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -32,6 +33,9 @@ extern void* __TVMBackendFreeWorkspace __attribute__((weak));
 
 #define LEPTON_MAX_THREADS 256
 #define LEPTON_SPIN_ITERS 200000
+/* Waits inside a launch (for the last task, at a barrier) spin this long (~0.1 ms) before
+ * yielding the core. */
+#define LEPTON_WAIT_SPINS 4000
 
 typedef struct {
   atomic_int count;
@@ -64,6 +68,17 @@ static inline void cpu_relax(void) {
 #elif defined(__aarch64__)
   __asm__ __volatile__("yield");
 #endif
+}
+
+/* Spin a while, then give the core away: a waiter that only spins steals the core a
+ * preempted worker needs when the machine is oversubscribed (another process, a stolen
+ * vCPU), and the whole launch stalls until the scheduler's next tick. */
+static inline void wait_relax(int* spins) {
+  if (++*spins < LEPTON_WAIT_SPINS) {
+    cpu_relax();
+  } else {
+    sched_yield();
+  }
 }
 
 static int read_thread_count(void) {
@@ -162,9 +177,11 @@ int LeptonBackendParallelLaunch(FTVMParallelLambda flambda, void* cdata, int num
   pthread_cond_broadcast(&g_pool.cv);
   pthread_mutex_unlock(&g_pool.mu);
   run_tasks();
-  while (atomic_load_explicit(&g_pool.done_tasks, memory_order_acquire) < num_task) cpu_relax();
+  int spins = 0;
+  while (atomic_load_explicit(&g_pool.done_tasks, memory_order_acquire) < num_task)
+    wait_relax(&spins);
   while (atomic_load_explicit(&g_pool.finished, memory_order_acquire) < g_pool.num_threads - 1)
-    cpu_relax();
+    wait_relax(&spins);
   int err = atomic_load(&g_pool.error);
   pthread_mutex_unlock(&g_pool.launch_mu);
   return err ? -1 : 0;
@@ -179,7 +196,8 @@ int LeptonBackendParallelBarrier(int task_id, TVMParallelGroupEnv* penv) {
     atomic_store(&b->count, 0);
     atomic_store(&b->sense, !sense);
   } else {
-    while (atomic_load(&b->sense) == sense) cpu_relax();
+    int spins = 0;
+    while (atomic_load(&b->sense) == sense) wait_relax(&spins);
   }
   return 0;
 }
