@@ -64,11 +64,15 @@ def test_the_artifact_records_its_gemm_path_and_inspect_shows_it(tmp_path, capsy
 
 def test_a_compiler_without_the_fast_path_degrades_loudly(tmp_path, monkeypatch, caplog):
     # A "cc" that refuses the VNNI flag, as a compiler older than the CPU would.
+    import shutil
+
+    real = shutil.which("cc")
+    assert real, "the build needs a C compiler named cc"
     fake = tmp_path / "bin" / "cc"
     fake.parent.mkdir()
     fake.write_text('#!/bin/sh\nfor a in "$@"; do [ "$a" = "-mavx512vnni" ] && '
                     '{ echo "cc: error: unrecognized option -mavx512vnni" >&2; exit 1; }; '
-                    'done\nexec /usr/bin/cc "$@"\n')
+                    f'done\nexec {real} "$@"\n')
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
     monkeypatch.setenv("PATH", f"{fake.parent}:{os.environ['PATH']}")
     with caplog.at_level(logging.WARNING):
