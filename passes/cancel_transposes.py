@@ -138,25 +138,28 @@ def CancelTransposes() -> Any:
             return all((_op(r) == "relax.permute_dims" and r.args[0].same_as(var))
                        or _commutes(r, var) for r in readers)
 
+        def _transposed(self, src: Any, axes: tuple[int, ...], output: bool = False) -> Any:
+            """``permute_dims(src, axes)`` bound now (``src`` itself when ``axes`` is the
+            identity); ``output``: a value the dataflow block hands out."""
+            identity = axes == tuple(range(len(axes)))
+            if output:
+                return self.builder_.emit_output(
+                    src if identity else relax.op.permute_dims(src, list(axes)))
+            return src if identity else \
+                self.builder_.emit(relax.op.permute_dims(src, list(axes)))
+
         def _settle(self, var: Any, src: Any, axes: tuple[int, ...]) -> None:
             """``var`` = ``permute_dims(src, axes)``: defer it, or bind it now."""
             if self._may_defer(var):
                 self.pending[var] = (src, axes)
                 return
-            identity = axes == tuple(range(len(axes)))
-            if isinstance(var, relax.DataflowVar) or not self.builder_.current_block_is_dataflow():
-                value = src if identity else \
-                    self.builder_.emit(relax.op.permute_dims(src, list(axes)))
-            else:  # a value the dataflow block hands out
-                value = self.builder_.emit_output(
-                    src if identity else relax.op.permute_dims(src, list(axes)))
-            self.set_var_remap(var, value)
+            output = not isinstance(var, relax.DataflowVar) and \
+                self.builder_.current_block_is_dataflow()
+            self.set_var_remap(var, self._transposed(src, axes, output))
 
         def _materialize(self, var: Any) -> Any:
             if var not in self.bound:
-                src, axes = self.pending[var]
-                self.bound[var] = src if axes == tuple(range(len(axes))) else \
-                    self.builder_.emit(relax.op.permute_dims(src, list(axes)))
+                self.bound[var] = self._transposed(*self.pending[var])
             return self.bound[var]
 
         def visit_dataflow_var_(self, var: Any) -> Any:

@@ -92,7 +92,10 @@ def float_model(tmp_path_factory):
     return path, samples
 
 
-def _quantize(path, samples, activations):
+def _quantize(path, samples, activations, fmt="QDQ", pre_process=True):
+    """onnxruntime's ``quantize_static`` of the model at ``path`` (per-channel int8 weights,
+    ``activations`` int8 or uint8), calibrated on ``samples[:4]``; ``pre_process``: fold
+    constants first, as onnxruntime recommends."""
     name = ort.InferenceSession(str(path)).get_inputs()[0].name
 
     class Reader(CalibrationDataReader):
@@ -102,10 +105,12 @@ def _quantize(path, samples, activations):
         def get_next(self):
             return next(self.it, None)
 
-    dst = path.with_name(f"qdq-{activations}.onnx")
-    pre = path.with_name(f"pre-{path.name}")  # onnxruntime's recipe: fold constants first
-    quant_pre_process(str(path), str(pre), skip_symbolic_shape=True)
-    quantize_static(str(pre), str(dst), Reader(), quant_format=QuantFormat.QDQ,
+    dst = path.with_name(f"{fmt.lower()}-{activations}.onnx")
+    src = path
+    if pre_process:
+        src = path.with_name(f"pre-{path.name}")
+        quant_pre_process(str(path), str(src), skip_symbolic_shape=True)
+    quantize_static(str(src), str(dst), Reader(), quant_format=getattr(QuantFormat, fmt),
                     per_channel=True, activation_type=getattr(QuantType, activations),
                     weight_type=QuantType.QInt8)
     return onnx.load(str(dst)), name
@@ -182,20 +187,7 @@ def test_a_qoperator_model_compiles_like_its_qdq_twin(tmp_path):
     samples = [rng.standard_normal((BATCH, 3, 8, 8)).astype(np.float32) for _ in range(6)]
     path = tmp_path / "plain.onnx"
     path.write_bytes(to_onnx_bytes(_Plain().eval(), (torch.from_numpy(samples[0]),)))
-    name = ort.InferenceSession(str(path)).get_inputs()[0].name
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.it = iter([{name: s} for s in samples[:4]])
-
-        def get_next(self):
-            return next(self.it, None)
-
-    dst = tmp_path / "qop.onnx"
-    quantize_static(str(path), str(dst), Reader(), quant_format=QuantFormat.QOperator,
-                    per_channel=True, activation_type=QuantType.QUInt8,
-                    weight_type=QuantType.QInt8)
-    qop = onnx.load(str(dst))
+    qop, name = _quantize(path, samples, "QUInt8", fmt="QOperator", pre_process=False)
     ops = {n.op_type for n in qop.graph.node}
     assert "QLinearConv" in ops and ops & {"QLinearMatMul", "QGemm"}, ops
     compiled = lc.build(qop.SerializeToString(), target="lepton")
