@@ -51,21 +51,25 @@ def best_gemm_path(host: Any) -> str:
     return next(name for name, need, _ in GEMM_PATHS if set(need) <= features)
 
 
-def npu_object(spec: LeptonSpec, workdir: Path, host: Any = None) -> tuple[str, str]:
+def npu_object(spec: LeptonSpec, workdir: Path, host: Any = None,
+               path: str | None = None) -> tuple[str, str]:
     """Compile ``lepton_npu.c`` for ``spec`` into ``workdir``; returns the object path and
     the GEMM path it was built with (see :data:`GEMM_PATHS`).
 
-    The path is the best one ``host``'s CPU features allow (portable without a host). If the
-    C compiler rejects its flags (a compiler older than the instructions), the next path
-    down is tried, with a warning naming what was lost: never silently.
+    The path is ``path`` if given, else the best one ``host``'s CPU features allow (portable
+    without a host). If the C compiler rejects its flags (a compiler older than the
+    instructions), the next path down is tried, with a warning naming what was lost: never
+    silently.
     """
     import logging
 
     import tvm_ffi.libinfo
 
     source = resources.files("lepton_compiler.target").joinpath(NPU_SOURCE)
-    want = best_gemm_path(host) if host is not None else "portable"
     names = [name for name, _, _ in GEMM_PATHS]
+    if path is not None and path not in names:
+        raise ValueError(f"unknown GEMM path {path!r}; one of {names}")
+    want = path or (best_gemm_path(host) if host is not None else "portable")
     error = ""
     for name, _, flags in GEMM_PATHS[names.index(want):]:
         obj = workdir / f"lepton_npu_{spec.fingerprint()}_{name}.o"

@@ -17,9 +17,14 @@ GEMM_ATTR = "lepton.gemm"  # value: "conv2d" | "dense"
 _OPAQUE = 8  # relax OpPatternKind.kOpaque: FuseOps leaves the kernel alone
 
 
-def _finish(func: Any, gemm: str | None = None) -> Any:
+def _finish(func: Any, gemm: str | None = None, layer: list[int] | None = None) -> Any:
+    """Mark a kernel opaque to fusion; ``gemm``: its :data:`GEMM_ATTR`; ``layer``: its
+    geometry for the NPU's fast mode (``npu_fast.LAYER_ATTR``)."""
+    from lepton_compiler.target.npu_fast import LAYER_ATTR
+
     func = func.with_attr("op_pattern", _OPAQUE)
-    return func.with_attr(GEMM_ATTR, gemm) if gemm else func
+    func = func.with_attr(GEMM_ATTR, gemm) if gemm else func
+    return func.with_attr(LAYER_ATTR, layer) if layer else func
 
 
 def _elementwise(shape: tuple[int, ...], inputs: list[tuple[str, str]], name: str,
@@ -72,6 +77,7 @@ def dense_func(m: int, k: int, n: int) -> Any:
     from tvm.script import tirx as T
 
     from lepton_compiler.target.intrinsics import requant_macro
+    from lepton_compiler.target.npu_fast import dense_layer
 
     requant_store = requant_macro()
 
@@ -92,7 +98,7 @@ def dense_func(m: int, k: int, n: int) -> Any:
                 vi, vj = T.axis.remap("SS", [i, j])
                 requant_store(OUT, C, BIAS, MUL, SH, QP, vi, vj)
 
-    return _finish(dense, "dense")
+    return _finish(dense, "dense", dense_layer(m, k, n))
 
 
 def im2col_gemm_macro(shape: Any, input_zero_point: int) -> Any:
@@ -145,6 +151,7 @@ def conv2d_func(shape: Any, input_zero_point: int) -> Any:
     from tvm.script import tirx as T
 
     from lepton_compiler.target.intrinsics import requant_macro
+    from lepton_compiler.target.npu_fast import conv_layer
 
     requant_store = requant_macro()
     im2col_gemm = im2col_gemm_macro(shape, input_zero_point)
@@ -164,7 +171,7 @@ def conv2d_func(shape: Any, input_zero_point: int) -> Any:
                 vi, vj = T.axis.remap("SS", [i, j])
                 requant_store(OUT, C, BIAS, MUL, SH, QP, vi, vj)
 
-    return _finish(conv2d, "conv2d")
+    return _finish(conv2d, "conv2d", conv_layer(shape, input_zero_point))
 
 
 def add_func(shape: tuple[int, ...], za: int, ma: int, zb: int, mb: int, shift: int,

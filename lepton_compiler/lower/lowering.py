@@ -214,8 +214,14 @@ def schedule(mod: Any, config: Any, npu: Any = None,
         mod[gv] = f
     mod = relax.transform.DeadCodeElimination()(mod)
     if npu is not None:
-        on_npu = {name for name, f in kernels_of(mod).items()
-                  if f.attrs is not None and f.attrs.get(GEMM_ATTR)}
+        from lepton_compiler.target.npu_fast import add_fast_paths
+
+        def gemm_kernels(mod: Any) -> set[str]:
+            return {name for name, f in kernels_of(mod).items()
+                    if f.attrs is not None and f.attrs.get(GEMM_ATTR)}
+
+        mod = add_fast_paths(mod, gemm_kernels(mod))  # renames the kernels it rewrites
+        on_npu = gemm_kernels(mod)
     return mod, on_npu
 
 
@@ -229,6 +235,8 @@ def codegen(kernels: dict[str, Any], fallback: dict[str, Any], target: Any,
     features allow; ``report["gemm_path"]`` says which (``npu_codegen.GEMM_PATHS``).
     """
     import tvm
+
+    from lepton_compiler.target.npu_fast import FAST_ATTR
 
     # StorageRewrite would merge the int8 staging buffers that tensorized kernels address
     # through access_ptr; NPU builds keep every buffer separate.
@@ -248,7 +256,8 @@ def codegen(kernels: dict[str, Any], fallback: dict[str, Any], target: Any,
                 tvm_compat.compile_tir(module_of({name: funcs[name]}), target,
                                         storage_rewrite=rewrite)
             except Exception as err:
-                if name not in fallback:
+                packed = funcs[name].attrs is not None and FAST_ATTR in funcs[name].attrs
+                if name not in fallback or packed:  # a packed kernel has no unpacked twin
                     raise CompileError(
                         f"kernel {name} does not compile: {str(err).splitlines()[0]}"
                     ) from None

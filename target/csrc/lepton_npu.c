@@ -354,3 +354,353 @@ int __tvm_ffi_lepton_npu_counter(void* self, const TVMFFIAny* args, int32_t num_
   }
   return 0;
 }
+
+/* ---- fast mode: a whole GEMM layer per call ----------------------------------------------
+ *
+ * In fast mode a conv2d/dense kernel hands its whole layer to lepton_layer_i8 instead of
+ * running the tiled instruction stream (sim mode still runs that stream and counts it). The
+ * result is the same integer arithmetic — exact int32 products summed in any order, then the
+ * requantize instruction's formula — so fast and sim agree bit for bit.
+ *
+ * Weights are packed at compile time (npu_fast.pack_weights): for each block of 16 output
+ * columns, [ceil(K/4)][16][4] bytes holding w + 128 as uint8 (padding: 0). A row of A (int8)
+ * times such a block is 16 int32 lanes of vpdpbusd (four u8 x s8 products per lane), and
+ * sum_k a*(w+128) = sum_k a*w + 128*sum_k a: each row's sum is subtracted before requantizing.
+ * The im2col window gather happens while packing a chunk of A rows (never a whole window
+ * matrix), and the output rows and columns are split into work items across the threads.
+ */
+#include <stdlib.h>
+
+typedef struct {
+  void* sync_handle;
+  int32_t num_task;
+} LeptonParallelEnv;
+typedef int (*LeptonParallelLambda)(int task_id, LeptonParallelEnv* penv, void* cdata);
+extern void* __TVMBackendParallelLaunch __attribute__((weak));
+
+enum { FAST_NB = 16, FAST_MR = 12, FAST_A_BYTES = 96 * 1024 };
+
+typedef struct {
+  const int8_t* x;
+  const uint8_t* wp;
+  const int32_t *bias, *mult, *shift;
+  int64_t zp, lo, hi;
+  int8_t* out;
+  int32_t n, h, w, cin, cout, kh, kw, sh, sw, dh, dw, top, left, oh, ow, in_zp;
+  int64_t m, k, k4;
+  int32_t nblocks;          /* 16-column blocks of the packed weights */
+  int32_t direct;           /* A rows are X rows as they are (1x1, stride 1, no padding) */
+  int32_t rows_per_item, blocks_per_item, row_items, col_items;
+  int64_t* col64;           /* per 8 columns: bias, mult, 2^(shift-1), shift as int64 x 8 */
+  int next_item;            /* work items handed out so far (atomic) */
+  int failed;
+} layer_t;
+
+/* A contiguous scratch buffer per thread, grown on demand and kept between calls. */
+static int8_t* scratch(int64_t bytes) {
+  static __thread int8_t* buf = NULL;
+  static __thread int64_t have = 0;
+  if (bytes > have) {
+    free(buf);
+    buf = NULL;
+    have = 0;
+    if (posix_memalign((void**)&buf, 64, (size_t)bytes) != 0) return NULL;
+    have = bytes;
+  }
+  return buf;
+}
+
+/* Rows [r0, r0 + rows) of the im2col matrix into a (rows x lda) buffer (k tail zeroed).
+ * With dilation 1 along x, the taps of one kernel row are one contiguous run of NHWC input
+ * (kw * cin bytes), copied at once where it lies wholly inside the image. */
+static void gather_rows(const layer_t* L, int64_t r0, int32_t rows, int8_t* a, int64_t lda) {
+  const int64_t hw = (int64_t)L->oh * L->ow;
+  const size_t run = (size_t)L->kw * L->cin;
+  for (int32_t i = 0; i < rows; ++i) {
+    const int64_t r = r0 + i;
+    const int64_t b = r / hw, oy = (r % hw) / L->ow, ox = r % L->ow;
+    const int64_t ix0 = ox * L->sw - L->left;
+    const int whole = L->dw == 1 && ix0 >= 0 && ix0 + L->kw <= L->w;
+    int8_t* dst = a + (int64_t)i * lda;
+    for (int32_t ky = 0; ky < L->kh; ++ky) {
+      const int64_t iy = oy * L->sh + (int64_t)ky * L->dh - L->top;
+      if (iy < 0 || iy >= L->h) {
+        memset(dst, (int)(int8_t)L->in_zp, run);
+        dst += run;
+        continue;
+      }
+      const int8_t* src = L->x + ((b * L->h + iy) * L->w) * L->cin;
+      if (whole) {
+        memcpy(dst, src + ix0 * L->cin, run);
+        dst += run;
+        continue;
+      }
+      for (int32_t kx = 0; kx < L->kw; ++kx, dst += L->cin) {
+        const int64_t ix = ix0 + (int64_t)kx * L->dw;
+        if (ix < 0 || ix >= L->w)
+          memset(dst, (int)(int8_t)L->in_zp, (size_t)L->cin);
+        else
+          memcpy(dst, src + ix * L->cin, (size_t)L->cin);
+      }
+    }
+    memset(a + (int64_t)i * lda + L->k, 0, (size_t)(lda - L->k));
+  }
+}
+
+static int32_t row_sum(const int8_t* a, int64_t k) {
+  int64_t i = 0;
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__)
+  /* 64 bytes per vpdpbusd against ones (u8 1 x s8 a) */
+  __m512i acc = _mm512_setzero_si512();
+  const __m512i ones = _mm512_set1_epi8(1);
+  for (; i + 64 <= k; i += 64)
+    acc = _mm512_dpbusd_epi32(acc, ones, _mm512_loadu_si512(a + i));
+  if (i < k)
+    acc = _mm512_dpbusd_epi32(acc, ones, _mm512_maskz_loadu_epi8(
+        (__mmask64)(~0ULL >> (64 - (k - i))), a + i));
+  return _mm512_reduce_add_epi32(acc);
+#else
+  int32_t s = 0;
+  for (; i < k; ++i) s += a[i];
+  return s;
+#endif
+}
+
+/* The requantize instruction's arithmetic on one row of 16 (or `cols`) accumulators. */
+static inline void requant_row(const layer_t* L, const int32_t* acc, int32_t col0, int32_t cols,
+                               int8_t* o) {
+  for (int32_t j = 0; j < cols; ++j) {
+    const int32_t c = col0 + j;
+    int64_t v = ((((int64_t)acc[j] + L->bias[c]) * L->mult[c]) +
+                 ((int64_t)1 << (L->shift[c] - 1))) >> L->shift[c];
+    v += L->zp;
+    v = v < L->lo ? L->lo : (v > L->hi ? L->hi : v);
+    o[j] = (int8_t)v;
+  }
+}
+
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__) && defined(__AVX512DQ__)
+/* 16 accumulators (minus 128 * row sum) requantized and stored; `cols` < 16 masks the store.
+ * The per-column terms come widened to int64 (layer_t.col64), padded to whole blocks. */
+static inline void requant16(const layer_t* L, __m512i acc, int32_t col0, int32_t cols,
+                             int8_t* o) {
+  const __mmask16 keep = (__mmask16)(cols >= 16 ? 0xFFFF : ((1u << cols) - 1));
+  const int64_t* p = L->col64 + (int64_t)col0 * 4;  /* [bias, mult, round, shift] x 8, twice */
+  __m128i bytes[2];
+  for (int half = 0; half < 2; ++half, p += 32) {
+    __m512i v = _mm512_cvtepi32_epi64(half ? _mm512_extracti64x4_epi64(acc, 1)
+                                           : _mm512_castsi512_si256(acc));
+    v = _mm512_mullo_epi64(_mm512_add_epi64(v, _mm512_load_si512(p)),
+                           _mm512_load_si512(p + 8));
+    v = _mm512_srav_epi64(_mm512_add_epi64(v, _mm512_load_si512(p + 16)),
+                          _mm512_load_si512(p + 24));
+    v = _mm512_add_epi64(v, _mm512_set1_epi64(L->zp));
+    v = _mm512_min_epi64(_mm512_max_epi64(v, _mm512_set1_epi64(L->lo)),
+                         _mm512_set1_epi64(L->hi));
+    bytes[half] = _mm512_cvtepi64_epi8(v);
+  }
+  _mm_mask_storeu_epi8(o, keep, _mm_unpacklo_epi64(bytes[0], bytes[1]));
+}
+
+#if defined(__GNUC__) && !defined(__clang__)
+/* acc += w (u8) . 4 bytes at p (s8), broadcast from memory. Inline asm: GCC 12 copies the
+ * accumulators between registers around the intrinsic, doubling the micro-kernel's uops. */
+#define DPBUSD_BCAST(acc, w, p) \
+  __asm__("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(w), "m"(*(p)))
+#else
+#define DPBUSD_BCAST(acc, w, p) \
+  acc = _mm512_dpbusd_epi32(acc, w, _mm512_set1_epi32(*(p)))
+#endif
+#define ROWS_DO(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11)
+static inline __attribute__((always_inline)) void micro_vnni(
+    const layer_t* L, const int8_t* a, int64_t lda, const int32_t* sums, int32_t rows,
+    int32_t nb, int32_t block, int64_t row0) {
+#define DECL(i) __m512i c0_##i = _mm512_setzero_si512(), c1_##i = _mm512_setzero_si512();
+  ROWS_DO(DECL)
+#undef DECL
+  const uint8_t* b0 = L->wp + (int64_t)block * L->k4 * 64;
+  const uint8_t* b1 = b0 + L->k4 * 64;
+  const int8_t* ar = a;
+  for (int64_t q = 0; q < L->k4; ++q, ar += 4) {
+    const __m512i w0 = _mm512_loadu_si512(b0 + q * 64);
+    const __m512i w1 = nb == 2 ? _mm512_loadu_si512(b1 + q * 64) : w0;
+#define STEP(i)                                                                  \
+    if (rows > i) {                                                              \
+      const int32_t* a4 = (const int32_t*)(ar + i * lda);                        \
+      DPBUSD_BCAST(c0_##i, w0, a4);                                              \
+      if (nb == 2) DPBUSD_BCAST(c1_##i, w1, a4);                                 \
+    }
+    ROWS_DO(STEP)
+#undef STEP
+  }
+  const int32_t col0 = block * FAST_NB;
+  const int32_t cols = L->cout - col0;
+#define STORE(i)                                                                 \
+  if (rows > i) {                                                                \
+    const __m512i fix = _mm512_set1_epi32(sums[i] * 128);                        \
+    int8_t* o = L->out + (row0 + i) * L->cout + col0;                            \
+    requant16(L, _mm512_sub_epi32(c0_##i, fix), col0, cols < 16 ? cols : 16, o); \
+    if (nb == 2)                                                                 \
+      requant16(L, _mm512_sub_epi32(c1_##i, fix), col0 + 16,                     \
+                cols - 16 < 16 ? cols - 16 : 16, o + 16);                        \
+  }
+  ROWS_DO(STORE)
+#undef STORE
+}
+
+#define MICRO_CASE(R)                                                          \
+  case R:                                                                      \
+    if (nb == 2) micro_vnni(L, a, lda, sums, R, 2, block, row0);               \
+    else micro_vnni(L, a, lda, sums, R, 1, block, row0);                       \
+    break;
+
+static void micro(const layer_t* L, const int8_t* a, int64_t lda, const int32_t* sums,
+                  int32_t rows, int32_t nb, int32_t block, int64_t row0) {
+  switch (rows) {
+    MICRO_CASE(1) MICRO_CASE(2) MICRO_CASE(3) MICRO_CASE(4) MICRO_CASE(5) MICRO_CASE(6)
+    MICRO_CASE(7) MICRO_CASE(8) MICRO_CASE(9) MICRO_CASE(10) MICRO_CASE(11) MICRO_CASE(12)
+    default: break;
+  }
+}
+#else
+/* Portable micro-kernel over the same packed layout. */
+static void micro(const layer_t* L, const int8_t* a, int64_t lda, const int32_t* sums,
+                  int32_t rows, int32_t nb, int32_t block, int64_t row0) {
+  for (int32_t bi = 0; bi < nb; ++bi) {
+    const int32_t col0 = (block + bi) * FAST_NB;
+    const uint8_t* b = L->wp + (int64_t)(block + bi) * L->k4 * 64;
+    int32_t cols = L->cout - col0;
+    if (cols > FAST_NB) cols = FAST_NB;
+    for (int32_t i = 0; i < rows; ++i) {
+      int32_t acc[FAST_NB] = {0};
+      const int8_t* ar = a + i * lda;
+      for (int64_t q = 0; q < L->k4; ++q) {
+        const uint8_t* bq = b + q * 64;
+        const int32_t a0 = ar[4 * q], a1 = ar[4 * q + 1], a2 = ar[4 * q + 2],
+                      a3 = ar[4 * q + 3];
+        for (int32_t j = 0; j < FAST_NB; ++j)
+          acc[j] += a0 * bq[4 * j] + a1 * bq[4 * j + 1] + a2 * bq[4 * j + 2] +
+                    a3 * bq[4 * j + 3];
+      }
+      for (int32_t j = 0; j < FAST_NB; ++j) acc[j] -= 128 * sums[i];
+      requant_row(L, acc, col0, cols, L->out + (row0 + i) * L->cout + col0);
+    }
+  }
+}
+#endif
+
+/* One work item: a chunk of output rows times a range of 16-column blocks. */
+static int layer_item(layer_t* L, int64_t item) {
+  const int64_t ri = item / L->col_items, ci = item % L->col_items;
+  const int64_t r0 = ri * L->rows_per_item;
+  int64_t rows = L->m - r0;
+  if (rows > L->rows_per_item) rows = L->rows_per_item;
+  const int32_t blk0 = (int32_t)(ci * L->blocks_per_item);
+  int32_t blk1 = blk0 + L->blocks_per_item;
+  if (blk1 > L->nblocks) blk1 = L->nblocks;
+  const int8_t* a;
+  int64_t lda;
+  int32_t sums[1024];
+  int8_t* buf = NULL;
+  if (L->direct) {
+    a = L->x + r0 * L->k;
+    lda = L->k;
+  } else {
+    lda = L->k4 * 4;
+    buf = scratch(rows * lda);
+    if (buf == NULL) return -1;
+    gather_rows(L, r0, (int32_t)rows, buf, lda);
+    a = buf;
+  }
+  for (int64_t i = 0; i < rows; ++i) sums[i] = row_sum(a + i * lda, L->k);
+  for (int32_t blk = blk0; blk < blk1; blk += 2) {
+    const int32_t nb = blk + 1 < blk1 ? 2 : 1;
+    for (int64_t i = 0; i < rows; i += FAST_MR) {
+      const int32_t mr = (int32_t)(rows - i < FAST_MR ? rows - i : FAST_MR);
+      micro(L, a + i * lda, lda, sums + i, mr, nb, blk, r0 + i);
+    }
+  }
+  return 0;
+}
+
+static int layer_task(int task_id, LeptonParallelEnv* penv, void* cdata) {
+  (void)task_id; (void)penv;
+  layer_t* L = (layer_t*)cdata;
+  const int64_t items = (int64_t)L->row_items * L->col_items;
+  for (;;) {
+    const int64_t item = __atomic_fetch_add(&L->next_item, 1, __ATOMIC_RELAXED);
+    if (item >= items) break;
+    if (layer_item(L, item) != 0) {
+      __atomic_store_n(&L->failed, 1, __ATOMIC_RELAXED);
+      return -1;
+    }
+  }
+  return 0;
+}
+
+/* A whole int8 conv2d (NHWC input, groups 1) or dense layer (n = M rows of 1x1x K) with its
+ * requantization, in fast mode. Returns 0 without touching anything in sim mode (the kernel
+ * then runs its instruction stream), 1 when the layer is done, -1 on allocation failure. */
+int lepton_layer_i8(const int8_t* X, const uint8_t* WP, const int32_t* bias,
+                    const int32_t* mult, const int32_t* shift, const int32_t* qp, int8_t* OUT,
+                    int32_t n, int32_t h, int32_t w, int32_t cin, int32_t cout, int32_t kh,
+                    int32_t kw, int32_t sh, int32_t sw, int32_t dh, int32_t dw, int32_t top,
+                    int32_t left, int32_t oh, int32_t ow, int32_t in_zp) {
+  if (g_mode != LEPTON_MODE_FAST) return 0;
+  layer_t L = {.x = X, .wp = WP, .bias = bias, .mult = mult, .shift = shift, .zp = qp[0],
+               .lo = qp[1], .hi = qp[2], .out = OUT, .n = n, .h = h, .w = w, .cin = cin,
+               .cout = cout, .kh = kh, .kw = kw, .sh = sh, .sw = sw, .dh = dh, .dw = dw,
+               .top = top, .left = left, .oh = oh, .ow = ow, .in_zp = in_zp};
+  L.m = (int64_t)n * oh * ow;
+  L.k = (int64_t)kh * kw * cin;
+  L.k4 = (L.k + 3) / 4;
+  L.nblocks = (cout + FAST_NB - 1) / FAST_NB;
+  L.direct = kh == 1 && kw == 1 && sh == 1 && sw == 1 && top == 0 && left == 0 &&
+             oh == h && ow == w && L.k % 4 == 0;
+  /* Row chunks whose A panel stays in L2; a multiple of the micro-tile height. */
+  int64_t rows = FAST_A_BYTES / (L.k4 * 4);
+  rows = rows < FAST_MR ? FAST_MR : rows / FAST_MR * FAST_MR;
+  if (rows > 1020) rows = 1020;
+  if (rows > L.m) rows = L.m;
+  /* Enough work items for every thread several times over: split columns when rows are few. */
+  L.rows_per_item = (int32_t)rows;
+  L.row_items = (int32_t)((L.m + rows - 1) / rows);
+  L.blocks_per_item = L.nblocks;
+  L.col_items = 1;
+  while (L.row_items * L.col_items < 8 && L.blocks_per_item > 2) {
+    L.blocks_per_item = (L.blocks_per_item + 1) / 2;
+    L.blocks_per_item += L.blocks_per_item % 2; /* pairs of blocks for the micro-kernel */
+    L.col_items = (L.nblocks + L.blocks_per_item - 1) / L.blocks_per_item;
+  }
+  const int64_t padded = (int64_t)L.nblocks * FAST_NB;
+  if (posix_memalign((void**)&L.col64, 64, (size_t)padded * 4 * sizeof(int64_t)) != 0)
+    return -1;
+  for (int64_t c = 0; c < padded; ++c) {
+    int64_t* g = L.col64 + (c / 8) * 32 + c % 8;
+    const int real = c < cout;
+    g[0] = real ? bias[c] : 0;
+    g[8] = real ? mult[c] : 0;
+    g[16] = real ? (int64_t)1 << (shift[c] - 1) : 0;
+    g[24] = real ? shift[c] : 0;
+  }
+  LeptonParallelLambda task = layer_task;
+  int rc;
+  if (&__TVMBackendParallelLaunch && __TVMBackendParallelLaunch) {
+    rc = ((int (*)(LeptonParallelLambda, void*, int))__TVMBackendParallelLaunch)(task, &L, 0);
+  } else {
+    LeptonParallelEnv one = {NULL, 1};
+    rc = task(0, &one, &L);
+  }
+  free(L.col64);
+  return rc != 0 || L.failed ? -1 : 1;
+}
+
+/* Sim mode's view of packed weights: W[k][n] (int8) from the fast layout. */
+int lepton_unpack_weights(const uint8_t* WP, int8_t* W, int32_t k, int32_t n) {
+  const int64_t k4 = (k + 3) / 4;
+  for (int32_t kk = 0; kk < k; ++kk)
+    for (int32_t j = 0; j < n; ++j)
+      W[(int64_t)kk * n + j] = (int8_t)(WP[((int64_t)(j / FAST_NB) * k4 + kk / 4) * 64 +
+                                           (j % FAST_NB) * 4 + kk % 4] ^ 0x80);
+  return 0;
+}
