@@ -562,6 +562,62 @@ static void micro(const layer_t* L, const int8_t* a, int64_t lda, const int32_t*
     default: break;
   }
 }
+#elif defined(__AVX2__)
+/* AVX2 without VNNI: vpmaddwd on 16-bit operands (exact; vpmaddubsw would saturate). Per
+ * reduction step of four, each 16-byte quarter of a packed block (4 columns x 4 k) widens to
+ * 16 u16 lanes and meets the row's four A values (s16, repeated): 8 int32 lanes holding two
+ * partial sums per column, added pairwise at the end. Two rows x 16 columns per pass. */
+static inline __m256i widen_a4(const int8_t* p) {
+  int32_t a4;
+  memcpy(&a4, p, 4);
+  return _mm256_broadcastq_epi64(_mm_cvtepi8_epi16(_mm_cvtsi32_si128(a4)));
+}
+
+static inline __m256i pair_sums(__m256i lo, __m256i hi) { /* columns 0-3 | 4-7 -> 0..7 */
+  return _mm256_permute4x64_epi64(_mm256_hadd_epi32(lo, hi), 0xD8);
+}
+
+static void micro(const layer_t* L, const int8_t* a, int64_t lda, const int32_t* sums,
+                  int32_t rows, int32_t nb, int32_t block, int64_t row0) {
+  for (int32_t bi = 0; bi < nb; ++bi) {
+    const int32_t col0 = (block + bi) * FAST_NB;
+    const uint8_t* b = L->wp + (int64_t)(block + bi) * L->k4 * 64;
+    int32_t cols = L->cout - col0;
+    if (cols > FAST_NB) cols = FAST_NB;
+    for (int32_t i = 0; i < rows; i += 2) {
+      const int two = i + 1 < rows;
+      const int8_t* a0 = a + i * lda;
+      const int8_t* a1 = two ? a0 + lda : a0;
+      __m256i p00 = _mm256_setzero_si256(), p01 = p00, p02 = p00, p03 = p00;
+      __m256i p10 = p00, p11 = p00, p12 = p00, p13 = p00;
+      for (int64_t q = 0; q < L->k4; ++q) {
+        const uint8_t* bq = b + q * 64;
+        const __m256i w0 = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i*)bq));
+        const __m256i w1 = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i*)(bq + 16)));
+        const __m256i w2 = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i*)(bq + 32)));
+        const __m256i w3 = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i*)(bq + 48)));
+        const __m256i x0 = widen_a4(a0 + 4 * q), x1 = widen_a4(a1 + 4 * q);
+        p00 = _mm256_add_epi32(p00, _mm256_madd_epi16(w0, x0));
+        p01 = _mm256_add_epi32(p01, _mm256_madd_epi16(w1, x0));
+        p02 = _mm256_add_epi32(p02, _mm256_madd_epi16(w2, x0));
+        p03 = _mm256_add_epi32(p03, _mm256_madd_epi16(w3, x0));
+        p10 = _mm256_add_epi32(p10, _mm256_madd_epi16(w0, x1));
+        p11 = _mm256_add_epi32(p11, _mm256_madd_epi16(w1, x1));
+        p12 = _mm256_add_epi32(p12, _mm256_madd_epi16(w2, x1));
+        p13 = _mm256_add_epi32(p13, _mm256_madd_epi16(w3, x1));
+      }
+      int32_t acc[2][FAST_NB];
+      _mm256_storeu_si256((__m256i*)acc[0], pair_sums(p00, p01));
+      _mm256_storeu_si256((__m256i*)(acc[0] + 8), pair_sums(p02, p03));
+      _mm256_storeu_si256((__m256i*)acc[1], pair_sums(p10, p11));
+      _mm256_storeu_si256((__m256i*)(acc[1] + 8), pair_sums(p12, p13));
+      for (int r = 0; r < 1 + two; ++r) {
+        for (int32_t j = 0; j < FAST_NB; ++j) acc[r][j] -= 128 * sums[i + r];
+        requant_row(L, acc[r], col0, cols, L->out + (row0 + i + r) * L->cout + col0);
+      }
+    }
+  }
+}
 #else
 /* Portable micro-kernel over the same packed layout. */
 static void micro(const layer_t* L, const int8_t* a, int64_t lda, const int32_t* sums,
