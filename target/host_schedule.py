@@ -264,10 +264,17 @@ def _schedule_dense(sch, block, config: HostScheduleConfig) -> None:
             sch.reverse_compute_inline(consumer)
         except Exception:
             pass
+    # One vector register per innermost iteration: a 3-register tile vectorized as one
+    # 48-lane loop is scalarised by LLVM (20x slower); unroll the registers instead.
+    lanes = config.vector_lanes if col_tile % config.vector_lanes == 0 else col_tile
+    cv, ci = sch.split(ci, [None, lanes])
     sch.unroll(ri)
+    sch.unroll(cv)
     sch.vectorize(ci)
     wb_loops = sch.get_loops(cache)
-    sch.vectorize(wb_loops[-1])
+    wv, wi = sch.split(wb_loops[-1], [None, lanes])
+    sch.unroll(wv)
+    sch.vectorize(wi)
     # Vectorize before decomposing: afterwards the update block is no longer a reduction block.
     init = sch.decompose_reduction(block, reduce_[0])
     init_loops = sch.get_loops(init)
