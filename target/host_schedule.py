@@ -190,13 +190,26 @@ def _is_pad(sch, block) -> bool:
 
 
 def _find_dense_block(sch):
-    """The conv2d_nhwc or matmul reduction block, if the function has one."""
+    """The conv2d_nhwc or matmul reduction block, if the function has one; also a depthwise
+    NHWC convolution (channels innermost: the same register tiling, one input channel per
+    output channel)."""
     for block in _blocks(sch):
         name = sch.get(block).name_hint
         if _is_reduction(sch, block) and (name.startswith("conv2d_nhwc") or name in
-                                          ("matmul", "T_matmul_NN", "T_dense", "NT_matmul")):
+                                          ("matmul", "T_matmul_NN", "T_dense", "NT_matmul")
+                                          or _is_depthwise_nhwc(sch, block)):
             return block
     return None
+
+
+def _is_depthwise_nhwc(sch, block) -> bool:
+    from tvm.tirx import IterVar
+
+    stmt = sch.get(block)
+    if not stmt.name_hint.startswith("group_conv2d_nhwc"):
+        return False
+    reduce_ = [iv for iv in stmt.iter_vars if iv.iter_type == IterVar.CommReduce]
+    return len(reduce_) == 3 and int(reduce_[-1].dom.extent) == 1  # one channel per group
 
 
 def _extent(sch, loop) -> int | None:
@@ -254,8 +267,14 @@ def _schedule_dense(sch, block, config: HostScheduleConfig) -> None:
     outer = spatial[:-2]
     # Output-channel tiles outermost: each thread streams its own slice of the weights once,
     # and the (smaller) activation tile is re-read from cache for each channel tile.
-    sch.reorder(co, *outer, ro, *reduce_, ri, ci)
-    fused = sch.fuse(co, *outer, ro)
+    if _is_depthwise_nhwc(sch, block):
+        # Weights are a few taps per channel; the input rows are what to reuse: all channel
+        # tiles of an output row run back to back.
+        sch.reorder(*outer, ro, co, *reduce_, ri, ci)
+        fused = sch.fuse(*outer, ro, co)
+    else:
+        sch.reorder(co, *outer, ro, *reduce_, ri, ci)
+        fused = sch.fuse(co, *outer, ro)
     sch.parallel(fused)
     cache = sch.cache_write(block, 0, "local")
     sch.reverse_compute_at(cache, fused, preserve_unit_loops=True)
@@ -293,10 +312,11 @@ def _schedule_spatial(sch, block, config: HostScheduleConfig) -> None:
     if inner_ext is not None and inner_ext >= 4 and len(loops) >= 2:
         outer = sch.fuse(*loops[:-1])
         sch.parallel(outer)
-        if inner_ext <= 256:
-            sch.vectorize(loops[-1])
-        else:
-            _, vi = sch.split(loops[-1], [None, config.vector_lanes])
+        lanes = config.vector_lanes
+        if inner_ext <= lanes or (inner_ext <= 256 and inner_ext & (inner_ext - 1) == 0):
+            sch.vectorize(loops[-1])  # a power of two: whole registers
+        else:  # one register wide (a 96-lane vector is scalarised)
+            _, vi = sch.split(loops[-1], [None, lanes])
             sch.vectorize(vi)
         return
     fused = sch.fuse(*loops) if len(loops) > 1 else loops[0]
