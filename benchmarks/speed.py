@@ -17,9 +17,12 @@ Bars (measured in this run, same inputs, ``threads`` threads each):
   fastest overall if none reaches it).
 - fp32: the faster of onnxruntime and ``torch.compile`` (inductor, ``freezing=True``).
 
-Every system's share of this machine's measured peak (``benchmarks.peak``) is reported
-(MACs of the model / time / peak). Results, with the CPU model, flags and compiler versions,
-go to ``benchmarks/results/speed_<date>.json``.
+Order per model: onnxruntime fp32, Lepton fp32, onnxruntime int8 x 3, Lepton int8, then
+``torch.compile`` last (with ``compile_threads=1``: inductor's background compile workers
+would otherwise share the cores with the systems timed after it). Every system's share of
+this machine's measured peak (``benchmarks.peak``) is reported (MACs of the model / time /
+peak). Results, with the CPU model, flags and compiler versions, go to
+``benchmarks/results/speed_<date>.json``.
 """
 
 from __future__ import annotations
@@ -181,22 +184,6 @@ def bench_model(name: str, threads: int, repeats: int, torch_compile: bool,
         record("ort_fp32", lambda: session.run(None, feed), session.run(None, feed)[0],
                time.perf_counter() - start)
 
-        if torch_compile:
-            import torch._inductor.config as inductor
-
-            inductor.freezing = True
-            compiled_t = torch.compile(model)
-            start = time.perf_counter()
-            with torch.no_grad():
-                out = compiled_t(*targs)
-                seconds = time.perf_counter() - start
-
-                def run_t() -> Any:
-                    with torch.no_grad():
-                        return compiled_t(*targs)
-
-                record("torch_compile_fp32", run_t, out.numpy(), seconds)
-
         start = time.perf_counter()
         host = lc.build(model, inputs, target="host", num_threads=threads)
         row["macs"] = host.report.total_macs if hasattr(host.report, "total_macs") else \
@@ -216,6 +203,23 @@ def bench_model(name: str, threads: int, repeats: int, torch_compile: bool,
                          quantize=lc.QuantConfig(calibration_data=calibration))
             record("lepton_int8", lambda: q(*inputs), q(*inputs), time.perf_counter() - start)
             row["gemm_path"] = q.manifest["target"].get("gemm_path")
+
+        if torch_compile:
+            import torch._inductor.config as inductor
+
+            inductor.freezing = True
+            inductor.compile_threads = 1  # no background worker pool
+            compiled_t = torch.compile(model)
+            start = time.perf_counter()
+            with torch.no_grad():
+                out = compiled_t(*targs)
+                seconds = time.perf_counter() - start
+
+                def run_t() -> Any:
+                    with torch.no_grad():
+                        return compiled_t(*targs)
+
+                record("torch_compile_fp32", run_t, out.numpy(), seconds)
 
     ms = row["ms"]
     fp32_peers = [s for s in ("ort_fp32", "torch_compile_fp32") if s in ms]
