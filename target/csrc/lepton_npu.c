@@ -479,6 +479,14 @@ static inline void requant_row(const layer_t* L, const int32_t* acc, int32_t col
   }
 }
 
+/* One row of a block's accumulators (sum a*(w+128)) to int8: the 128 * row-sum correction,
+ * then the requantize arithmetic; the AVX2 and portable micro-kernels end with this. */
+static inline void finish_row(const layer_t* L, int32_t* acc, int32_t sum, int32_t col0,
+                              int32_t cols, int64_t row) {
+  for (int32_t j = 0; j < FAST_NB; ++j) acc[j] -= 128 * sum;
+  requant_row(L, acc, col0, cols, L->out + row * L->cout + col0);
+}
+
 #if defined(__AVX512VNNI__) && defined(__AVX512BW__) && defined(__AVX512DQ__)
 /* 16 accumulators (minus 128 * row sum) requantized and stored; `cols` < 16 masks the store.
  * The per-column terms come widened to int64 (layer_t.col64), padded to whole blocks. */
@@ -611,10 +619,8 @@ static void micro(const layer_t* L, const int8_t* a, int64_t lda, const int32_t*
       _mm256_storeu_si256((__m256i*)(acc[0] + 8), pair_sums(p02, p03));
       _mm256_storeu_si256((__m256i*)acc[1], pair_sums(p10, p11));
       _mm256_storeu_si256((__m256i*)(acc[1] + 8), pair_sums(p12, p13));
-      for (int r = 0; r < 1 + two; ++r) {
-        for (int32_t j = 0; j < FAST_NB; ++j) acc[r][j] -= 128 * sums[i + r];
-        requant_row(L, acc[r], col0, cols, L->out + (row0 + i + r) * L->cout + col0);
-      }
+      for (int r = 0; r < 1 + two; ++r)
+        finish_row(L, acc[r], sums[i + r], col0, cols, row0 + i + r);
     }
   }
 }
@@ -638,8 +644,7 @@ static void micro(const layer_t* L, const int8_t* a, int64_t lda, const int32_t*
           acc[j] += a0 * bq[4 * j] + a1 * bq[4 * j + 1] + a2 * bq[4 * j + 2] +
                     a3 * bq[4 * j + 3];
       }
-      for (int32_t j = 0; j < FAST_NB; ++j) acc[j] -= 128 * sums[i];
-      requant_row(L, acc, col0, cols, L->out + (row0 + i) * L->cout + col0);
+      finish_row(L, acc, sums[i], col0, cols, row0 + i);
     }
   }
 }
