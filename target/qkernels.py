@@ -391,7 +391,12 @@ def grouped_conv2d_func(shape: Any, groups: int, input_zero_point: int) -> Any:
                     vi, vj = T.axis.remap("SS", [i, j])
                     requant_store(OUT, C, BIAS, MUL, SH, QP, vi, vj)
 
-        return depthwise_conv2d.with_attr("op_pattern", _OPAQUE)
+        from lepton_compiler.target.npu_fast import DEPTHWISE_ATTR, conv_layer
+
+        # With the NPU's host library linked in, lowering hands the layer to its
+        # lepton_dwconv_i8 (npu_fast.with_depthwise_call); these loops are the fallback.
+        return depthwise_conv2d.with_attr("op_pattern", _OPAQUE).with_attr(
+            DEPTHWISE_ATTR, conv_layer(shape, zp))
     return grouped_conv2d.with_attr("op_pattern", _OPAQUE)
 
 

@@ -165,7 +165,8 @@ def schedule(mod: Any, config: Any, npu: Any = None,
     kernel and folded into the weights, so the artifact stores them already tiled. With an
     NPU target (a ``LeptonTarget``), quantized GEMM kernels are tensorized onto the NPU
     instead; returns the module and the names of those kernels. ``config=None`` leaves host
-    kernels as legalized (``opt_level=0``). ``tuned`` (a
+    kernels as legalized (``opt_level=0``); with an NPU target, int8 depthwise kernels call
+    the linked ``lepton_dwconv_i8`` (``npu_fast.add_fast_paths``). ``tuned`` (a
     ``tuning.TunedSchedules``), when given, supplies tuned NPU plans and tuned host schedules
     (``None`` from either means: no record, use the default).
     """
@@ -174,6 +175,7 @@ def schedule(mod: Any, config: Any, npu: Any = None,
 
     from lepton_compiler.passes.value_guards import is_guard
     from lepton_compiler.target.host_schedule import has_layout_rewrite, schedule_prim_func
+    from lepton_compiler.target.npu_fast import DEPTHWISE_ATTR, FAST_ATTR
     from lepton_compiler.target.qkernels import GEMM_ATTR
 
     mod = relax.transform.AttachAttrLayoutFreeBuffers()(mod)
@@ -189,6 +191,11 @@ def schedule(mod: Any, config: Any, npu: Any = None,
             if plan is not None:
                 mod[name] = mod[name].with_attr("lepton.tuned", 1)
             on_npu.add(name)
+        elif npu is not None and func.attrs is not None and DEPTHWISE_ATTR in func.attrs:
+            # Host work, but the NPU build links lepton_npu.c, whose depthwise layer kernel
+            # (add_fast_paths, below) beats any schedule of these loops; they stay its
+            # fallback, and get scheduled below if the layer does not get the call.
+            continue
         else:
             best = tuned.host(func) if tuned is not None else None
             if best is not None:
@@ -220,8 +227,16 @@ def schedule(mod: Any, config: Any, npu: Any = None,
             return {name for name, f in kernels_of(mod).items()
                     if f.attrs is not None and f.attrs.get(GEMM_ATTR)}
 
-        mod = add_fast_paths(mod, gemm_kernels(mod))  # renames the kernels it rewrites
+        def depthwise(mod: Any) -> dict[str, Any]:
+            return {name: f for name, f in kernels_of(mod).items()
+                    if f.attrs is not None and DEPTHWISE_ATTR in f.attrs}
+
+        # renames the kernels it rewrites
+        mod = add_fast_paths(mod, gemm_kernels(mod) | set(depthwise(mod)))
         on_npu = gemm_kernels(mod)
+        for name, func in depthwise(mod).items():
+            if FAST_ATTR not in func.attrs and config is not None:
+                mod[name] = schedule_prim_func(func, config)
     return mod, on_npu
 
 

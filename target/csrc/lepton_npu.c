@@ -391,7 +391,10 @@ typedef struct {
   int32_t nblocks;          /* 16-column blocks of the packed weights */
   int32_t direct;           /* A rows are X rows as they are (1x1, stride 1, no padding) */
   int32_t rows_per_item, blocks_per_item, row_items, col_items;
-  int64_t* col64;           /* per 8 columns: bias, mult, 2^(shift-1), shift as int64 x 8 */
+  const int64_t* col64;     /* per 16 columns: COL_TERMS int64 (see the packed layout) */
+  int32_t narrow;           /* requantize mode: see requant_mode */
+  const int32_t* w32;       /* depthwise: the weights as (w, 0) int16 pairs [taps][cpad] */
+  int32_t cpad;             /* cout rounded up to whole 16-column blocks */
   int next_item;            /* work items handed out so far (atomic) */
   int failed;
 } layer_t;
@@ -408,6 +411,35 @@ static int8_t* scratch(int64_t bytes) {
     have = bytes;
   }
   return buf;
+}
+
+/* Packed layer constants (npu_fast.pack_layer / pack_depthwise, made at compile time): first
+ * the per-column requantize terms of every block of 16 columns (padding columns: zero), per
+ * block COL_TERMS int64: bias as 16 int32; as 8 int64 lanes each for the even and the odd
+ * columns: mult, 2^(shift-1) and shift; then as 16 int32 2^(shift-33) and shift-32 (zero
+ * where shift < 33; used when every shift is at least 33, see requant16). Then the weights:
+ * GEMM blocks of [ceil(K/4)][16][4] bytes of w + 128, or the depthwise taps as int32. */
+enum { COL_TERMS = 72 };
+
+static inline const uint8_t* packed_weights(const uint8_t* packed, int32_t nblocks) {
+  return packed + (int64_t)nblocks * COL_TERMS * sizeof(int64_t);
+}
+
+static int64_t max_abs(const int32_t* v, int32_t n) {
+  int64_t m = 0;
+  for (int32_t i = 0; i < n; ++i) m = v[i] < 0 ? (-(int64_t)v[i] > m ? -(int64_t)v[i] : m)
+                                              : (v[i] > m ? v[i] : m);
+  return m;
+}
+
+/* How requant16 computes (all exact): 2 when acc + bias fits int32 (|acc| <= k * 2^14) and
+ * every shift >= 33: only the high halves of the 64-bit products matter; 1 when the sum fits
+ * int32: 32 x 32 -> 64-bit products; 0 otherwise: the sum is formed in int64. */
+static int32_t requant_mode(int64_t k, const int32_t* bias, const int32_t* shift, int32_t n) {
+  if (k * 128 * 128 + max_abs(bias, n) >= ((int64_t)1 << 31)) return 0;
+  for (int32_t c = 0; c < n; ++c)
+    if (shift[c] < 33) return 1;
+  return 2;
 }
 
 /* Rows [r0, r0 + rows) of the im2col matrix into a (rows x lda) buffer (k tail zeroed).
@@ -489,25 +521,75 @@ static inline void finish_row(const layer_t* L, int32_t* acc, int32_t sum, int32
 
 #if defined(__AVX512VNNI__) && defined(__AVX512BW__) && defined(__AVX512DQ__)
 /* 16 accumulators (minus 128 * row sum) requantized and stored; `cols` < 16 masks the store.
- * The per-column terms come widened to int64 (layer_t.col64), padded to whole blocks. */
-static inline void requant16(const layer_t* L, __m512i acc, int32_t col0, int32_t cols,
-                             int8_t* o) {
-  const __mmask16 keep = (__mmask16)(cols >= 16 ? 0xFFFF : ((1u << cols) - 1));
-  const int64_t* p = L->col64 + (int64_t)col0 * 4;  /* [bias, mult, round, shift] x 8, twice */
-  __m128i bytes[2];
-  for (int half = 0; half < 2; ++half, p += 32) {
-    __m512i v = _mm512_cvtepi32_epi64(half ? _mm512_extracti64x4_epi64(acc, 1)
-                                           : _mm512_castsi512_si256(acc));
-    v = _mm512_mullo_epi64(_mm512_add_epi64(v, _mm512_load_si512(p)),
-                           _mm512_load_si512(p + 8));
-    v = _mm512_srav_epi64(_mm512_add_epi64(v, _mm512_load_si512(p + 16)),
-                          _mm512_load_si512(p + 24));
-    v = _mm512_add_epi64(v, _mm512_set1_epi64(L->zp));
-    v = _mm512_min_epi64(_mm512_max_epi64(v, _mm512_set1_epi64(L->lo)),
-                         _mm512_set1_epi64(L->hi));
-    bytes[half] = _mm512_cvtepi64_epi8(v);
+ * The per-column terms come pre-arranged per 16-column block (layer_t.col64, see
+ * column_terms): even and odd lanes are multiplied, rounded and shifted as int64 separately
+ * and meet again before the store. When acc + bias cannot leave int32 (layer_t.narrow) the
+ * products are vpmuldq's 32 x 32 -> 64-bit ones; otherwise the sum is formed in int64
+ * first. Both are the requantize formula exactly. */
+typedef struct { /* one block's requantize terms and the layer's constants, in registers */
+  __m512i bias, mult_even, mult_odd, round_even, round_odd, shift_even, shift_odd;
+  __m512i round32, shift32;
+  __m512i lo, hi, zp;   /* lo - zp, hi - zp (int64), zp (int32) */
+  __m512i lo32, hi32;   /* lo, hi (int32) */
+  int mode;             /* requant_mode */
+} epilogue_t;
+
+/* Loaded into locals once per micro-kernel call: stores through int8_t pointers may alias
+ * anything, so terms read through L would be reloaded after every store. */
+static inline __attribute__((always_inline)) epilogue_t epilogue_of(const layer_t* L,
+                                                                    int32_t block) {
+  const int64_t* p = L->col64 + (int64_t)block * COL_TERMS;
+  epilogue_t e = {_mm512_loadu_si512(p), _mm512_loadu_si512(p + 8), _mm512_loadu_si512(p + 16),
+                  _mm512_loadu_si512(p + 24), _mm512_loadu_si512(p + 32),
+                  _mm512_loadu_si512(p + 40), _mm512_loadu_si512(p + 48),
+                  _mm512_loadu_si512(p + 56), _mm512_loadu_si512(p + 64),
+                  _mm512_set1_epi64(L->lo - L->zp), _mm512_set1_epi64(L->hi - L->zp),
+                  _mm512_set1_epi32((int)L->zp), _mm512_set1_epi32((int)L->lo),
+                  _mm512_set1_epi32((int)L->hi), L->narrow};
+  return e;
+}
+
+static inline __attribute__((always_inline)) void requant16(const epilogue_t* e, __m512i acc,
+                                                            int32_t cols, int8_t* o) {
+  __m512i even, odd; /* the products of lanes 0, 2, .. 14 and 1, 3, .. 15 as int64 */
+  if (e->mode == 2) {
+    /* floor((P + 2^(s-1)) / 2^s) == floor((hi32(P) + 2^(s-33)) / 2^(s-32)) for s >= 33 */
+    const __m512i v = _mm512_add_epi32(acc, e->bias);
+    even = _mm512_mul_epi32(v, e->mult_even);
+    odd = _mm512_mul_epi32(_mm512_srli_epi64(v, 32), e->mult_odd);
+    __m512i h = _mm512_mask_shuffle_epi32(odd, (__mmask16)0x5555, even, _MM_PERM_CDAB);
+    h = _mm512_add_epi32(_mm512_srav_epi32(_mm512_add_epi32(h, e->round32), e->shift32), e->zp);
+    h = _mm512_min_epi32(_mm512_max_epi32(h, e->lo32), e->hi32);
+    const __m128i bytes = _mm512_cvtepi32_epi8(h);
+    if (cols >= 16)
+      _mm_storeu_si128((__m128i*)o, bytes);
+    else
+      _mm_mask_storeu_epi8(o, (__mmask16)((1u << cols) - 1), bytes);
+    return;
   }
-  _mm_mask_storeu_epi8(o, keep, _mm_unpacklo_epi64(bytes[0], bytes[1]));
+  if (e->mode == 1) {
+    const __m512i v = _mm512_add_epi32(acc, e->bias);
+    even = _mm512_mul_epi32(v, e->mult_even);
+    odd = _mm512_mul_epi32(_mm512_srli_epi64(v, 32), e->mult_odd);
+  } else {
+    even = _mm512_add_epi64(_mm512_srai_epi64(_mm512_slli_epi64(acc, 32), 32),
+                            _mm512_srai_epi64(_mm512_slli_epi64(e->bias, 32), 32));
+    odd = _mm512_add_epi64(_mm512_srai_epi64(acc, 32), _mm512_srai_epi64(e->bias, 32));
+    even = _mm512_mullo_epi64(even, e->mult_even);
+    odd = _mm512_mullo_epi64(odd, e->mult_odd);
+  }
+  even = _mm512_srav_epi64(_mm512_add_epi64(even, e->round_even), e->shift_even);
+  odd = _mm512_srav_epi64(_mm512_add_epi64(odd, e->round_odd), e->shift_odd);
+  even = _mm512_min_epi64(_mm512_max_epi64(even, e->lo), e->hi);
+  odd = _mm512_min_epi64(_mm512_max_epi64(odd, e->lo), e->hi);
+  /* the odd lanes' low halves into the odd int32 positions */
+  const __m512i both = _mm512_mask_shuffle_epi32(even, (__mmask16)0xAAAA, odd, _MM_PERM_CDAB);
+  /* narrowed in a register: vpmovdb with a memory operand is microcoded on some cores */
+  const __m128i bytes = _mm512_cvtepi32_epi8(_mm512_add_epi32(both, e->zp));
+  if (cols >= 16)
+    _mm_storeu_si128((__m128i*)o, bytes);
+  else
+    _mm_mask_storeu_epi8(o, (__mmask16)((1u << cols) - 1), bytes);
 }
 
 #if defined(__GNUC__) && !defined(__clang__)
@@ -543,17 +625,24 @@ static inline __attribute__((always_inline)) void micro_vnni(
   }
   const int32_t col0 = block * FAST_NB;
   const int32_t cols = L->cout - col0;
-#define STORE(i)                                                                 \
-  if (rows > i) {                                                                \
-    const __m512i fix = _mm512_set1_epi32(sums[i] * 128);                        \
-    int8_t* o = L->out + (row0 + i) * L->cout + col0;                            \
-    requant16(L, _mm512_sub_epi32(c0_##i, fix), col0, cols < 16 ? cols : 16, o); \
-    if (nb == 2)                                                                 \
-      requant16(L, _mm512_sub_epi32(c1_##i, fix), col0 + 16,                     \
-                cols - 16 < 16 ? cols - 16 : 16, o + 16);                        \
+  int8_t* const out = L->out + row0 * L->cout + col0;
+  const int64_t ldo = L->cout;
+  const epilogue_t e0 = epilogue_of(L, block);
+#define STORE0(i)                                                                       \
+  if (rows > i)                                                                         \
+    requant16(&e0, _mm512_sub_epi32(c0_##i, _mm512_set1_epi32(sums[i] * 128)),          \
+              cols < 16 ? cols : 16, out + i * ldo);
+  ROWS_DO(STORE0)
+#undef STORE0
+  if (nb == 2) {
+    const epilogue_t e1 = epilogue_of(L, block + 1);
+#define STORE1(i)                                                                       \
+    if (rows > i)                                                                       \
+      requant16(&e1, _mm512_sub_epi32(c1_##i, _mm512_set1_epi32(sums[i] * 128)),        \
+                cols - 16 < 16 ? cols - 16 : 16, out + i * ldo + 16);
+    ROWS_DO(STORE1)
+#undef STORE1
   }
-  ROWS_DO(STORE)
-#undef STORE
 }
 
 #define MICRO_CASE(R)                                                          \
@@ -708,7 +797,7 @@ int lepton_layer_i8(const int8_t* X, const uint8_t* WP, const int32_t* bias,
                     int32_t kw, int32_t sh, int32_t sw, int32_t dh, int32_t dw, int32_t top,
                     int32_t left, int32_t oh, int32_t ow, int32_t in_zp) {
   if (g_mode != LEPTON_MODE_FAST) return 0;
-  layer_t L = {.x = X, .wp = WP, .bias = bias, .mult = mult, .shift = shift, .zp = qp[0],
+  layer_t L = {.x = X, .bias = bias, .mult = mult, .shift = shift, .zp = qp[0],
                .lo = qp[1], .hi = qp[2], .out = OUT, .n = n, .h = h, .w = w, .cin = cin,
                .cout = cout, .kh = kh, .kw = kw, .sh = sh, .sw = sw, .dh = dh, .dw = dw,
                .top = top, .left = left, .oh = oh, .ow = ow, .in_zp = in_zp};
@@ -733,17 +822,9 @@ int lepton_layer_i8(const int8_t* X, const uint8_t* WP, const int32_t* bias,
     L.blocks_per_item += L.blocks_per_item % 2; /* pairs of blocks for the micro-kernel */
     L.col_items = (L.nblocks + L.blocks_per_item - 1) / L.blocks_per_item;
   }
-  const int64_t padded = (int64_t)L.nblocks * FAST_NB;
-  if (posix_memalign((void**)&L.col64, 64, (size_t)padded * 4 * sizeof(int64_t)) != 0)
-    return -1;
-  for (int64_t c = 0; c < padded; ++c) {
-    int64_t* g = L.col64 + (c / 8) * 32 + c % 8;
-    const int real = c < cout;
-    g[0] = real ? bias[c] : 0;
-    g[8] = real ? mult[c] : 0;
-    g[16] = real ? (int64_t)1 << (shift[c] - 1) : 0;
-    g[24] = real ? shift[c] : 0;
-  }
+  L.col64 = (const int64_t*)WP;
+  L.wp = packed_weights(WP, L.nblocks);
+  L.narrow = requant_mode(L.k, bias, shift, cout);
   LeptonParallelLambda task = layer_task;
   int rc;
   if (&__TVMBackendParallelLaunch && __TVMBackendParallelLaunch) {
@@ -752,13 +833,194 @@ int lepton_layer_i8(const int8_t* X, const uint8_t* WP, const int32_t* bias,
     LeptonParallelEnv one = {NULL, 1};
     rc = task(0, &one, &L);
   }
-  free(L.col64);
   return rc != 0 || L.failed ? -1 : 1;
+}
+
+/* ---- depthwise conv2d, a whole layer per call ----------------------------------------------
+ *
+ * The host's int8 depthwise kernel (channels innermost, NHWC) hands its layer to
+ * lepton_dwconv_i8 in both modes (it is host work; sim mode counts NPU instructions only).
+ * Per output pixel, each tap's 16 channels are a contiguous run of the input; padding taps
+ * read a row of the input zero point. The requantize epilogue is the GEMM layers' one.
+ */
+enum { DW_MAX_TAPS = 64 };
+
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__) && defined(__AVX512DQ__)
+/* Blocks blk .. blk + NB - 1 (all full) of one pixel: NB independent accumulators, so the
+ * taps' vpdpwssd chains overlap. */
+static inline __attribute__((always_inline)) void dw_blocks(
+    const layer_t* L, const int8_t* const* p, int32_t taps, int32_t blk, int NB, int8_t* o) {
+  const int32_t off = blk * FAST_NB;
+  const int32_t* wt = L->w32 + off;
+  __m512i acc[4] = {_mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512(),
+                    _mm512_setzero_si512()};
+  for (int32_t t = 0; t < taps; ++t) {
+    const int8_t* x = p[t] + off;
+    const int32_t* wv = wt + (int64_t)t * L->cpad;
+    for (int j = 0; j < NB; ++j)
+      acc[j] = _mm512_dpwssd_epi32(
+          acc[j], _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i*)(x + 16 * j))),
+          _mm512_load_si512(wv + 16 * j));
+  }
+  for (int j = 0; j < NB; ++j) {
+    const epilogue_t e = epilogue_of(L, blk + j);
+    requant16(&e, acc[j], FAST_NB, o + off + 16 * j);
+  }
+}
+#endif
+
+static inline __attribute__((always_inline)) void dw_pixel(const layer_t* L, const int8_t* const* p, int32_t taps, int32_t blk0,
+                     int32_t blk1, int8_t* o) {
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__) && defined(__AVX512DQ__)
+  const int32_t full = L->cout / FAST_NB;  /* blocks with all 16 channels */
+  int32_t blk = blk0;
+  const int32_t end = blk1 < full ? blk1 : full;
+  for (; blk + 4 <= end; blk += 4) dw_blocks(L, p, taps, blk, 4, o);
+  if (end - blk == 3) dw_blocks(L, p, taps, blk, 3, o);
+  else if (end - blk == 2) dw_blocks(L, p, taps, blk, 2, o);
+  else if (end - blk == 1) dw_blocks(L, p, taps, blk, 1, o);
+  if (blk1 > full) { /* the last block: only cout % 16 channels are there to read */
+    const int32_t off = full * FAST_NB, cols = L->cout - off;
+    const __mmask16 keep = (__mmask16)((1u << cols) - 1);
+    const int32_t* wt = L->w32 + off;
+    __m512i acc = _mm512_setzero_si512();
+    for (int32_t t = 0; t < taps; ++t)
+      acc = _mm512_dpwssd_epi32(
+          acc, _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(keep, p[t] + off)),
+          _mm512_load_si512(wt + (int64_t)t * L->cpad));
+    const epilogue_t e = epilogue_of(L, full);
+    requant16(&e, acc, cols, o + off);
+  }
+#else
+  for (int32_t blk = blk0; blk < blk1; ++blk) {
+    const int32_t off = blk * FAST_NB;
+    const int32_t cols = L->cout - off < FAST_NB ? L->cout - off : FAST_NB;
+    int32_t acc[FAST_NB] = {0};
+    for (int32_t t = 0; t < taps; ++t) {
+      const int8_t* x = p[t] + off;
+      const int32_t* wt = L->w32 + (int64_t)t * L->cpad + off;
+      for (int32_t j = 0; j < cols; ++j) acc[j] += (int32_t)x[j] * (int16_t)wt[j];
+    }
+    requant_row(L, acc, off, cols, o + off);
+  }
+#endif
+}
+
+/* One work item: one output row, a range of 16-channel blocks. */
+static int dw_item(layer_t* L, int64_t item) {
+  const int64_t ri = item / L->col_items, ci = item % L->col_items;
+  const int64_t b = ri / L->oh, oy = ri % L->oh;
+  const int32_t blk0 = (int32_t)(ci * L->blocks_per_item);
+  const int32_t blk1 = blk0 + L->blocks_per_item < L->nblocks ? blk0 + L->blocks_per_item
+                                                              : L->nblocks;
+  const int32_t taps = L->kh * L->kw;
+  int8_t* zprow = scratch(L->cpad);  /* what padding taps read */
+  if (zprow == NULL) return -1;
+  memset(zprow, (int)(int8_t)L->in_zp, (size_t)L->cpad);
+  const int8_t* row[DW_MAX_TAPS];  /* per tap: its input row, NULL above or below the image */
+  int32_t dx[DW_MAX_TAPS];         /* per tap: its column offset from the window's left */
+  for (int32_t ky = 0; ky < L->kh; ++ky) {
+    const int64_t iy = oy * L->sh + (int64_t)ky * L->dh - L->top;
+    const int8_t* base = iy >= 0 && iy < L->h ? L->x + ((b * L->h + iy) * L->w) * L->cout
+                                              : NULL;
+    for (int32_t kx = 0; kx < L->kw; ++kx) {
+      row[ky * L->kw + kx] = base;
+      dx[ky * L->kw + kx] = kx * L->dw;
+    }
+  }
+  /* A private copy: int8 stores may alias *L, which would reload its terms every block */
+  const layer_t local = *L;
+  /* Interior pixels (every column tap inside the image) step each tap's pointer along. */
+  int64_t step[DW_MAX_TAPS];
+  for (int32_t t = 0; t < taps; ++t) step[t] = row[t] != NULL ? (int64_t)L->sw * L->cout : 0;
+  const int64_t span = (int64_t)(L->kw - 1) * L->dw;
+  int8_t* out = L->out + ri * L->ow * L->cout;
+  const int8_t* p[DW_MAX_TAPS];
+  int stepped = 0;  /* p holds the previous pixel's interior taps */
+  for (int32_t ox = 0; ox < L->ow; ++ox) {
+    const int64_t ix0 = (int64_t)ox * L->sw - L->left;
+    const int interior = ix0 >= 0 && ix0 + span < L->w;
+    if (interior && stepped) {
+      for (int32_t t = 0; t < taps; ++t) p[t] += step[t];
+    } else {
+      for (int32_t t = 0; t < taps; ++t) {
+        const int64_t ix = ix0 + dx[t];
+        p[t] = row[t] != NULL && ix >= 0 && ix < L->w ? row[t] + ix * L->cout : zprow;
+      }
+    }
+    stepped = interior;
+    dw_pixel(&local, p, taps, blk0, blk1, out + (int64_t)ox * L->cout);
+  }
+  return 0;
+}
+
+static int dw_task(int task_id, LeptonParallelEnv* penv, void* cdata) {
+  (void)task_id; (void)penv;
+  layer_t* L = (layer_t*)cdata;
+  const int64_t items = (int64_t)L->row_items * L->col_items;
+  for (;;) {
+    const int64_t item = __atomic_fetch_add(&L->next_item, 1, __ATOMIC_RELAXED);
+    if (item >= items) break;
+    if (dw_item(L, item) != 0) {
+      __atomic_store_n(&L->failed, 1, __ATOMIC_RELAXED);
+      return -1;
+    }
+  }
+  return 0;
+}
+
+/* A whole int8 depthwise conv2d (NHWC, one input channel per output channel) with its
+ * requantization; the arguments are lepton_layer_i8's (cin == cout; WP packed by
+ * npu_fast.pack_depthwise). Returns 1 when the layer is done, 0 when it declines (more than
+ * DW_MAX_TAPS taps: the kernel's own loops run instead), -1 on allocation failure. */
+int lepton_dwconv_i8(const int8_t* X, const uint8_t* WP, const int32_t* bias,
+                     const int32_t* mult, const int32_t* shift, const int32_t* qp, int8_t* OUT,
+                     int32_t n, int32_t h, int32_t w, int32_t cin, int32_t cout, int32_t kh,
+                     int32_t kw, int32_t sh, int32_t sw, int32_t dh, int32_t dw, int32_t top,
+                     int32_t left, int32_t oh, int32_t ow, int32_t in_zp) {
+  if (cin != cout || (int64_t)kh * kw > DW_MAX_TAPS) return 0;
+  layer_t L = {.x = X, .bias = bias, .mult = mult, .shift = shift, .zp = qp[0],
+               .lo = qp[1], .hi = qp[2], .out = OUT, .n = n, .h = h, .w = w, .cin = cin,
+               .cout = cout, .kh = kh, .kw = kw, .sh = sh, .sw = sw, .dh = dh, .dw = dw,
+               .top = top, .left = left, .oh = oh, .ow = ow, .in_zp = in_zp};
+  L.k = (int64_t)kh * kw;
+  L.nblocks = (cout + FAST_NB - 1) / FAST_NB;
+  L.cpad = L.nblocks * FAST_NB;
+  L.row_items = n * oh;
+  L.blocks_per_item = L.nblocks;
+  L.col_items = 1;
+  while (L.row_items * L.col_items < 16 && L.blocks_per_item > 1) {
+    L.blocks_per_item = (L.blocks_per_item + 1) / 2;
+    L.col_items = (L.nblocks + L.blocks_per_item - 1) / L.blocks_per_item;
+  }
+  L.col64 = (const int64_t*)WP;
+  L.w32 = (const int32_t*)packed_weights(WP, L.nblocks);
+  L.narrow = requant_mode(L.k, bias, shift, cout);
+  LeptonParallelLambda task = dw_task;
+  int rc;
+  if (&__TVMBackendParallelLaunch && __TVMBackendParallelLaunch) {
+    rc = ((int (*)(LeptonParallelLambda, void*, int))__TVMBackendParallelLaunch)(task, &L, 0);
+  } else {
+    LeptonParallelEnv one = {NULL, 1};
+    rc = task(0, &one, &L);
+  }
+  return rc != 0 || L.failed ? -1 : 1;
+}
+
+/* The depthwise kernel's fallback view of its packed weights: W[taps][c] (int8). */
+int lepton_unpack_depthwise(const uint8_t* WP, int8_t* W, int32_t taps, int32_t c) {
+  const int32_t nblocks = (c + FAST_NB - 1) / FAST_NB;
+  const int32_t* w32 = (const int32_t*)packed_weights(WP, nblocks);
+  for (int32_t t = 0; t < taps; ++t)
+    for (int32_t ch = 0; ch < c; ++ch)
+      W[(int64_t)t * c + ch] = (int8_t)w32[(int64_t)t * nblocks * FAST_NB + ch];
+  return 0;
 }
 
 /* Sim mode's view of packed weights: W[k][n] (int8) from the fast layout. */
 int lepton_unpack_weights(const uint8_t* WP, int8_t* W, int32_t k, int32_t n) {
   const int64_t k4 = (k + 3) / 4;
+  WP = packed_weights(WP, (n + FAST_NB - 1) / FAST_NB);
   for (int32_t kk = 0; kk < k; ++kk)
     for (int32_t j = 0; j < n; ++j)
       W[(int64_t)kk * n + j] = (int8_t)(WP[((int64_t)(j / FAST_NB) * k4 + kk / 4) * 64 +
