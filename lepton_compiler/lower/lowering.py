@@ -115,6 +115,9 @@ def fuse(mod: Any, enabled: bool = True) -> Any:
             relax.transform.LegalizeOps(),
             relax.transform.AnnotateTIROpPattern(),
             relax.transform.FoldConstant(),
+            # Reshapes become views before fusion: fused into a chain (reshape of a reshape)
+            # they would stay a copying kernel that the rewrite after fusion no longer sees.
+            relax.transform.RewriteDataflowReshape(),
             *fusion,
             relax.transform.DeadCodeElimination(),
             relax.transform.RewriteDataflowReshape(),
