@@ -247,10 +247,15 @@ def lower(mod: Any, input_names: list[str], output_names: list[str], host: HostT
     with run.stage("codegen"):
         scheduled = {n: f for n, f in lowering.kernels_of(mod).items() if n in used}
         plan_builder.check_signatures(built.plan, scheduled)
-        # The NPU instructions are linked only where a kernel uses them.
+        # The NPU instructions are linked only where a kernel uses them (NPU kernels, and
+        # host depthwise kernels that call its whole-layer code).
+        from lepton_compiler.target.npu_fast import FAST_ATTR
+
+        linked = npu_kernels or any(f.attrs is not None and FAST_ATTR in f.attrs
+                                    for f in scheduled.values())
         built_with: dict = {}
         kernels_so = lowering.codegen(scheduled, kernels, host.tvm_target(),
-                                      npu if npu_kernels else None, built_with)
+                                      npu if linked else None, built_with)
     for call in built.plan["calls"]:
         func = scheduled[call["kernel"]]
         var = call.pop("var", None)
