@@ -374,10 +374,38 @@ def _schedule_reduction(sch, block, config: HostScheduleConfig) -> None:
         if sch.get(init_loop).kind != ForKind.VECTORIZED:
             sch.vectorize(init_loop)
         return
+    if len(reduce_) == 1 and _rfactor_rows(sch, block, spatial, reduce_[0], config):
+        return
     fused = sch.fuse(*spatial) if len(spatial) > 1 else spatial[0]
     ext = _extent(sch, fused)
     if ext is not None and ext >= config.parallel_min_extent:
         sch.parallel(fused)
+
+
+def _rfactor_rows(sch, block, spatial, reduce_loop, config: HostScheduleConfig) -> bool:
+    """A row reduction along the inputs' contiguous axis (softmax's max and sum, layer norm's
+    mean): one vector of partial results per row (rfactor), so the reduction vectorises
+    instead of running one scalar dependency chain. False if it does not apply."""
+    lanes = config.vector_lanes
+    ext = _extent(sch, reduce_loop)
+    if ext is None or ext % lanes or ext < 2 * lanes:
+        return False
+    try:
+        _, ki = sch.split(reduce_loop, [None, lanes])
+        rf = sch.rfactor(ki, len(spatial))
+        rf_loops = sch.get_loops(rf)  # spatial..., ko (reduce), ki (the partials' axis)
+        outer = sch.fuse(*rf_loops[:len(spatial)])
+        sch.parallel(outer)
+        sch.vectorize(sch.get_loops(rf)[-1])  # before decomposing (see _schedule_dense)
+        init = sch.decompose_reduction(rf, sch.get_loops(rf)[-2])
+        sch.vectorize(sch.get_loops(init)[-1])
+        final = sch.get_loops(block)
+        fused = sch.fuse(*final[:len(spatial)])
+        sch.parallel(fused)
+    except Exception as err:  # keep whatever applied; the kernel stays correct
+        logger.debug("rfactor skipped: %s", err)
+        return False
+    return True
 
 
 def _has_select(sch, block) -> bool:
@@ -387,13 +415,21 @@ def _has_select(sch, block) -> bool:
 
 
 def _reads_last_spatial_innermost(sch, block) -> bool:
+    """Whether some input's contiguous axis is the block's last spatial axis and none is a
+    reduction axis (a row reduction such as softmax's sum must not be turned into gathers
+    across rows)."""
     stmt = sch.get(block)
     last_var = [iv.var for iv in stmt.iter_vars if iv.iter_type == 0][-1]
+    reduce_vars = [iv.var for iv in stmt.iter_vars if iv.iter_type != 0]
+    found = False
     for region in stmt.reads:
         innermost = region.region[-1].min if region.region else None
-        if innermost is not None and innermost.same_as(last_var):
-            return True
-    return False
+        if innermost is None:
+            continue
+        if any(innermost.same_as(v) for v in reduce_vars):
+            return False
+        found = found or innermost.same_as(last_var)
+    return found
 
 
 def _schedule_rest(sch, config: HostScheduleConfig, skip: set[str]) -> None:

@@ -109,10 +109,13 @@ def fuse(mod: Any, enabled: bool = True) -> Any:
     import tvm
     from tvm import relax
 
+    from lepton_compiler.lower.fast_math import legalize_map
+
     fusion = [relax.transform.FuseOps(), relax.transform.FuseTIR()] if enabled else []
     seq = tvm.transform.Sequential(
         [
-            relax.transform.LegalizeOps(),
+            # GELU, softmax and exp as vectorisable polynomials (TVM's call libm per element)
+            relax.transform.LegalizeOps(legalize_map()),
             relax.transform.AnnotateTIROpPattern(),
             relax.transform.FoldConstant(),
             # Reshapes become views before fusion: fused into a chain (reshape of a reshape)
