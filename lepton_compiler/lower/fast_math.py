@@ -16,38 +16,96 @@ _EXP_INF_ABOVE = 88.72283935546875
 _EXP_ZERO_BELOW = -103.97208404541016
 
 
+def _let(value: Any, body: Any, name: str = "v") -> Any:
+    """``body(v)`` with ``v`` bound to ``value`` once: schedules inline elementwise stages
+    into their consumers, and an input read several times would be inlined (and computed)
+    as often — exponentially often along a chain of such ops."""
+    from tvm import tirx
+
+    var = tirx.Var(name, "float32")  # every use here is float32
+    return tirx.Let(var, value, body(var))
+
+
+def _f32(c: float) -> Any:
+    from tvm import tirx
+
+    return tirx.const(c, "float32")
+
+
+def _big(v: Any) -> Any:
+    from tvm import tirx
+
+    return tirx.Or(v > _f32(80.0), v < _f32(-80.0))
+
+
+#: Cephes ``expf``: 2^n * (1 + f + f^2 * P(f)) with f = x - n ln 2 (TOPI's ``fast_exp``).
+_EXP_P = (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2,
+          1.6666665459e-1, 5.0000001201e-1)
+#: Eigen's float ``erf``: x P(x^2) / Q(x^2) on [-4, 4] (TOPI's ``fast_erf``).
+_ERF_P = (-2.72614225801306e-10, 2.77068142495902e-08, -2.10102402082508e-06,
+          -5.69250639462346e-05, -7.34990630326855e-04, -2.95459980854025e-03,
+          -1.60960333262415e-02)
+_ERF_Q = (-1.45660718464996e-05, -2.13374055278905e-04, -1.68282697438203e-03,
+          -7.37332916720468e-03, -1.42647390514189e-02)
+
+
+def _horner(t: Any, coefficients: tuple[float, ...]) -> Any:
+    acc = _f32(coefficients[0])
+    for c in coefficients[1:]:
+        acc = acc * t + _f32(c)
+    return acc
+
+
+def exp_expr(v: Any) -> Any:
+    """float32 ``exp(v)`` (``v`` a variable) with ``expf``'s NaN, overflow and underflow;
+    beyond |v| = 80 (where the polynomial's range ends) as ``exp(v / 2)`` squared. Every
+    intermediate is let-bound: one evaluation each."""
+    from tvm import tirx
+
+    def power(h: Any) -> Any:
+        return _let(tirx.max(tirx.min(h, _f32(88.3762626647950)), _f32(-88.3762626647949)),
+                    lambda x: _let(tirx.floor(x * _f32(1.44269504088896341) + _f32(0.5)),
+                                   lambda n: _let(x - n * _f32(0.6931471805599453),
+                                                  lambda f: _scaled(n, f), "f"), "n"), "x")
+
+    def _scaled(n: Any, f: Any) -> Any:
+        two_n = tirx.reinterpret("float32", tirx.shift_left(
+            tirx.Cast("int32", n) + tirx.const(127, "int32"), tirx.const(23, "int32")))
+        return two_n * (_horner(f, _EXP_P) * f * f + f + _f32(1.0))
+
+    return _let(tirx.Select(_big(v), v * _f32(0.5), v), lambda h: _let(power(h), lambda e:
+                tirx.Select(tirx.isnan(v), v, tirx.Select(
+                    v > _f32(_EXP_INF_ABOVE), _f32(float("inf")),
+                    tirx.Select(v < _f32(_EXP_ZERO_BELOW), _f32(0.0),
+                                tirx.Select(_big(v), e * e, e)))), "e"), "h")
+
+
+def erf_expr(v: Any) -> Any:
+    """float32 ``erf(v)`` (``v`` a variable), NaN in gives NaN out."""
+    from tvm import tirx
+
+    return _let(tirx.max(tirx.min(v, _f32(4.0)), _f32(-4.0)), lambda x: _let(
+        x * x, lambda x2: tirx.Select(tirx.isnan(v), v, x * _horner(x2, _ERF_P) /
+                                      _horner(x2, _ERF_Q)), "x2"), "x")
+
+
 def _exp(x: Any) -> Any:
-    """float32 ``exp`` by TOPI's ``fast_exp`` with ``expf``'s NaN, overflow and underflow;
-    beyond |x| = 80 (where ``fast_exp`` clamps) as ``fast_exp(x / 2)`` squared."""
-    from tvm import te, tirx, topi
+    from tvm import te
 
-    def f32(c: float) -> Any:
-        return tirx.const(c, "float32")
-
-    def big(v: Any) -> Any:
-        return tirx.Or(v > f32(80.0), v < f32(-80.0))
-
-    half = te.compute(x.shape, lambda *i: tirx.Select(big(x(*i)), x(*i) * f32(0.5), x(*i)),
-                      name="exp_arg")
-    fast = topi.fast_exp(half)
-
-    def at(*i: Any) -> Any:
-        v, e = x(*i), fast(*i)
-        return tirx.Select(tirx.isnan(v), v, tirx.Select(
-            v > f32(_EXP_INF_ABOVE), f32(float("inf")),
-            tirx.Select(v < f32(_EXP_ZERO_BELOW), f32(0.0),
-                        tirx.Select(big(v), e * e, e))))
-
-    return te.compute(x.shape, at, name="fast_exp_ieee")
+    return te.compute(x.shape, lambda *i: _let(x(*i), exp_expr), name="fast_exp_ieee")
 
 
 def _gelu(x: Any) -> Any:
-    from tvm import te, tirx, topi
+    from tvm import te
 
-    half = tirx.const(0.5, "float32")
-    erf = topi.fast_erf(x * tirx.const(0.5**0.5, "float32"))
-    return te.compute(x.shape, lambda *i: tirx.Select(
-        tirx.isnan(x(*i)), x(*i), x(*i) * (half + erf(*i) * half)), name="gelu")
+    half = _f32(0.5)
+    return te.compute(x.shape, lambda *i: _let(x(*i), lambda v: _let(
+        erf_expr_scaled(v), lambda e: v * (half + e * half), "erf")), name="gelu")
+
+
+def erf_expr_scaled(v: Any) -> Any:
+    """``erf(v / sqrt 2)``."""
+    return _let(v * _f32(0.5**0.5), erf_expr, "s")
 
 
 def _softmax(x: Any, axis: int) -> Any:
