@@ -380,7 +380,7 @@ extern void* __TVMBackendParallelLaunch __attribute__((weak));
 
 enum { FAST_NB = 16, FAST_MR = 12, FAST_A_BYTES = 96 * 1024 };
 
-typedef struct {
+typedef struct layer {
   const int8_t* x;
   const uint8_t* wp;
   const int32_t *bias, *mult, *shift;
@@ -395,6 +395,7 @@ typedef struct {
   int32_t narrow;           /* requantize mode: see requant_mode */
   const int32_t* w32;       /* depthwise: the weights as (w, 0) int16 pairs [taps][cpad] */
   int32_t cpad;             /* cout rounded up to whole 16-column blocks */
+  int (*item)(struct layer* L, int64_t item);  /* runs one work item: 0, or -1 on failure */
   int next_item;            /* work items handed out so far (atomic) */
   int failed;
 } layer_t;
@@ -773,19 +774,34 @@ static int layer_item(layer_t* L, int64_t item) {
   return 0;
 }
 
-static int layer_task(int task_id, LeptonParallelEnv* penv, void* cdata) {
+/* Every thread takes work items (L->item) until none is left. */
+static int items_task(int task_id, LeptonParallelEnv* penv, void* cdata) {
   (void)task_id; (void)penv;
   layer_t* L = (layer_t*)cdata;
   const int64_t items = (int64_t)L->row_items * L->col_items;
   for (;;) {
     const int64_t item = __atomic_fetch_add(&L->next_item, 1, __ATOMIC_RELAXED);
     if (item >= items) break;
-    if (layer_item(L, item) != 0) {
+    if (L->item(L, item) != 0) {
       __atomic_store_n(&L->failed, 1, __ATOMIC_RELAXED);
       return -1;
     }
   }
   return 0;
+}
+
+/* L's work items over the artifact's thread pool (one thread without one): 1 when all are
+ * done, -1 if any failed. */
+static int run_items(layer_t* L) {
+  int rc;
+  if (&__TVMBackendParallelLaunch && __TVMBackendParallelLaunch) {
+    rc = ((int (*)(LeptonParallelLambda, void*, int))__TVMBackendParallelLaunch)(items_task, L,
+                                                                                   0);
+  } else {
+    LeptonParallelEnv one = {NULL, 1};
+    rc = items_task(0, &one, L);
+  }
+  return rc != 0 || L->failed ? -1 : 1;
 }
 
 /* A whole int8 conv2d (NHWC input, groups 1) or dense layer (n = M rows of 1x1x K) with its
@@ -825,15 +841,8 @@ int lepton_layer_i8(const int8_t* X, const uint8_t* WP, const int32_t* bias,
   L.col64 = (const int64_t*)WP;
   L.wp = packed_weights(WP, L.nblocks);
   L.narrow = requant_mode(L.k, bias, shift, cout);
-  LeptonParallelLambda task = layer_task;
-  int rc;
-  if (&__TVMBackendParallelLaunch && __TVMBackendParallelLaunch) {
-    rc = ((int (*)(LeptonParallelLambda, void*, int))__TVMBackendParallelLaunch)(task, &L, 0);
-  } else {
-    LeptonParallelEnv one = {NULL, 1};
-    rc = task(0, &one, &L);
-  }
-  return rc != 0 || L.failed ? -1 : 1;
+  L.item = layer_item;
+  return run_items(&L);
 }
 
 /* ---- depthwise conv2d, a whole layer per call ----------------------------------------------
@@ -954,21 +963,6 @@ static int dw_item(layer_t* L, int64_t item) {
   return 0;
 }
 
-static int dw_task(int task_id, LeptonParallelEnv* penv, void* cdata) {
-  (void)task_id; (void)penv;
-  layer_t* L = (layer_t*)cdata;
-  const int64_t items = (int64_t)L->row_items * L->col_items;
-  for (;;) {
-    const int64_t item = __atomic_fetch_add(&L->next_item, 1, __ATOMIC_RELAXED);
-    if (item >= items) break;
-    if (dw_item(L, item) != 0) {
-      __atomic_store_n(&L->failed, 1, __ATOMIC_RELAXED);
-      return -1;
-    }
-  }
-  return 0;
-}
-
 /* A whole int8 depthwise conv2d (NHWC, one input channel per output channel) with its
  * requantization; the arguments are lepton_layer_i8's (cin == cout; WP packed by
  * npu_fast.pack_depthwise). Returns 1 when the layer is done, 0 when it declines (more than
@@ -996,15 +990,8 @@ int lepton_dwconv_i8(const int8_t* X, const uint8_t* WP, const int32_t* bias,
   L.col64 = (const int64_t*)WP;
   L.w32 = (const int32_t*)packed_weights(WP, L.nblocks);
   L.narrow = requant_mode(L.k, bias, shift, cout);
-  LeptonParallelLambda task = dw_task;
-  int rc;
-  if (&__TVMBackendParallelLaunch && __TVMBackendParallelLaunch) {
-    rc = ((int (*)(LeptonParallelLambda, void*, int))__TVMBackendParallelLaunch)(task, &L, 0);
-  } else {
-    LeptonParallelEnv one = {NULL, 1};
-    rc = task(0, &one, &L);
-  }
-  return rc != 0 || L.failed ? -1 : 1;
+  L.item = dw_item;
+  return run_items(&L);
 }
 
 /* The depthwise kernel's fallback view of its packed weights: W[taps][c] (int8). */
