@@ -17,12 +17,13 @@ Bars (measured in this run, same inputs, ``threads`` threads each):
   fastest overall if none reaches it).
 - fp32: the faster of onnxruntime and ``torch.compile`` (inductor, ``freezing=True``).
 
-Order per model: onnxruntime fp32, Lepton fp32, onnxruntime int8 x 3, Lepton int8, then
-``torch.compile`` last (with ``compile_threads=1``: inductor's background compile workers
-would otherwise share the cores with the systems timed after it). Every system's share of
-this machine's measured peak (``benchmarks.peak``) is reported (MACs of the model / time /
-peak). Results, with the CPU model, flags and compiler versions, go to
-``benchmarks/results/speed_<date>.json``.
+Per model every system is built first (onnxruntime fp32, Lepton fp32, onnxruntime int8 x 3,
+Lepton int8, ``torch.compile`` last with ``compile_threads=1``: inductor's background compile
+workers would otherwise share the cores), then all are timed in turns, one call each per
+round (``timing.measure_alternating``), so drift in the machine's speed during the run hits
+every system alike. Every system's share of this machine's measured peak
+(``benchmarks.peak``) is reported (MACs of the model / time / peak). Results, with the CPU
+model, flags and compiler versions, go to ``benchmarks/results/speed_<date>T<time>.json``.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from lepton_compiler.timing import measure_alternating
 
 RESULTS = Path(__file__).resolve().parent / "results"
 COSINE_BAR = 0.99
@@ -105,12 +108,6 @@ def _calibration(inputs: tuple[np.ndarray, ...], n: int = 4) -> list[tuple[np.nd
                   else x for x in inputs) for _ in range(n)]
 
 
-def _median_ms(fn: Callable[[], Any], repeats: int) -> float:
-    from lepton_compiler.timing import measure
-
-    return measure(fn, repeats).median_ms
-
-
 def _cosine(a: np.ndarray, b: np.ndarray) -> float:
     a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-30))
@@ -165,11 +162,13 @@ def bench_model(name: str, threads: int, repeats: int, torch_compile: bool,
         reference = model(*targs).numpy()
     row: dict[str, Any] = {"model": name, "ms": {}, "cosine": {}, "compile_s": {}}
 
+    runners: dict[str, Callable[[], Any]] = {}
+
     def record(system: str, run: Callable[[], Any], out: Any, compile_s: float) -> None:
-        row["ms"][system] = _median_ms(run, repeats)
+        runners[system] = run  # timed at the end, all systems in turns (see below)
         row["cosine"][system] = _cosine(out, reference)
         row["compile_s"][system] = compile_s
-        print(f"  {name:20s} {system:22s} {row['ms'][system]:9.3f} ms  "
+        print(f"  {name:20s} {system:22s} built in {compile_s:7.1f} s  "
               f"cos {row['cosine'][system]:.5f}", flush=True)
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -220,6 +219,13 @@ def bench_model(name: str, threads: int, repeats: int, torch_compile: bool,
                         return compiled_t(*targs)
 
                 record("torch_compile_fp32", run_t, out.numpy(), seconds)
+
+        # Every system in turns, one call each per round: a shared machine's speed drifts
+        # (up to 1.5x within a run here), and timing the systems one after another let the
+        # drift decide the ratios.
+        for system, timing in measure_alternating(runners, repeats).items():
+            row["ms"][system] = timing.median_ms
+            print(f"  {name:20s} {system:22s} {timing.median_ms:9.3f} ms", flush=True)
 
     ms = row["ms"]
     fp32_peers = [s for s in ("ort_fp32", "torch_compile_fp32") if s in ms]
@@ -285,7 +291,7 @@ def main() -> None:
         print(f"| {r['model']} | {r['fp32_bar']} ({r['ms'][r['fp32_bar']]:.2f}) | "
               f"{r['fp32_ratio']:.2f}x | {int8} |")
     RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"speed_{dt.date.today().isoformat()}.json"
+    out = RESULTS / f"speed_{dt.datetime.now().strftime('%Y-%m-%dT%H%M')}.json"  # never overwritten
     out.write_text(json.dumps({"benchmark": "speed", "date": dt.datetime.now(
         dt.timezone.utc).isoformat(), "environment": env, "peak": peak, "rows": rows},
         indent=1))

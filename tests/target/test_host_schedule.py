@@ -1,6 +1,8 @@
 """Host schedule parameters and fallback pricing come from the resolved CPU's features."""
 
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from lepton_compiler.target.host import HostTarget
 from lepton_compiler.target.host_schedule import (
@@ -40,3 +42,68 @@ def test_fallback_throughput_scales_with_lanes_and_cores():
     assert wide.macs_per_s == 2 * narrow.macs_per_s
     assert wide4.macs_per_s == 2 * wide.macs_per_s
     assert wide4.bytes_per_s == 2 * wide.bytes_per_s == 2 * narrow.bytes_per_s
+
+
+def _depthwise_kernel(size, channels, kernel, stride, dilation, padding):
+    """A legalized NHWC depthwise conv2d + ReLU6 prim_func (the shape fused kernels take)."""
+    import tvm
+    from tvm import relax
+
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, size, size, channels), "float32"))
+    w = relax.Var("w", relax.TensorType((kernel, kernel, 1, channels), "float32"))
+    with bb.function("main", [x, w]):
+        with bb.dataflow():
+            y = bb.emit(relax.op.nn.conv2d(x, w, strides=stride, padding=padding,
+                                           dilation=dilation, groups=channels,
+                                           data_layout="NHWC", kernel_layout="HWIO"))
+            out = bb.emit_output(relax.op.clip(y, 0.0, 6.0))
+        bb.emit_func_output(out)
+    mod = relax.transform.LegalizeOps()(bb.get())
+    mod = relax.transform.FuseTIR()(relax.transform.FuseOps()(
+        relax.transform.AnnotateTIROpPattern()(mod)))
+    return next(f for f in mod.functions.values() if isinstance(f, tvm.tirx.PrimFunc))
+
+
+@settings(max_examples=10, deadline=None)
+@given(size=st.integers(5, 20), channels=st.sampled_from([16, 32, 48, 24]),
+       kernel=st.sampled_from([3, 5]), stride=st.sampled_from([1, 2]),
+       dilation=st.sampled_from([1, 2]), padding=st.integers(0, 2),
+       features=st.sampled_from([("avx512f", "avx"), ("avx",)]))
+def test_depthwise_schedule_matches_torch(size, channels, kernel, stride, dilation, padding,
+                                          features):
+    """The windowed depthwise schedule (input pixels of a kernel row held in registers,
+    padding read in place) computes the convolution; channel counts that are not whole
+    vectors take the plain register tile."""
+    import numpy as np
+    import torch
+    import tvm
+    from tvm import s_tir
+
+    from lepton_compiler import tvm_compat
+    from lepton_compiler.target.host import resolve_host
+    from lepton_compiler.target.host_schedule import schedule_prim_func
+
+    span = (kernel - 1) * dilation + 1
+    assume(size + 2 * padding >= span)
+    func = _depthwise_kernel(size, channels, kernel, stride, dilation, padding)
+    config = HostScheduleConfig.for_features(set(features))
+    scheduled = schedule_prim_func(func, config)
+    sch = s_tir.Schedule(scheduled)
+    names = {sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root"))}
+    windowed = any(n.endswith("_local") and "conv" not in n for n in names)
+    assert windowed == (channels % config.vector_lanes == 0), names
+    host = resolve_host(None)
+    fn = tvm_compat.compile_tir(tvm.IRModule({"main": scheduled.with_attr("global_symbol",
+                                                                          "main")}),
+                                host.tvm_target())["main"]
+    rng = np.random.default_rng(size * 7 + channels)
+    x = rng.standard_normal((1, size, size, channels)).astype(np.float32)
+    w = rng.standard_normal((kernel, kernel, 1, channels)).astype(np.float32)
+    expect = torch.nn.functional.conv2d(
+        torch.from_numpy(x).permute(0, 3, 1, 2), torch.from_numpy(w).permute(3, 2, 0, 1),
+        stride=stride, padding=padding, dilation=dilation, groups=channels,
+    ).clamp(0, 6).permute(0, 2, 3, 1).numpy()
+    out = tvm.runtime.tensor(np.zeros(expect.shape, np.float32))
+    fn(tvm.runtime.tensor(x), tvm.runtime.tensor(w), out)
+    np.testing.assert_allclose(out.numpy(), expect, rtol=1e-5, atol=1e-5)
