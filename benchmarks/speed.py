@@ -19,9 +19,10 @@ Bars (measured in this run, same inputs, ``threads`` threads each):
 
 Per model every system is built first (onnxruntime fp32, Lepton fp32, onnxruntime int8 x 3,
 Lepton int8, ``torch.compile`` last with ``compile_threads=1``: inductor's background compile
-workers would otherwise share the cores), then all are timed in turns, one call each per
-round (``timing.measure_alternating``), so drift in the machine's speed during the run hits
-every system alike. Every system's share of this machine's measured peak
+workers would otherwise share the cores), then all are timed in turns of two warm-up and
+five timed calls each, 0.2 s apart (``timing.measure_alternating``: the pause lets the previous
+system's spinning thread pool go to sleep), so drift in the machine's speed during
+the run hits every system alike. Every system's share of this machine's measured peak
 (``benchmarks.peak``) is reported (MACs of the model / time / peak). Results, with the CPU
 model, flags and compiler versions, go to ``benchmarks/results/speed_<date>T<time>.json``.
 """
@@ -220,10 +221,11 @@ def bench_model(name: str, threads: int, repeats: int, torch_compile: bool,
 
                 record("torch_compile_fp32", run_t, out.numpy(), seconds)
 
-        # Every system in turns, one call each per round: a shared machine's speed drifts
+        # Every system in turns of a few calls: a shared machine's speed drifts
         # (up to 1.5x within a run here), and timing the systems one after another let the
         # drift decide the ratios.
-        for system, timing in measure_alternating(runners, repeats).items():
+        for system, timing in measure_alternating(runners, repeats, block=5, warmup=2,
+                                                      pause_s=0.2).items():
             row["ms"][system] = timing.median_ms
             print(f"  {name:20s} {system:22s} {timing.median_ms:9.3f} ms", flush=True)
 

@@ -29,11 +29,24 @@ def measure(fn: Callable[[], object], repeats: int, warmup: int = 3) -> Timing:
     return Timing(float(np.median(times) * 1e3), float(np.min(times) * 1e3))
 
 
-def measure_alternating(fns: Mapping[str, Callable[[], object]], repeats: int) -> dict[str, Timing]:
-    """Time several callables in turns (one warm-up call before each timed call), so machine
-    noise during the run hits all of them alike; median and minimum per name."""
+def measure_alternating(fns: Mapping[str, Callable[[], object]], repeats: int,
+                        block: int = 1, warmup: int = 1,
+                        pause_s: float = 0.0) -> dict[str, Timing]:
+    """Time several callables in turns, so machine noise during the run hits all of them
+    alike: each turn makes ``warmup`` untimed calls, then ``block`` timed ones, until every
+    callable has ``repeats`` timed calls, then sleeps ``pause_s``; median and minimum per
+    name. The pause and the warm-up calls keep one system's thread pool (still spinning after
+    its last call) out of the next system's timed calls."""
     times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
+    for _ in range(-(-repeats // block)):
         for name, fn in fns.items():
-            times[name].append(measure(fn, 1, warmup=1).min_ms)
-    return {name: Timing(float(np.median(t)), float(np.min(t))) for name, t in times.items()}
+            for _ in range(warmup):
+                fn()
+            for _ in range(block):
+                start = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - start)
+            if pause_s:
+                time.sleep(pause_s)
+    return {name: Timing(float(np.median(t) * 1e3), float(np.min(t) * 1e3))
+            for name, t in times.items()}
