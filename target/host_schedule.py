@@ -229,19 +229,32 @@ def _split_divisor(extent: int, want: int) -> int:
 def _register_tile(cols: int, rows: int, config: HostScheduleConfig) -> tuple[int, int]:
     """(column tile, row tile) with the most accumulators that fit the register budget.
 
-    Ties prefer wider column tiles: fewer broadcasts per FMA.
+    Ties prefer wider column tiles: fewer broadcasts per FMA. Column counts that are not a
+    multiple of a full vector (24, 40 channels) tile with half- or quarter-width vectors
+    (:func:`_tile_lanes`) rather than one odd-width vector.
     """
-    lanes = config.vector_lanes
-    best = (0, 0, 0)
-    for vectors in range(config.max_tile_vectors, 0, -1):
+    lanes = _tile_lanes(cols, config)
+    best = (0.0, 0, 0, 0)
+    for vectors in range(config.max_tile_vectors * config.vector_lanes // lanes, 0, -1):
         col_tile = vectors * lanes
         if cols % col_tile:
             continue
         row_tile = _split_divisor(rows, max(1, config.accumulator_budget // vectors))
-        best = max(best, (vectors * row_tile, vectors, row_tile))
-    if best[0] == 0:  # fewer columns than one vector: scalar-width tile
+        fmas = vectors * row_tile
+        # per reduction step: `vectors` weight loads and `row_tile` broadcasts feed `fmas`
+        best = max(best, (fmas / (vectors + row_tile), fmas, vectors, row_tile))
+    if best[1] == 0:  # fewer columns than one vector: scalar-width tile
         return _split_divisor(cols, lanes), _split_divisor(rows, config.tile_rows)
-    return best[1] * lanes, best[2]
+    return best[2] * lanes, best[3]
+
+
+def _tile_lanes(cols: int, config: HostScheduleConfig) -> int:
+    """The widest vector (full, half or quarter register, at least 4 lanes) whose width
+    divides ``cols``; the full width if none does."""
+    lanes = config.vector_lanes
+    while lanes > 4 and cols % lanes:
+        lanes //= 2
+    return lanes if cols % lanes == 0 else config.vector_lanes
 
 
 def _schedule_dense(sch, block, config: HostScheduleConfig) -> None:
@@ -287,7 +300,8 @@ def _schedule_dense(sch, block, config: HostScheduleConfig) -> None:
             pass
     # One vector register per innermost iteration: a 3-register tile vectorized as one
     # 48-lane loop is scalarised by LLVM (20x slower); unroll the registers instead.
-    lanes = config.vector_lanes if col_tile % config.vector_lanes == 0 else col_tile
+    lanes = _tile_lanes(col_tile, config)
+    lanes = lanes if col_tile % lanes == 0 else col_tile
     cv, ci = sch.split(ci, [None, lanes])
     sch.unroll(ri)
     sch.unroll(cv)

@@ -107,3 +107,57 @@ def test_depthwise_schedule_matches_torch(size, channels, kernel, stride, dilati
     out = tvm.runtime.tensor(np.zeros(expect.shape, np.float32))
     fn(tvm.runtime.tensor(x), tvm.runtime.tensor(w), out)
     np.testing.assert_allclose(out.numpy(), expect, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("cols, rows, lanes, tile", [
+    (24, 56, 16, (24, 8)),   # 24 channels: three half-width vectors, not one 12-lane vector
+    (40, 28, 16, (40, 4)),
+    (96, 112, 16, (48, 8)),
+    (192, 28, 16, (48, 7)),
+    (24, 56, 8, (24, 4)),
+])
+def test_register_tiles_use_narrower_vectors_for_odd_channel_counts(cols, rows, lanes, tile):
+    from lepton_compiler.target.host_schedule import _register_tile
+
+    features = {"avx512f", "avx"} if lanes == 16 else {"avx"}
+    assert _register_tile(cols, rows, HostScheduleConfig.for_features(features)) == tile
+
+
+@pytest.mark.parametrize("cout", [24, 40, 20, 96])
+def test_pointwise_conv_with_any_channel_count_matches_torch(cout):
+    import numpy as np
+    import torch
+    import tvm
+    from tvm import relax
+
+    from lepton_compiler import tvm_compat
+    from lepton_compiler.target.host import resolve_host
+    from lepton_compiler.target.host_schedule import schedule_prim_func
+
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, 14, 14, 48), "float32"))
+    w = relax.Var("w", relax.TensorType((1, 1, 48, cout), "float32"))
+    with bb.function("main", [x, w]):
+        with bb.dataflow():
+            y = bb.emit(relax.op.nn.conv2d(x, w, data_layout="NHWC", kernel_layout="HWIO"))
+            out = bb.emit_output(relax.op.clip(y, 0.0, 6.0))
+        bb.emit_func_output(out)
+    mod = relax.transform.LegalizeOps()(bb.get())
+    mod = relax.transform.FuseTIR()(relax.transform.FuseOps()(
+        relax.transform.AnnotateTIROpPattern()(mod)))
+    func = next(f for f in mod.functions.values() if isinstance(f, tvm.tirx.PrimFunc))
+    host = resolve_host(None)
+    scheduled = schedule_prim_func(func, HostScheduleConfig.for_host(host))
+    assert "T.unroll" in scheduled.script()  # the register-tiled schedule, not the fallback
+    fn = tvm_compat.compile_tir(tvm.IRModule({"main": scheduled.with_attr("global_symbol",
+                                                                          "main")}),
+                                host.tvm_target())["main"]
+    rng = np.random.default_rng(cout)
+    xs = rng.standard_normal((1, 14, 14, 48)).astype(np.float32)
+    ws = rng.standard_normal((1, 1, 48, cout)).astype(np.float32)
+    expect = torch.nn.functional.conv2d(
+        torch.from_numpy(xs).permute(0, 3, 1, 2), torch.from_numpy(ws).permute(3, 2, 0, 1),
+    ).clamp(0, 6).permute(0, 2, 3, 1).numpy()
+    out = tvm.runtime.tensor(np.zeros(expect.shape, np.float32))
+    fn(tvm.runtime.tensor(xs), tvm.runtime.tensor(ws), out)
+    np.testing.assert_allclose(out.numpy(), expect, rtol=1e-5, atol=1e-4)
