@@ -46,11 +46,13 @@ def simplify(mod: Any, fold_batch_norm: bool = True) -> Any:
     from tvm import relax
 
     from lepton_compiler.passes.fold_batch_norm import FoldBatchNorm
+    from lepton_compiler.passes.fold_pad import FoldPadIntoConv
 
     seq = tvm.transform.Sequential(
         [
             relax.transform.FoldConstant(),  # e.g. reshape(bias) -> constant, for the patterns
             *([FoldBatchNorm()] if fold_batch_norm else []),
+            FoldPadIntoConv(),
             relax.transform.DecomposeOpsForInference(),
             relax.transform.FoldConstant(),
             relax.transform.DeadCodeElimination(),
