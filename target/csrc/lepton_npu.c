@@ -393,6 +393,7 @@ typedef struct layer {
   int32_t rows_per_item, blocks_per_item, row_items, col_items;
   const int64_t* col64;     /* per 16 columns: COL_TERMS int64 (see the packed layout) */
   int32_t narrow;           /* requantize mode: see requant_mode */
+  int32_t fold;             /* every shift <= 54: mode 2 folds the zero point into rounding */
   const int32_t* w32;       /* depthwise: the weights as (w, 0) int16 pairs [taps][cpad] */
   int32_t cpad;             /* cout rounded up to whole 16-column blocks */
   int (*item)(struct layer* L, int64_t item);  /* runs one work item: 0, or -1 on failure */
@@ -532,7 +533,10 @@ typedef struct { /* one block's requantize terms and the layer's constants, in r
   __m512i round32, shift32;
   __m512i lo, hi, zp;   /* lo - zp, hi - zp (int64), zp (int32) */
   __m512i lo32, hi32;   /* lo, hi (int32) */
+  __m512i round32z;     /* mode 2: round32 + zp * 2^(shift-32), the zero point folded in */
+  __m512i lo8, hi8;     /* lo, hi (int8 lanes) */
   int mode;             /* requant_mode */
+  int fold;             /* round32z holds the zero point (see epilogue_of) */
 } epilogue_t;
 
 /* Loaded into locals once per micro-kernel call: stores through int8_t pointers may alias
@@ -546,8 +550,52 @@ static inline __attribute__((always_inline)) epilogue_t epilogue_of(const layer_
                   _mm512_loadu_si512(p + 56), _mm512_loadu_si512(p + 64),
                   _mm512_set1_epi64(L->lo - L->zp), _mm512_set1_epi64(L->hi - L->zp),
                   _mm512_set1_epi32((int)L->zp), _mm512_set1_epi32((int)L->lo),
-                  _mm512_set1_epi32((int)L->hi), L->narrow};
+                  _mm512_set1_epi32((int)L->hi), _mm512_setzero_si512(),
+                  _mm512_set1_epi8((char)L->lo), _mm512_set1_epi8((char)L->hi), L->narrow,
+                  L->fold};
+  /* |hi32(P)| <= 2^30, so hi32(P) + 2^(s-33) + zp * 2^(s-32) stays in int32 when s <= 54
+   * (L->fold) and the shifted sum is the shifted hi32 plus zp exactly. */
+  e.round32z = e.fold ? _mm512_add_epi32(e.round32, _mm512_sllv_epi32(e.zp, e.shift32))
+                      : e.round32;
   return e;
+}
+
+/* Mode 2 from an accumulator that already holds acc + bias (see micro_vnni): the int32
+ * result with the zero point added, before the clamp. */
+static inline __attribute__((always_inline)) __m512i requant_hi32(const epilogue_t* e,
+                                                                   __m512i v) {
+  const __m512i even = _mm512_mul_epi32(v, e->mult_even);
+  const __m512i odd = _mm512_mul_epi32(_mm512_srli_epi64(v, 32), e->mult_odd);
+  const __m512i h = _mm512_mask_shuffle_epi32(odd, (__mmask16)0x5555, even, _MM_PERM_CDAB);
+  const __m512i r = _mm512_srav_epi32(_mm512_add_epi32(h, e->round32z), e->shift32);
+  return e->fold ? r : _mm512_add_epi32(r, e->zp);
+}
+
+/* Four vectors of int32 results narrowed together to 64 bytes, h0's 16 first: saturating
+ * packs (int32 -> int16 -> int8 is the clamp to [-128, 127]), the layer's clamp on the
+ * bytes, then one permute puts each vector's 16 bytes back in order (the packs interleave
+ * them per 128-bit lane). store_rows4 stores them as four rows of an output matrix; rows
+ * from `rows` on are not stored, `cols` < 16 masks the stores. */
+static inline __attribute__((always_inline)) __m512i narrow4(const epilogue_t* e, __m512i h0,
+                                                             __m512i h1, __m512i h2,
+                                                             __m512i h3) {
+  const __m512i b = _mm512_packs_epi16(_mm512_packs_epi32(h0, h1), _mm512_packs_epi32(h2, h3));
+  return _mm512_permutexvar_epi32(
+      _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15),
+      _mm512_min_epi8(_mm512_max_epi8(b, e->lo8), e->hi8));
+}
+
+static inline __attribute__((always_inline)) void store_rows4(const epilogue_t* e, __m512i h0,
+                                                              __m512i h1, __m512i h2,
+                                                              __m512i h3, int32_t rows,
+                                                              int32_t cols, int8_t* o,
+                                                              int64_t ldo) {
+  const __m512i b = narrow4(e, h0, h1, h2, h3);
+  const __mmask16 keep = (__mmask16)(cols >= 16 ? 0xFFFF : (1u << cols) - 1);
+  _mm_mask_storeu_epi8(o, keep, _mm512_castsi512_si128(b));
+  if (rows > 1) _mm_mask_storeu_epi8(o + ldo, keep, _mm512_extracti32x4_epi32(b, 1));
+  if (rows > 2) _mm_mask_storeu_epi8(o + 2 * ldo, keep, _mm512_extracti32x4_epi32(b, 2));
+  if (rows > 3) _mm_mask_storeu_epi8(o + 3 * ldo, keep, _mm512_extracti32x4_epi32(b, 3));
 }
 
 static inline __attribute__((always_inline)) void requant16(const epilogue_t* e, __m512i acc,
@@ -603,10 +651,24 @@ static inline __attribute__((always_inline)) void requant16(const epilogue_t* e,
   acc = _mm512_dpbusd_epi32(acc, w, _mm512_set1_epi32(*(p)))
 #endif
 #define ROWS_DO(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11)
+#define GROUPS_DO(X) X(0, 1, 2, 3) X(4, 5, 6, 7) X(8, 9, 10, 11)
+/* HI32 (requant mode 2, a constant per instantiation): the accumulators start at
+ * bias - 128 * row sum, so the epilogue is requant_hi32 and four-row stores; otherwise they
+ * start at 0 and each row goes through requant16. */
 static inline __attribute__((always_inline)) void micro_vnni(
     const layer_t* L, const int8_t* a, int64_t lda, const int32_t* sums, int32_t rows,
-    int32_t nb, int32_t block, int64_t row0) {
-#define DECL(i) __m512i c0_##i = _mm512_setzero_si512(), c1_##i = _mm512_setzero_si512();
+    int32_t nb, int32_t block, int64_t row0, int HI32) {
+  const int64_t* terms = L->col64 + (int64_t)block * COL_TERMS;
+  const __m512i bias0 = HI32 ? _mm512_loadu_si512(terms) : _mm512_setzero_si512();
+  const __m512i bias1 = HI32 && nb == 2 ? _mm512_loadu_si512(terms + COL_TERMS)
+                                        : _mm512_setzero_si512();
+#define DECL(i)                                                                      \
+  __m512i c0_##i = bias0, c1_##i = bias1;                                            \
+  if (HI32 && rows > i) {                                                            \
+    const __m512i s = _mm512_set1_epi32(sums[i] * 128);                              \
+    c0_##i = _mm512_sub_epi32(c0_##i, s);                                            \
+    c1_##i = _mm512_sub_epi32(c1_##i, s);                                            \
+  }
   ROWS_DO(DECL)
 #undef DECL
   const uint8_t* b0 = L->wp + (int64_t)block * L->k4 * 64;
@@ -628,6 +690,27 @@ static inline __attribute__((always_inline)) void micro_vnni(
   const int32_t cols = L->cout - col0;
   int8_t* const out = L->out + row0 * L->cout + col0;
   const int64_t ldo = L->cout;
+  if (HI32) {
+    const epilogue_t e0 = epilogue_of(L, block);
+#define GROUP0(i, j, k, l)                                                                \
+    if (rows > i)                                                                         \
+      store_rows4(&e0, requant_hi32(&e0, c0_##i), requant_hi32(&e0, c0_##j),              \
+                  requant_hi32(&e0, c0_##k), requant_hi32(&e0, c0_##l), rows - i, cols,   \
+                  out + i * ldo, ldo);
+    GROUPS_DO(GROUP0)
+#undef GROUP0
+    if (nb == 2) {
+      const epilogue_t e1 = epilogue_of(L, block + 1);
+#define GROUP1(i, j, k, l)                                                                \
+      if (rows > i)                                                                       \
+        store_rows4(&e1, requant_hi32(&e1, c1_##i), requant_hi32(&e1, c1_##j),            \
+                    requant_hi32(&e1, c1_##k), requant_hi32(&e1, c1_##l), rows - i,       \
+                    cols - 16, out + i * ldo + 16, ldo);
+      GROUPS_DO(GROUP1)
+#undef GROUP1
+    }
+    return;
+  }
   const epilogue_t e0 = epilogue_of(L, block);
 #define STORE0(i)                                                                       \
   if (rows > i)                                                                         \
@@ -648,8 +731,14 @@ static inline __attribute__((always_inline)) void micro_vnni(
 
 #define MICRO_CASE(R)                                                          \
   case R:                                                                      \
-    if (nb == 2) micro_vnni(L, a, lda, sums, R, 2, block, row0);               \
-    else micro_vnni(L, a, lda, sums, R, 1, block, row0);                       \
+    if (L->narrow == 2) {                                                      \
+      if (nb == 2) micro_vnni(L, a, lda, sums, R, 2, block, row0, 1);          \
+      else micro_vnni(L, a, lda, sums, R, 1, block, row0, 1);                  \
+    } else if (nb == 2) {                                                      \
+      micro_vnni(L, a, lda, sums, R, 2, block, row0, 0);                       \
+    } else {                                                                   \
+      micro_vnni(L, a, lda, sums, R, 1, block, row0, 0);                       \
+    }                                                                          \
     break;
 
 static void micro(const layer_t* L, const int8_t* a, int64_t lda, const int32_t* sums,
@@ -841,6 +930,7 @@ int lepton_layer_i8(const int8_t* X, const uint8_t* WP, const int32_t* bias,
   L.col64 = (const int64_t*)WP;
   L.wp = packed_weights(WP, L.nblocks);
   L.narrow = requant_mode(L.k, bias, shift, cout);
+  L.fold = max_abs(shift, cout) <= 54;
   L.item = layer_item;
   return run_items(&L);
 }
@@ -990,6 +1080,7 @@ int lepton_dwconv_i8(const int8_t* X, const uint8_t* WP, const int32_t* bias,
   L.col64 = (const int64_t*)WP;
   L.w32 = (const int32_t*)packed_weights(WP, L.nblocks);
   L.narrow = requant_mode(L.k, bias, shift, cout);
+  L.fold = max_abs(shift, cout) <= 54;
   L.item = dw_item;
   return run_items(&L);
 }

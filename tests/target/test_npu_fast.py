@@ -80,10 +80,12 @@ def _run_layer(lib, x, packed, bias, mult, shift, qp, layer, out_shape, entry="l
     return out
 
 
-#: The three exact ways the fast epilogue computes the requantize formula (``requant_mode``
-#: in lepton_npu.c), each forced by its terms: every shift >= 33 (high halves of 32 x 32-bit
-#: products), some shift < 33 (full 64-bit products), and acc + bias beyond int32 (int64 sums).
-REQUANT_MODES = ("high32", "products64", "wide")
+#: The exact ways the fast epilogue computes the requantize formula (``requant_mode`` in
+#: lepton_npu.c), each forced by its terms: every shift >= 33 (high halves of 32 x 32-bit
+#: products; the zero point folded into the rounding term while every shift <= 54, added
+#: after the shift otherwise: "high32_late_zp"), some shift < 33 (full 64-bit products), and
+#: acc + bias beyond int32 (int64 sums).
+REQUANT_MODES = ("high32", "high32_late_zp", "products64", "wide")
 
 
 def _requant_terms(rng, mode: str, cout: int, k: int):
@@ -95,9 +97,12 @@ def _requant_terms(rng, mode: str, cout: int, k: int):
     else:
         bias = rng.integers(-2**20, 2**20, cout, dtype=np.int32)
         shift = rng.integers(33, 46, cout, dtype=np.int32) if mode == "high32" else \
+            rng.integers(33, 63, cout, dtype=np.int32) if mode == "high32_late_zp" else \
             rng.integers(20, 40, cout, dtype=np.int32)
         if mode == "products64":
             shift[0] = 24  # at least one below 33
+        if mode == "high32_late_zp":
+            shift[0] = 60  # at least one above 54
     return bias, mult, shift
 
 
