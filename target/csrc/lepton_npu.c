@@ -942,7 +942,7 @@ int lepton_layer_i8(const int8_t* X, const uint8_t* WP, const int32_t* bias,
  * Per output pixel, each tap's 16 channels are a contiguous run of the input; padding taps
  * read a row of the input zero point. The requantize epilogue is the GEMM layers' one.
  */
-enum { DW_MAX_TAPS = 64 };
+enum { DW_MAX_TAPS = 64, DW_REG_TAPS = 9, DW_REG_ROW = 256 };
 
 #if defined(__AVX512VNNI__) && defined(__AVX512BW__) && defined(__AVX512DQ__)
 /* Blocks blk .. blk + NB - 1 (all full) of one pixel: NB independent accumulators, so the
@@ -965,6 +965,47 @@ static inline __attribute__((always_inline)) void dw_blocks(
     const epilogue_t e = epilogue_of(L, blk + j);
     requant16(&e, acc[j], FAST_NB, o + off + 16 * j);
   }
+}
+
+/* Up to DW_REG_TAPS taps (3x3): one full 16-channel block along a whole output row, the
+ * taps' weights held in registers for every pixel, four pixels narrowed together in
+ * requantize mode 2. pix[ox * DW_REG_TAPS + t]: tap t's input pixel for output column ox. */
+static void dw_row_block(const layer_t* L, const int8_t* const* pix, int32_t taps, int32_t ow,
+                         int32_t blk, int8_t* out) {
+  const int32_t off = blk * FAST_NB;
+  __m512i w[DW_REG_TAPS];
+  for (int32_t t = 0; t < DW_REG_TAPS; ++t)
+    w[t] = t < taps ? _mm512_loadu_si512(L->w32 + (int64_t)t * L->cpad + off)
+                    : _mm512_setzero_si512();
+  const epilogue_t e = epilogue_of(L, blk);
+  const int64_t ldo = L->cout;
+  int8_t* o = out + off;
+#define DW_ACC(acc, q)                                                                  \
+  __m512i acc = e.mode == 2 ? e.bias : _mm512_setzero_si512();                          \
+  for (int32_t t = 0; t < taps; ++t)                                                    \
+    acc = _mm512_dpwssd_epi32(                                                          \
+        acc, _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i*)((q)[t] + off))), w[t]);
+  int32_t ox = 0;
+  if (e.mode == 2) {
+    for (; ox + 4 <= ow; ox += 4) {
+      const int8_t* const* q = pix + (int64_t)ox * DW_REG_TAPS;
+      DW_ACC(a0, q)
+      DW_ACC(a1, q + DW_REG_TAPS)
+      DW_ACC(a2, q + 2 * DW_REG_TAPS)
+      DW_ACC(a3, q + 3 * DW_REG_TAPS)
+      store_rows4(&e, requant_hi32(&e, a0), requant_hi32(&e, a1), requant_hi32(&e, a2),
+                  requant_hi32(&e, a3), 4, FAST_NB, o + ox * ldo, ldo);
+    }
+  }
+  for (; ox < ow; ++ox) {
+    const int8_t* const* q = pix + (int64_t)ox * DW_REG_TAPS;
+    DW_ACC(a, q)
+    if (e.mode == 2)
+      store_rows4(&e, requant_hi32(&e, a), a, a, a, 1, FAST_NB, o + ox * ldo, ldo);
+    else
+      requant16(&e, a, FAST_NB, o + ox * ldo);
+  }
+#undef DW_ACC
 }
 #endif
 
@@ -1036,6 +1077,35 @@ static int dw_item(layer_t* L, int64_t item) {
   int8_t* out = L->out + ri * L->ow * L->cout;
   const int8_t* p[DW_MAX_TAPS];
   int stepped = 0;  /* p holds the previous pixel's interior taps */
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__) && defined(__AVX512DQ__)
+  if (taps <= DW_REG_TAPS && L->ow <= DW_REG_ROW) {
+    /* every pixel's tap pointers first, then each full block along the row */
+    const int8_t* pix[DW_REG_ROW * DW_REG_TAPS];
+    for (int32_t ox = 0; ox < L->ow; ++ox) {
+      const int64_t ix0 = (int64_t)ox * L->sw - L->left;
+      const int interior = ix0 >= 0 && ix0 + span < L->w;
+      const int8_t** q = pix + (int64_t)ox * DW_REG_TAPS;
+      if (interior && stepped) {
+        for (int32_t t = 0; t < taps; ++t) q[t] = q[t - DW_REG_TAPS] + step[t];
+      } else {
+        for (int32_t t = 0; t < taps; ++t) {
+          const int64_t ix = ix0 + dx[t];
+          q[t] = row[t] != NULL && ix >= 0 && ix < L->w ? row[t] + ix * L->cout : zprow;
+        }
+      }
+      stepped = interior;
+    }
+    const int32_t full = L->cout / FAST_NB;
+    const int32_t end = blk1 < full ? blk1 : full;
+    for (int32_t blk = blk0; blk < end; ++blk)
+      dw_row_block(&local, pix, taps, L->ow, blk, out);
+    if (blk1 > full)  /* the channel tail: per pixel, masked */
+      for (int32_t ox = 0; ox < L->ow; ++ox)
+        dw_pixel(&local, pix + (int64_t)ox * DW_REG_TAPS, taps, full, blk1,
+                 out + (int64_t)ox * L->cout);
+    return 0;
+  }
+#endif
   for (int32_t ox = 0; ox < L->ow; ++ox) {
     const int64_t ix0 = (int64_t)ox * L->sw - L->left;
     const int interior = ix0 >= 0 && ix0 + span < L->w;
