@@ -282,7 +282,13 @@ def _schedule_dense(sch, block, config: HostScheduleConfig) -> None:
     co, ci = sch.split(col, [None, col_tile])
     ro, ri = sch.split(row, [None, row_tile])
     outer = spatial[:-2]
-    if depthwise:  # channels not a whole number of vectors: a plain register tile
+    weight_bytes = col_ext * 4
+    for loop in reduce_:
+        weight_bytes *= _extent(sch, loop) or 1 << 20
+    if depthwise or weight_bytes <= SMALL_WEIGHT_BYTES:
+        # Few weights (a depthwise layer, a pointwise conv with K = 16..64): every thread
+        # works on whole output pixels (all channel tiles back to back), so the threads
+        # write disjoint stretches of the output instead of interleaved channel slices.
         sch.reorder(*outer, ro, co, *reduce_, ri, ci)
         fused = sch.fuse(*outer, ro, co)
     else:
@@ -408,6 +414,11 @@ def _column_stride_dilation(stmt) -> tuple[int, int]:
             except TypeError:
                 continue
     return 2, 2  # unknown: assume the widest window
+
+
+#: Weights of a register-tiled kernel small enough to stay in every core's L2 whatever
+#: the loop order (see _schedule_dense).
+SMALL_WEIGHT_BYTES = 256 * 1024
 
 
 #: Elements each iteration of a parallel loop should cover at least: TVM's thread pool pays
