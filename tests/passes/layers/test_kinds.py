@@ -49,7 +49,8 @@ class _Attention(nn.Module):
 
 
 class _Layout(nn.Module):
-    """pad (TF-style "same", asymmetric, between a ReLU6 and a conv), concat of two inputs in
+    """pad (TF-style "same", asymmetric, between a conv and the ReLU6 before the next conv: a
+    zero pad right before a conv would fold into the conv's padding), concat of two inputs in
     different quantizations, strided_slice."""
 
     def __init__(self):
@@ -61,7 +62,7 @@ class _Layout(nn.Module):
             self.c.weight.mul_(3.0)  # another range: concat rescales it
 
     def forward(self, x):
-        y = self.b(F.pad(torch.clamp(self.a(x), 0.0, 6.0), (0, 1, 0, 1)))
+        y = self.b(torch.clamp(F.pad(self.a(x), (0, 1, 0, 1)), 0.0, 6.0))
         z = torch.cat([y, self.c(x)], dim=1)
         return z[:, 2:10, 1:3, :]
 
