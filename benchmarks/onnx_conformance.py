@@ -10,7 +10,8 @@ compiled model on the same inputs. Every test is classified as passed, a wrong a
 differ in count, shape, dtype or value), a ``LeptonError`` (a refusal with Lepton's own
 message, which is what an unsupported op should give) or an other exception (a crash the user
 would see as a raw traceback). ``--baseline`` also runs plain TVM 0.27 (``from_onnx`` ->
-``tvm.compile`` -> VM) in the same run, for the "tests TVM passes that Lepton fails" count.
+``tvm.compile`` -> VM) in the same run, for the "tests TVM passes that Lepton fails" count
+(``--baseline-from RESULTS.json`` reuses an earlier run's).
 
 Writes ``benchmarks/results/onnx_conformance_<date>T<time>.json`` (every test's result) and
 ``docs/onnx_conformance.md`` (totals and the per-op table).
@@ -88,7 +89,8 @@ def per_op(results: list[dict], baseline: dict[str, dict] | None) -> list[dict]:
             for op, counts in sorted(rows.items(), key=lambda kv: kv[0].lower())]
 
 
-def write_doc(results: list[dict], baseline: dict[str, dict] | None, env: dict) -> str:
+def write_doc(results: list[dict], baseline: dict[str, dict] | None, env: dict,
+              baseline_source: str = "same run") -> str:
     totals = collections.Counter(classify(r) for r in results)
     lines = [
         "# ONNX node-test conformance",
@@ -111,7 +113,7 @@ def write_doc(results: list[dict], baseline: dict[str, dict] | None, env: dict) 
                    r["status"] != "passed" for r in results)
         gained = sum(baseline.get(r["name"], {}).get("status") != "passed" and
                      r["status"] == "passed" for r in results)
-        lines += [f"| plain TVM 0.27 passed (same run) | {tvm_passed} |",
+        lines += [f"| plain TVM 0.27 passed ({baseline_source}) | {tvm_passed} |",
                   f"| passed by TVM, not by Lepton | {lost} |",
                   f"| passed by Lepton, not by TVM | {gained} |"]
     lines += ["", "Per op (tests of the op type the test's graph is named for):", "",
@@ -132,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds per test")
     parser.add_argument("--suite", type=Path, default=DEFAULT_SUITE)
     parser.add_argument("--baseline", action="store_true", help="also run plain TVM 0.27")
+    parser.add_argument("--baseline-from", type=Path, default=None,
+                        help="plain TVM's results from an earlier run's JSON instead")
     parser.add_argument("--no-doc", action="store_true", help="do not rewrite docs/")
     args = parser.parse_args(argv)
     suite = _load_suite(args.suite)
@@ -139,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     results = suite.run_suite("benchmarks.onnx_conformance:compile_and_run",
                               patterns=args.pattern, timeout=args.timeout, jobs=args.jobs)
     baseline = None
+    if args.baseline_from is not None:
+        baseline = json.loads(args.baseline_from.read_text())["baseline"]
     if args.baseline:
         baseline = {r["name"]: r for r in suite.run_suite(
             suite.tvm_compile_and_run, patterns=args.pattern, timeout=args.timeout,
@@ -153,11 +159,14 @@ def main(argv: list[str] | None = None) -> int:
           f"{totals['lepton_error']} LeptonErrors, {totals['other_error']} other exceptions")
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"onnx_conformance_{dt.datetime.now().strftime('%Y-%m-%dT%H%M')}.json"
-    out.write_text(json.dumps({"environment": env, "patterns": args.pattern,
-                               "results": results, "baseline": baseline}, indent=1))
+    out.write_text(json.dumps({"environment": env, "patterns": args.pattern, "results": results,
+                               "baseline": None if args.baseline_from else baseline,
+                               "baseline_from": args.baseline_from and args.baseline_from.name},
+                              indent=1))
     print(f"wrote {out}")
     if not args.no_doc and not args.pattern:
-        DOC.write_text(write_doc(results, baseline, env))
+        source = f"from {args.baseline_from.name}" if args.baseline_from else "same run"
+        DOC.write_text(write_doc(results, baseline, env, source))
         print(f"wrote {DOC}")
     return 0
 

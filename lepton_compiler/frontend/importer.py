@@ -26,7 +26,7 @@ from lepton_compiler.errors import (
     OptionError,
     UnsupportedOperatorError,
 )
-from lepton_compiler.frontend import onnx_qoperator, torch_quant
+from lepton_compiler.frontend import onnx_qoperator, onnx_rewrites, torch_quant
 
 logger = logging.getLogger(__name__)
 
@@ -192,6 +192,7 @@ def from_onnx(model: Any, example_inputs: Sequence[Any] | None = None,
             proto = onnx_qoperator.expand_qoperators(proto)
         except ValueError as err:
             raise ModelLoadError(f"{err}; this quantized operator cannot be imported") from None
+    proto = onnx_rewrites.expand_layer_norm_stats(proto)
     supported = set(_get_convert_map()) | {"If", "Constant"}
     missing: dict[str, list[str]] = defaultdict(list)
     for i, node in enumerate(proto.graph.node):
