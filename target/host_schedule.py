@@ -257,9 +257,34 @@ def _tile_lanes(cols: int, config: HostScheduleConfig) -> int:
     return lanes if cols % lanes == 0 else config.vector_lanes
 
 
+def _accumulate_locally(sch, block, at):
+    """The block's output accumulated in a local buffer written back at loop ``at``, with
+    the elementwise consumers (bias, activation) inlined into the write-back; the cache
+    block."""
+    cache = sch.cache_write(block, 0, "local")
+    sch.reverse_compute_at(cache, at, preserve_unit_loops=True)
+    for consumer in sch.get_consumers(cache):
+        try:
+            sch.reverse_compute_inline(consumer)
+        except Exception:
+            pass
+    return cache
+
+
+def _decompose_vectorized(sch, block, loop) -> None:
+    """Split the reduction's init out at ``loop`` (after the update is vectorized: afterwards
+    it is no longer a reduction block) and vectorize the init's innermost loop."""
+    from tvm.tirx import ForKind
+
+    init = sch.decompose_reduction(block, loop)
+    init_loops = sch.get_loops(init)
+    if sch.get(init_loops[-1]).kind != ForKind.VECTORIZED:
+        sch.vectorize(init_loops[-1])
+
+
 def _schedule_dense(sch, block, config: HostScheduleConfig) -> None:
     """Register-tile a conv2d_nhwc / matmul block: [rows x (k*lanes)] accumulators."""
-    from tvm.tirx import ForKind, IterVar
+    from tvm.tirx import IterVar
 
     loops = sch.get_loops(block)
     iter_types = [iv.iter_type for iv in sch.get(block).iter_vars]
@@ -297,13 +322,7 @@ def _schedule_dense(sch, block, config: HostScheduleConfig) -> None:
         sch.reorder(co, *outer, ro, *reduce_, ri, ci)
         fused = sch.fuse(co, *outer, ro)
     sch.parallel(fused)
-    cache = sch.cache_write(block, 0, "local")
-    sch.reverse_compute_at(cache, fused, preserve_unit_loops=True)
-    for consumer in sch.get_consumers(cache):
-        try:
-            sch.reverse_compute_inline(consumer)
-        except Exception:
-            pass
+    cache = _accumulate_locally(sch, block, fused)
     # One vector register per innermost iteration: a 3-register tile vectorized as one
     # 48-lane loop is scalarised by LLVM (20x slower); unroll the registers instead.
     lanes = _tile_lanes(col_tile, config)
@@ -316,11 +335,7 @@ def _schedule_dense(sch, block, config: HostScheduleConfig) -> None:
     wv, wi = sch.split(wb_loops[-1], [None, lanes])
     sch.unroll(wv)
     sch.vectorize(wi)
-    # Vectorize before decomposing: afterwards the update block is no longer a reduction block.
-    init = sch.decompose_reduction(block, reduce_[0])
-    init_loops = sch.get_loops(init)
-    if sch.get(init_loops[-1]).kind != ForKind.VECTORIZED:
-        sch.vectorize(init_loops[-1])
+    _decompose_vectorized(sch, block, reduce_[0])
     for blk in _blocks(sch):
         if _is_pad(sch, blk):
             _schedule_spatial(sch, blk, config)
@@ -331,8 +346,6 @@ def _schedule_depthwise(sch, block, spatial, reduce_, config: HostScheduleConfig
     tile. The input pixels a kernel row of the tile reads are loaded into registers once and
     serve every horizontal tap (a 3-wide kernel over 8 pixels: 10 loads for 24 FMAs, not 24
     loads from L2); the channel tiles of a row run back to back."""
-    from tvm.tirx import ForKind
-
     lanes = config.vector_lanes
     col, row = spatial[-1], spatial[-2]
     row_tile = _split_divisor(_extent(sch, row), _depthwise_rows(sch, block, config))
@@ -342,13 +355,7 @@ def _schedule_depthwise(sch, block, spatial, reduce_, config: HostScheduleConfig
     sch.reorder(*spatial[:-2], ro, co, rc, ry, rx, ri, ci)
     fused = sch.fuse(*spatial[:-2], ro)
     sch.parallel(fused)
-    cache = sch.cache_write(block, 0, "local")
-    sch.reverse_compute_at(cache, co, preserve_unit_loops=True)
-    for consumer in sch.get_consumers(cache):
-        try:
-            sch.reverse_compute_inline(consumer)
-        except Exception:
-            pass
+    cache = _accumulate_locally(sch, block, co)
     data = next(i for i, region in enumerate(sch.get(block).reads)
                 if len(tvm_compat.region_buffer(region).shape) == 4
                 and tvm_compat.region_buffer(region).name
@@ -365,10 +372,7 @@ def _schedule_depthwise(sch, block, spatial, reduce_, config: HostScheduleConfig
     wb = sch.get_loops(cache)
     sch.unroll(wb[-2])
     sch.vectorize(wb[-1])
-    init = sch.decompose_reduction(block, rc)
-    init_loops = sch.get_loops(init)
-    if sch.get(init_loops[-1]).kind != ForKind.VECTORIZED:
-        sch.vectorize(init_loops[-1])
+    _decompose_vectorized(sch, block, rc)
     for blk in _blocks(sch):
         if _is_pad(sch, blk) and not _is_reduction(sch, blk) and \
                 sch.get(blk).name_hint != sch.get(window).name_hint:
@@ -462,7 +466,7 @@ def _schedule_spatial(sch, block, config: HostScheduleConfig) -> None:
 
 
 def _schedule_reduction(sch, block, config: HostScheduleConfig) -> None:
-    from tvm.tirx import ForKind, IterVar
+    from tvm.tirx import IterVar
 
     loops = sch.get_loops(block)
     kinds = [iv.iter_type for iv in sch.get(block).iter_vars]
@@ -486,10 +490,7 @@ def _schedule_reduction(sch, block, config: HostScheduleConfig) -> None:
             # slower); left serial, the contiguous channel loop is vectorised by LLVM.
             return
         sch.vectorize(spatial[-1])
-        init = sch.decompose_reduction(block, reduce_[0])
-        init_loop = sch.get_loops(init)[-1]
-        if sch.get(init_loop).kind != ForKind.VECTORIZED:
-            sch.vectorize(init_loop)
+        _decompose_vectorized(sch, block, reduce_[0])
         return
     if len(reduce_) == 1 and _rfactor_rows(sch, block, spatial, reduce_[0], config):
         return

@@ -67,6 +67,17 @@ def _call(op: str, args: list, attrs: Any, ret: Any) -> Any:
     raise NotImplementedError(op)
 
 
+def op_names(mod: Any) -> list[str]:
+    """The operator names of every call in ``mod["main"]``, in post order (repeats kept)."""
+    names: list[str] = []
+    relax.analysis.post_order_visit(
+        mod["main"].body,
+        lambda e: names.append(e.op.name) if isinstance(e, relax.Call) and hasattr(e.op, "name")
+        else None,
+    )
+    return names
+
+
 def evaluate(func: Any, *inputs: np.ndarray) -> np.ndarray:
     """Run ``func`` on numpy inputs; returns its first tensor output as numpy."""
     env: dict[Any, Any] = dict(zip(func.params, [torch.from_numpy(x) for x in inputs],

@@ -12,15 +12,7 @@ import lepton_compiler as lc
 import lepton_runtime
 from lepton_compiler.passes.fold_pad import FoldPadIntoConv
 
-
-def _ops(mod) -> list[str]:
-    names = []
-    relax.analysis.post_order_visit(
-        mod["main"].body,
-        lambda e: names.append(e.op.name) if isinstance(e, relax.Call) and hasattr(e.op, "name")
-        else None,
-    )
-    return names
+from .relax_eval import op_names
 
 
 def _padded_conv(pad_width, layout="NCHW", value=0.0, mode="constant", padding=(0, 0, 0, 0)):
@@ -49,7 +41,7 @@ def _padded_conv(pad_width, layout="NCHW", value=0.0, mode="constant", padding=(
 def test_a_zero_pad_of_the_spatial_axes_becomes_the_conv_padding(layout, pad_width, padding,
                                                                   expected):
     after = FoldPadIntoConv()(_padded_conv(pad_width, layout, padding=padding))
-    assert "relax.nn.pad" not in _ops(after)
+    assert "relax.nn.pad" not in op_names(after)
     conv = next(b.value for b in after["main"].body.blocks[0].bindings
                 if getattr(b.value, "op", None) is not None and
                 b.value.op.name == "relax.nn.conv2d")
@@ -63,7 +55,7 @@ def test_a_zero_pad_of_the_spatial_axes_becomes_the_conv_padding(layout, pad_wid
 ])
 def test_other_pads_stay(pad_width, value, mode):
     before = _padded_conv(pad_width, value=value, mode=mode)
-    assert "relax.nn.pad" in _ops(FoldPadIntoConv()(before))
+    assert "relax.nn.pad" in op_names(FoldPadIntoConv()(before))
 
 
 class SamePadNet(torch.nn.Module):
