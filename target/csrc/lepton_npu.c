@@ -444,6 +444,14 @@ static int32_t requant_mode(int64_t k, const int32_t* bias, const int32_t* shift
   return 2;
 }
 
+/* L's requantize variant from its terms (L->k, bias, shift and cout set): the mode, and
+ * whether mode 2 may fold the zero point into the rounding term (every shift <= 54, see
+ * epilogue_of). */
+static void choose_requant(layer_t* L) {
+  L->narrow = requant_mode(L->k, L->bias, L->shift, L->cout);
+  L->fold = max_abs(L->shift, L->cout) <= 54;
+}
+
 /* Rows [r0, r0 + rows) of the im2col matrix into a (rows x lda) buffer (k tail zeroed).
  * With dilation 1 along x, the taps of one kernel row are one contiguous run of NHWC input
  * (kw * cin bytes), copied at once where it lies wholly inside the image. */
@@ -691,24 +699,23 @@ static inline __attribute__((always_inline)) void micro_vnni(
   int8_t* const out = L->out + row0 * L->cout + col0;
   const int64_t ldo = L->cout;
   if (HI32) {
-    const epilogue_t e0 = epilogue_of(L, block);
-#define GROUP0(i, j, k, l)                                                                \
+    /* rows i..l of block half c (c0 or c1) with its terms e, `n` columns from column `off` */
+#define GROUP(c, e, n, off, i, j, k, l)                                                   \
     if (rows > i)                                                                         \
-      store_rows4(&e0, requant_hi32(&e0, c0_##i), requant_hi32(&e0, c0_##j),              \
-                  requant_hi32(&e0, c0_##k), requant_hi32(&e0, c0_##l), rows - i, cols,   \
-                  out + i * ldo, ldo);
+      store_rows4(&e, requant_hi32(&e, c##_##i), requant_hi32(&e, c##_##j),               \
+                  requant_hi32(&e, c##_##k), requant_hi32(&e, c##_##l), rows - i, n,      \
+                  out + i * ldo + off, ldo);
+#define GROUP0(i, j, k, l) GROUP(c0, e0, cols, 0, i, j, k, l)
+#define GROUP1(i, j, k, l) GROUP(c1, e1, cols - 16, 16, i, j, k, l)
+    const epilogue_t e0 = epilogue_of(L, block);
     GROUPS_DO(GROUP0)
-#undef GROUP0
     if (nb == 2) {
       const epilogue_t e1 = epilogue_of(L, block + 1);
-#define GROUP1(i, j, k, l)                                                                \
-      if (rows > i)                                                                       \
-        store_rows4(&e1, requant_hi32(&e1, c1_##i), requant_hi32(&e1, c1_##j),            \
-                    requant_hi32(&e1, c1_##k), requant_hi32(&e1, c1_##l), rows - i,       \
-                    cols - 16, out + i * ldo + 16, ldo);
       GROUPS_DO(GROUP1)
-#undef GROUP1
     }
+#undef GROUP1
+#undef GROUP0
+#undef GROUP
     return;
   }
   const epilogue_t e0 = epilogue_of(L, block);
@@ -929,8 +936,7 @@ int lepton_layer_i8(const int8_t* X, const uint8_t* WP, const int32_t* bias,
   }
   L.col64 = (const int64_t*)WP;
   L.wp = packed_weights(WP, L.nblocks);
-  L.narrow = requant_mode(L.k, bias, shift, cout);
-  L.fold = max_abs(shift, cout) <= 54;
+  choose_requant(&L);
   L.item = layer_item;
   return run_items(&L);
 }
@@ -1046,6 +1052,28 @@ static inline __attribute__((always_inline)) void dw_pixel(const layer_t* L, con
 #endif
 }
 
+/* Output column ox's tap pointers into q: prev's (the previous column's; may be q itself)
+ * stepped along when ox and the column before it are both interior (every column tap inside
+ * the image: `stepped`), else computed, with padding taps reading zprow. Returns whether ox
+ * is interior. row[t]: tap t's input row (NULL above or below the image); dx[t]: its column
+ * offset; step[t]: how far it moves per output column. */
+static inline int tap_pointers(const layer_t* L, int32_t ox, int32_t taps,
+                               const int8_t* const* row, const int32_t* dx,
+                               const int64_t* step, const int8_t* zprow,
+                               const int8_t* const* prev, int stepped, const int8_t** q) {
+  const int64_t ix0 = (int64_t)ox * L->sw - L->left;
+  const int interior = ix0 >= 0 && ix0 + (int64_t)(L->kw - 1) * L->dw < L->w;
+  if (interior && stepped) {
+    for (int32_t t = 0; t < taps; ++t) q[t] = prev[t] + step[t];
+  } else {
+    for (int32_t t = 0; t < taps; ++t) {
+      const int64_t ix = ix0 + dx[t];
+      q[t] = row[t] != NULL && ix >= 0 && ix < L->w ? row[t] + ix * L->cout : zprow;
+    }
+  }
+  return interior;
+}
+
 /* One work item: one output row, a range of 16-channel blocks. */
 static int dw_item(layer_t* L, int64_t item) {
   const int64_t ri = item / L->col_items, ci = item % L->col_items;
@@ -1073,27 +1101,17 @@ static int dw_item(layer_t* L, int64_t item) {
   /* Interior pixels (every column tap inside the image) step each tap's pointer along. */
   int64_t step[DW_MAX_TAPS];
   for (int32_t t = 0; t < taps; ++t) step[t] = row[t] != NULL ? (int64_t)L->sw * L->cout : 0;
-  const int64_t span = (int64_t)(L->kw - 1) * L->dw;
   int8_t* out = L->out + ri * L->ow * L->cout;
   const int8_t* p[DW_MAX_TAPS];
-  int stepped = 0;  /* p holds the previous pixel's interior taps */
+  int stepped = 0;  /* the previous pixel was interior */
 #if defined(__AVX512VNNI__) && defined(__AVX512BW__) && defined(__AVX512DQ__)
   if (taps <= DW_REG_TAPS && L->ow <= DW_REG_ROW) {
     /* every pixel's tap pointers first, then each full block along the row */
     const int8_t* pix[DW_REG_ROW * DW_REG_TAPS];
     for (int32_t ox = 0; ox < L->ow; ++ox) {
-      const int64_t ix0 = (int64_t)ox * L->sw - L->left;
-      const int interior = ix0 >= 0 && ix0 + span < L->w;
       const int8_t** q = pix + (int64_t)ox * DW_REG_TAPS;
-      if (interior && stepped) {
-        for (int32_t t = 0; t < taps; ++t) q[t] = q[t - DW_REG_TAPS] + step[t];
-      } else {
-        for (int32_t t = 0; t < taps; ++t) {
-          const int64_t ix = ix0 + dx[t];
-          q[t] = row[t] != NULL && ix >= 0 && ix < L->w ? row[t] + ix * L->cout : zprow;
-        }
-      }
-      stepped = interior;
+      stepped = tap_pointers(L, ox, taps, row, dx, step, zprow, ox ? q - DW_REG_TAPS : q,
+                             stepped, q);
     }
     const int32_t full = L->cout / FAST_NB;
     const int32_t end = blk1 < full ? blk1 : full;
@@ -1107,17 +1125,7 @@ static int dw_item(layer_t* L, int64_t item) {
   }
 #endif
   for (int32_t ox = 0; ox < L->ow; ++ox) {
-    const int64_t ix0 = (int64_t)ox * L->sw - L->left;
-    const int interior = ix0 >= 0 && ix0 + span < L->w;
-    if (interior && stepped) {
-      for (int32_t t = 0; t < taps; ++t) p[t] += step[t];
-    } else {
-      for (int32_t t = 0; t < taps; ++t) {
-        const int64_t ix = ix0 + dx[t];
-        p[t] = row[t] != NULL && ix >= 0 && ix < L->w ? row[t] + ix * L->cout : zprow;
-      }
-    }
-    stepped = interior;
+    stepped = tap_pointers(L, ox, taps, row, dx, step, zprow, p, stepped, p);
     dw_pixel(&local, p, taps, blk0, blk1, out + (int64_t)ox * L->cout);
   }
   return 0;
@@ -1149,8 +1157,7 @@ int lepton_dwconv_i8(const int8_t* X, const uint8_t* WP, const int32_t* bias,
   }
   L.col64 = (const int64_t*)WP;
   L.w32 = (const int32_t*)packed_weights(WP, L.nblocks);
-  L.narrow = requant_mode(L.k, bias, shift, cout);
-  L.fold = max_abs(shift, cout) <= 54;
+  choose_requant(&L);
   L.item = dw_item;
   return run_items(&L);
 }
