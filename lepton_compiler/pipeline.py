@@ -222,14 +222,16 @@ def partition(mod: Any, graph: LayerGraph, qg: QuantizedGraph | None,
 def lower(mod: Any, input_names: list[str], output_names: list[str], host: HostTarget,
           npu: LeptonTarget | None, run: Run, layers: set[str] | None = None,
           fuse: bool = True, tuned: Any = None, schedule_host: bool = True,
-          node_names: dict[str, list[str]] | None = None, source: str = "onnx") -> Lowered:
+          node_names: dict[str, list[str]] | None = None, source: str = "onnx",
+          pinned: dict[str, Any] | None = None) -> Lowered:
     """fuse → schedule → plan → codegen: a Relax module to a plan and one kernel library.
 
     ``layers``: layer names; a call whose result is bound to one records it as its source op.
     Every value an operator trusts (indices, integer divisors) is guarded first
     (``lepton.GuardValues``; ``node_names`` names the model's nodes in its run-time errors;
     ``source`` "torch": negative indices are invalid, as in PyTorch), and float clamps keep
-    NaN (``lepton.PropagateNaN``).
+    NaN (``lepton.PropagateNaN``). ``pinned``: inputs fixed at build time (name -> value),
+    checked by the runtime at every call.
     """
     with run.stage("fuse"):
         mod = lowering.fuse(safe_semantics(mod, node_names, source), fuse)
@@ -241,7 +243,7 @@ def lower(mod: Any, input_names: list[str], output_names: list[str], host: HostT
         run.check(mod, "schedule")
     with run.stage("plan"):
         built = plan_builder.build_plan(mod["main"], input_names, output_names,
-                                        guard_sites(lowering.kernels_of(mod)))
+                                        guard_sites(lowering.kernels_of(mod)), pinned)
     used = set(built.kernel_names)  # passes may leave superseded copies of kernels behind
     npu_kernels = npu_kernels & used
     with run.stage("codegen"):
@@ -401,7 +403,7 @@ def _build(model: Any, example_inputs: Any, options: BuildOptions, npu: LeptonTa
     lowered = lower(mod, imported.input_names, imported.output_names, host, npu, run,
                     {o.layer for o in ops}, options.fuse, tuned,
                     schedule_host=options.opt_level > 0, node_names=imported.node_names,
-                    source=imported.source)
+                    source=imported.source, pinned=imported.pinned)
     report = placement.PlacementReport(options.target, npu.spec.name if npu else None, ops,
                                        relax_ops, len(lowered.plan["calls"]))
     with run.stage("package"):

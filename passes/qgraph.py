@@ -198,23 +198,25 @@ def read_graph(func: Any) -> LayerGraph:
     ret = func.body.body
     tuple_output = isinstance(ret, relax.Tuple)
     returned = list(ret.fields) if tuple_output else [ret]
-    for index, value in enumerate(returned):
+    def output_name(index: int, value: Any) -> str:
+        if tvm_compat.is_constant(value):  # an output the model fixes: returned as stored
+            names[value] = f"constant_output{index}"
+            tensors[names[value]] = Tensor(names[value], tvm_compat.shape_of(value.ty),
+                                           tvm_compat.dtype_of(value.ty))
         if value not in names:
             raise CompileError(
-                f"model output #{index} does not depend on any input (it folds to a "
-                f"{type(value).__name__}); Lepton compiles outputs computed from the inputs — "
-                "remove the output or make it depend on an input")
-    if tuple_output:
-        outputs = [names[f] for f in ret.fields]
-    else:
-        outputs = [names[ret]]
+                f"model output #{index} is a {type(value).__name__}, computed from no layer; "
+                "this is a compiler bug, please report it")
+        return names[value]
+
+    outputs = [output_name(i, v) for i, v in enumerate(returned)]
     # A returned tuple var (``gv = (lv24,)``) is a float layer over the real outputs.
     if len(outputs) == 1 and tensors[outputs[0]].dtype == "tuple":
         producer = next(lay for lay in layers if lay.output == outputs[0])
         if isinstance(producer.expr, relax.Tuple):
             layers.remove(producer)
             del tensors[producer.output]
-            outputs = [names[f] for f in producer.expr.fields]
+            outputs = [output_name(i, f) for i, f in enumerate(producer.expr.fields)]
             tuple_output = True
     return LayerGraph(inputs, outputs, tuple_output, tensors, layers, params, names,
                       fixed=fixed)

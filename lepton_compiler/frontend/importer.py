@@ -26,7 +26,7 @@ from lepton_compiler.errors import (
     OptionError,
     UnsupportedOperatorError,
 )
-from lepton_compiler.frontend import onnx_qoperator, onnx_rewrites, torch_quant
+from lepton_compiler.frontend import onnx_prepare, onnx_qoperator, onnx_rewrites, torch_quant
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +41,9 @@ class ImportedModel:
     source: str  # "torch" or "onnx"
     #: The model's node names per op type in graph order (ONNX), for run-time error messages.
     node_names: dict[str, list[str]] = field(default_factory=dict)
+    #: Inputs fixed at build time to their example values (ONNX inputs that decide shapes):
+    #: ``main`` takes them but does not read them; the runtime checks every call's value.
+    pinned: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def is_torch_module(model: object) -> bool:
@@ -192,22 +195,33 @@ def from_onnx(model: Any, example_inputs: Sequence[Any] | None = None,
             proto = onnx_qoperator.expand_qoperators(proto)
         except ValueError as err:
             raise ModelLoadError(f"{err}; this quantized operator cannot be imported") from None
+    original_nodes = list(proto.graph.node)
     proto = onnx_rewrites.expand_layer_norm_stats(proto)
     supported = set(_get_convert_map()) | {"If", "Constant"}
+    proto = onnx_prepare.expand_functions(proto, supported)
+    initializers = {t.name for t in proto.graph.initializer}
+    graph_inputs = [i for i in proto.graph.input if i.name not in initializers]
+    shape_dict = _onnx_input_shapes(graph_inputs, example_inputs)
+    dtypes = {i.name: i.type.tensor_type.elem_type for i in graph_inputs}
+    proto, pinned, unpinned = onnx_prepare.pin_inputs(proto, example_inputs)
+    if unpinned and example_inputs is None:
+        name, node = next(iter(unpinned.items()))
+        raise OptionError(
+            f"ONNX input {name!r} decides a shape in {node}; pass example_inputs holding "
+            "the value the compiled model will be called with (it is fixed at build time)")
+    proto = onnx_prepare.fold_constants(onnx_prepare.with_input_shapes(proto, shape_dict))
     missing: dict[str, list[str]] = defaultdict(list)
     for i, node in enumerate(proto.graph.node):
         if node.op_type not in supported:
             missing[node.op_type].append(node.name or f"#{i}")
     if missing:
         raise UnsupportedOperatorError("ONNX", missing)
-    initializers = {t.name for t in proto.graph.initializer}
-    graph_inputs = [i for i in proto.graph.input if i.name not in initializers]
-    shape_dict = _onnx_input_shapes(graph_inputs, example_inputs)
+    tvm_shapes = {k: v for k, v in shape_dict.items() if k not in pinned}
     converting: list[Any] = []
     try:
         with _clip_as_relax_op(), _track_nodes(converting), \
                 redirect_stdout(io.StringIO()):  # the importer prints its inputs
-            mod = tvm_from_onnx(proto, shape_dict=shape_dict, keep_params_in_input=False)
+            mod = tvm_from_onnx(proto, shape_dict=tvm_shapes, keep_params_in_input=False)
     except Exception as err:
         from lepton_compiler.frontend.onnx_validate import node_label
 
@@ -222,8 +236,10 @@ def from_onnx(model: Any, example_inputs: Sequence[Any] | None = None,
             f"{text[:300]}{'...' if len(text) > 300 else ''}; check this node's inputs and "
             "attributes"
         ) from None
+    if pinned:
+        mod = _with_pinned_params(mod, graph_inputs, pinned)
     node_names: dict[str, list[str]] = defaultdict(list)
-    for i, node in enumerate(proto.graph.node):
+    for i, node in enumerate(original_nodes):
         node_names[node.op_type].append(node.name or f"#{i}")
     return ImportedModel(
         mod,
@@ -231,7 +247,28 @@ def from_onnx(model: Any, example_inputs: Sequence[Any] | None = None,
         [o.name for o in proto.graph.output],
         "onnx",
         dict(node_names),
+        pinned,
     )
+
+
+def _with_pinned_params(mod: Any, graph_inputs: list, pinned: dict[str, np.ndarray]) -> Any:
+    """``main`` taking every graph input again, pinned ones as unused parameters, so the
+    compiled model's signature is the ONNX model's (the runtime checks the pinned values)."""
+    from tvm import relax
+
+    main = mod["main"]
+    params = iter(main.params)
+    full = []
+    for value in graph_inputs:
+        if value.name in pinned:
+            array = pinned[value.name]
+            full.append(relax.Var(value.name, relax.TensorType(list(array.shape),
+                                                               str(array.dtype))))
+        else:
+            full.append(next(params))
+    func = relax.Function(full, main.body, main.ret_ty, main.is_pure, main.attrs, main.span)
+    mod["main"] = func.with_attr("num_input", len(full))
+    return mod
 
 
 @contextmanager

@@ -12,8 +12,8 @@ in order, each before anything is allocated from the model's declared sizes:
 3. tensors: every initializer's dtype, rank, dims (none negative), element count and stored
    byte length agree and are within the limits; external data must be a relative path inside
    the model's folder with offset + length inside the file;
-4. declared shapes of inputs, outputs and value infos: rank and element limits, no zero or
-   negative dims;
+4. declared shapes of inputs, outputs and value infos: rank and element limits, no
+   negative dims (zero-size dims are valid ONNX);
 5. per node: ``onnx.checker.check_node`` (op known in the opset, attribute types, input
    counts) plus Lepton's attribute rules (positive strides, kernel sizes, dilations and
    groups; non-negative pads; axes inside the rank), each error naming the node;
@@ -32,8 +32,9 @@ from typing import Any
 from lepton_compiler.errors import ModelLoadError
 
 # ONNX TensorProto data types Lepton can import, with their byte sizes.
-DTYPE_BYTES = {1: 4, 2: 1, 3: 1, 5: 2, 6: 4, 7: 8, 9: 1, 10: 2, 11: 8, 12: 4, 13: 8, 16: 2}
-DTYPE_FIELD = {1: "float_data", 2: "int32_data", 3: "int32_data", 5: "int32_data",
+DTYPE_BYTES = {1: 4, 2: 1, 3: 1, 4: 2, 5: 2, 6: 4, 7: 8, 9: 1, 10: 2, 11: 8, 12: 4, 13: 8, 16: 2}
+DTYPE_FIELD = {1: "float_data", 2: "int32_data", 3: "int32_data", 4: "int32_data",
+               5: "int32_data",
                6: "int32_data", 7: "int64_data", 9: "int32_data", 10: "int32_data",
                11: "double_data", 12: "uint64_data", 13: "uint64_data", 16: "int32_data"}
 
@@ -249,9 +250,9 @@ def _check_declared(value: Any, kind: str, where: str, limits: Limits) -> None:
     fixed = []
     for d in dims:
         if d.HasField("dim_value"):
-            if d.dim_value <= 0:
+            if d.dim_value < 0:
                 raise ModelLoadError(f"{where}: {what} declares dimension {d.dim_value}; "
-                                     "dimensions must be positive")
+                                     "dimensions must not be negative")
             fixed.append(d.dim_value)
     _elements(fixed if len(fixed) == len(dims) else [*fixed, *([1] * (len(dims) - len(fixed)))],
               what, where, limits)
@@ -321,9 +322,9 @@ def _check_model(proto: Any, where: str, limits: Limits) -> None:
         dims = value.type.tensor_type.shape.dim
         fixed = [d.dim_value for d in dims if d.HasField("dim_value")]
         owner = producer.get(value.name, "a node")
-        if any(d <= 0 for d in fixed) and len(fixed) == len(dims):
+        if any(d < 0 for d in fixed):
             raise ModelLoadError(f"{where}: {owner} produces {value.name!r} of shape {fixed}; "
-                                 "empty tensors are not supported")
+                                 "dimensions must not be negative")
         count = 1
         for d in fixed:
             count *= max(d, 1)

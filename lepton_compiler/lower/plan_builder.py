@@ -161,10 +161,13 @@ class _Builder:
 
 
 def build_plan(main: Any, input_names: list[str], output_names: list[str],
-               guards: dict[str, dict] | None = None) -> BuiltPlan:
+               guards: dict[str, dict] | None = None,
+               pinned: dict[str, np.ndarray] | None = None) -> BuiltPlan:
     """Walk ``main`` and produce the plan and weights blob. ``guards``: the guard kernels'
     site descriptions by kernel name (``passes.value_guards.guard_sites``); their calls
-    carry a ``guard`` entry that names the status tensor."""
+    carry a ``guard`` entry that names the status tensor. ``pinned``: inputs fixed at build
+    time (input name -> value); each value is stored as a weight that the runtime compares
+    every call's input with (the plan's ``pins``)."""
     from tvm import relax
 
     b = _Builder(guards or {})
@@ -181,6 +184,11 @@ def build_plan(main: Any, input_names: list[str], output_names: list[str],
         for binding in block.bindings:
             b.binding(binding.var, binding.value)
     outputs = b.outputs(body.body)
+    pins = []
+    for k, name in enumerate(input_names):
+        if pinned and name in pinned:
+            value = np.asarray(pinned[name])
+            pins.append({"input": k, "tensor": b.constant(relax.const(value, str(value.dtype)))})
     if len(output_names) != len(outputs):
         output_names = [f"output{i}" for i in range(len(outputs))]
     end = len(b.calls)
@@ -222,6 +230,8 @@ def build_plan(main: Any, input_names: list[str], output_names: list[str],
         "inputs": [{"name": n, "tensor": i} for i, n in enumerate(input_names)],
         "outputs": [{"name": n, "tensor": t} for n, t in zip(output_names, outputs, strict=True)],
     }
+    if pins:
+        plan["pins"] = pins
     return BuiltPlan(plan, bytes(weights), sorted({c["kernel"] for c in b.calls}))
 
 

@@ -18,8 +18,10 @@ ABI = "tvm-ffi-0.1"
 SUPPORTED_ABIS = (ABI,)
 
 # Plan version 2 adds value guards: calls whose int64[3] status output the runtime checks.
-PLAN_VERSION = 2
-SUPPORTED_PLAN_VERSIONS = (1, 2)
+# Version 3 adds pins (inputs fixed at build time, compared with a weight at every call) and
+# the unsigned 16/32/64-bit dtypes.
+PLAN_VERSION = 3
+SUPPORTED_PLAN_VERSIONS = (1, 2, 3)
 GUARD_CHECKS = ("index", "divisor")
 
 MANIFEST = "manifest.json"
@@ -36,6 +38,7 @@ ALIGNMENT = 64
 # dtypes a plan may use; kept explicit so a tampered plan cannot name an arbitrary numpy type.
 DTYPES = (
     "float32", "float64", "float16", "int8", "uint8", "int16", "int32", "int64", "bool",
+    "uint16", "uint32", "uint64",
 )  # fmt: skip
 
 TENSOR_KINDS = ("input", "output", "arena", "weight", "view")

@@ -98,6 +98,8 @@ class Plan:
     calls: tuple[Call, ...]
     inputs: tuple[tuple[str, int], ...]
     outputs: tuple[tuple[str, int], ...]
+    #: (input position, weight tensor id): inputs fixed at build time to the weight's value.
+    pins: tuple[tuple[int, int], ...] = ()
 
 
 def _fail(path: Path, what: str) -> ArtifactError:
@@ -236,4 +238,18 @@ def parse_plan(path: Path, plan: object, weights_bytes: int) -> Plan:
         s >= len(outputs) for s in output_slots
     ):
         raise _fail(path, "output tensors must have distinct indices within the outputs")
-    return Plan(plan["arena_bytes"], tuple(tensors), tuple(calls), inputs, outputs)
+    pins = []
+    for k, raw in enumerate(plan.get("pins") or []):
+        if not isinstance(raw, dict):
+            raise _fail(path, f"pins[{k}] is not an object")
+        position = _int(path, raw.get("input"), f"pins[{k}] input")
+        ref = tensor_ref(raw.get("tensor"), f"pins[{k}] tensor")
+        if position >= len(inputs):
+            raise _fail(path, f"pins[{k}] names input {position}, which does not exist")
+        given, value = tensors[inputs[position][1]], tensors[ref]
+        if value.kind != "weight" or value.shape != given.shape or value.dtype != given.dtype:
+            raise _fail(path, f"pins[{k}] must be a weight of input {position}'s shape and "
+                        "dtype")
+        pins.append((position, ref))
+    return Plan(plan["arena_bytes"], tuple(tensors), tuple(calls), inputs, outputs,
+                tuple(pins))

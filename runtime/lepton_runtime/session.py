@@ -44,6 +44,19 @@ def aligned_empty(shape: Sequence[int], dtype: str | np.dtype) -> np.ndarray:
     return raw[start : start + nbytes].view(dtype).reshape(tuple(shape))
 
 
+def _compact_strides(array: np.ndarray) -> np.ndarray:
+    """``array`` with the row-major strides kernels check their arguments against: numpy
+    gives empty arrays arbitrary strides, which a kernel refuses (it reads nothing from
+    them, so the view is safe)."""
+    if array.size or array.ndim == 0:
+        return array
+    strides, step = [], array.itemsize
+    for dim in reversed(array.shape):
+        strides.append(step)
+        step *= dim
+    return np.lib.stride_tricks.as_strided(array, array.shape, tuple(reversed(strides)))
+
+
 def _as_numpy(value: Any, name: str) -> np.ndarray:
     """Accept numpy arrays and anything exporting DLPack on the CPU (e.g. torch tensors)."""
     if isinstance(value, np.ndarray):
@@ -78,7 +91,7 @@ class Session:
         self._plan = plan
         self._lock = threading.Lock()
         self._module = module
-        self._from_dlpack = tvm_ffi.from_dlpack
+        self._from_dlpack = lambda array: tvm_ffi.from_dlpack(_compact_strides(array))
         self._arena = aligned_empty((plan.arena_bytes,), np.uint8)
         self._weights = weights
         self.inputs = tuple(self._info(name, tid) for name, tid in plan.inputs)
@@ -159,7 +172,22 @@ class Session:
                     f"{list(array.shape)}"
                 )
             arrays.append(array)
+        for position, ref in self._plan.pins:
+            self._check_pin(self.inputs[position], arrays[position], self._arrays[ref])
         return arrays
+
+    @staticmethod
+    def _check_pin(info: TensorInfo, array: np.ndarray, pinned: np.ndarray) -> None:
+        """A pinned input must hold, bit for bit, the value it was compiled for."""
+        given = np.ascontiguousarray(array)
+        if given.tobytes() == pinned.tobytes():
+            return
+        shown = np.array2string(pinned, threshold=16, separator=", ")
+        raise InputError(
+            f"input {info.name!r} decides a shape or an attribute of the model and was fixed "
+            f"to {shown} when it was compiled; this artifact computes only that value (got "
+            f"{np.array2string(given, threshold=16, separator=', ')}); compile again with "
+            "example inputs holding the new value")
 
     def run(self, *args: Any, **kwargs: Any) -> np.ndarray | tuple[np.ndarray, ...]:
         """Run the model.
