@@ -41,14 +41,20 @@ class UnsupportedOperatorError(LeptonError):
     ----------
     ops : dict[str, list[str]]
         Each unsupported op type mapped to the names of the nodes that use it.
+    reasons : dict[str, str]
+        For op types that are supported in general but not as these nodes use them (an
+        attribute value Lepton cannot compute exactly): why.
     """
 
-    def __init__(self, frontend: str, ops: dict[str, list[str]]) -> None:
+    def __init__(self, frontend: str, ops: dict[str, list[str]],
+                 reasons: dict[str, str] | None = None) -> None:
         self.ops = {op: list(nodes) for op, nodes in sorted(ops.items())}
+        self.reasons = dict(reasons or {})
         lines = [f"{len(self.ops)} unsupported {frontend} operator type(s):"]
         for op, nodes in self.ops.items():
             shown = ", ".join(nodes[:8]) + (f", … ({len(nodes)} nodes)" if len(nodes) > 8 else "")
-            lines.append(f"  {op}: used by {shown}")
+            why = f" ({self.reasons[op]})" if op in self.reasons else ""
+            lines.append(f"  {op}: used by {shown}{why}")
         lines.append("Replace these ops in the model, or export it with supported equivalents.")
         super().__init__("\n".join(lines))
 

@@ -26,7 +26,13 @@ from lepton_compiler.errors import (
     OptionError,
     UnsupportedOperatorError,
 )
-from lepton_compiler.frontend import onnx_prepare, onnx_qoperator, onnx_rewrites, torch_quant
+from lepton_compiler.frontend import (
+    onnx_exact,
+    onnx_prepare,
+    onnx_qoperator,
+    onnx_rewrites,
+    torch_quant,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -210,12 +216,17 @@ def from_onnx(model: Any, example_inputs: Sequence[Any] | None = None,
             f"ONNX input {name!r} decides a shape in {node}; pass example_inputs holding "
             "the value the compiled model will be called with (it is fixed at build time)")
     proto = onnx_prepare.fold_constants(onnx_prepare.with_input_shapes(proto, shape_dict))
+    proto = onnx_prepare.fold_constants(onnx_exact.rewrite(proto))
     missing: dict[str, list[str]] = defaultdict(list)
     for i, node in enumerate(proto.graph.node):
         if node.op_type not in supported:
             missing[node.op_type].append(node.name or f"#{i}")
+    reasons = {}
+    for op, (nodes, reason) in onnx_exact.inexact_nodes(proto).items():
+        missing[op].extend(nodes)
+        reasons[op] = reason
     if missing:
-        raise UnsupportedOperatorError("ONNX", missing)
+        raise UnsupportedOperatorError("ONNX", missing, reasons)
     tvm_shapes = {k: v for k, v in shape_dict.items() if k not in pinned}
     converting: list[Any] = []
     try:

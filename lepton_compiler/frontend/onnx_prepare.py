@@ -34,8 +34,8 @@ import numpy as np
 #: the com.microsoft contrib op's, which fails on ONNX's own); their function bodies are used.
 PREFER_EXPANSION = frozenset({"Mish", "Attention"})
 
-#: Inputs (by position) that decide an output shape or a static attribute: TVM's importer
-#: needs them as constants. A graph input feeding one of these is pinned to its example value.
+#: Inputs (by position) that decide an output shape or act as an attribute (Pad's value,
+#: Dropout's ratio and training mode): TVM's importer needs them as constants. A graph input feeding one of these is pinned to its example value.
 SHAPE_OPERANDS: dict[str, tuple[int, ...]] = {
     "Reshape": (1,), "Expand": (1,), "Tile": (1,), "Pad": (1, 2, 3), "Resize": (1, 2, 3),
     "Upsample": (1,), "TopK": (1,), "ReduceSum": (1,), "ReduceMean": (1,), "ReduceMax": (1,),
@@ -46,6 +46,7 @@ SHAPE_OPERANDS: dict[str, tuple[int, ...]] = {
     "NonMaxSuppression": (2, 3, 4), "RandomNormalLike": (), "Col2Im": (1, 2),
     "AffineGrid": (1,), "BlackmanWindow": (0,), "HannWindow": (0,), "HammingWindow": (0,),
     "DFT": (1, 2), "STFT": (1, 2, 3), "MelWeightMatrix": (0, 1, 2, 3, 4),
+    "Dropout": (1, 2),
 }
 #: Pinned inputs hold at most this many elements (shape vectors, axes, scales, counts).
 MAX_PINNED_ELEMENTS = 4096
@@ -132,12 +133,22 @@ def _same_meaning(function: Any, opset: int) -> bool:
                                                     for a in node.attribute):
             return False
         try:
-            if defs.get_schema(node.op_type, written).since_version != \
-                    defs.get_schema(node.op_type, opset).since_version:
-                return False
+            then, now = defs.get_schema(node.op_type, written), defs.get_schema(node.op_type,
+                                                                                 opset)
         except Exception:
             return False
+        if then.since_version != now.since_version and not _same_signature(then, now):
+            return False
     return True
+
+
+def _same_signature(then: Any, now: Any) -> bool:
+    """Whether two versions of an op differ at most in the element types they accept (new
+    opsets mostly add types; a change of meaning shows in the attributes or inputs, e.g.
+    ReduceMean's axes moving from an attribute to an input)."""
+    return set(then.attributes) == set(now.attributes) and \
+        [p.name for p in then.inputs] == [p.name for p in now.inputs] and \
+        [p.name for p in then.outputs] == [p.name for p in now.outputs]
 
 
 def _inline(node: Any, function: Any, prefix: str, schema_defaults: dict[str, Any]) -> list:

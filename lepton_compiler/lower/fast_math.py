@@ -122,8 +122,11 @@ def _float32(call: Any) -> bool:
 
 def legalize_map() -> dict[str, Any]:
     """``LegalizeOps(customize_legalize_map=...)`` entries for ``relax.exp``,
-    ``relax.nn.gelu`` and ``relax.nn.softmax`` (float32; others fall back to TVM's)."""
+    ``relax.nn.gelu`` and ``relax.nn.softmax`` (float32; others fall back to TVM's), plus
+    :func:`exact_ops.legalize_map`'s."""
     from tvm import ir
+
+    from lepton_compiler.lower import exact_ops
 
     default = {name: ir.Op.get(name).get_attr("FLegalize")
                for name in ("relax.exp", "relax.nn.gelu", "relax.nn.softmax")}
@@ -144,4 +147,5 @@ def legalize_map() -> dict[str, Any]:
         return bb.call_te(_softmax, call.args[0], int(call.attrs.axis),
                           primfunc_name_hint="softmax")
 
-    return {"relax.exp": exp, "relax.nn.gelu": gelu, "relax.nn.softmax": softmax}
+    return {"relax.exp": exp, "relax.nn.gelu": gelu, "relax.nn.softmax": softmax,
+            **exact_ops.legalize_map()}

@@ -15,7 +15,7 @@ import numpy as np
 from lepton_compiler import tvm_compat
 from lepton_compiler.errors import CompileError
 from lepton_compiler.lower.memory_plan import Interval, find_overlap, plan_arena
-from lepton_runtime.format import ALIGNMENT, PLAN_VERSION
+from lepton_runtime.format import ALIGNMENT, DTYPES, PLAN_VERSION
 
 
 @dataclass
@@ -58,7 +58,12 @@ class _Builder:
             shape = tvm_compat.shape_of(ty)
         except ValueError as err:
             raise CompileError(f"only static shapes are supported: {err}") from None
-        self.tensors.append(_Tensor(shape, tvm_compat.dtype_of(ty), kind, **kw))
+        dtype = tvm_compat.dtype_of(ty)
+        if dtype not in DTYPES:
+            raise CompileError(f"the model computes a {dtype} tensor {list(shape)}, a dtype "
+                               f"the Lepton runtime does not hold ({', '.join(DTYPES)}); "
+                               "convert the model to float32")
+        self.tensors.append(_Tensor(shape, dtype, kind, **kw))
         return len(self.tensors) - 1
 
     def constant(self, const: Any) -> int:

@@ -1,0 +1,345 @@
+"""No silent wrong answers from TVM's ONNX importer: exact rewrites, and refusals.
+
+TVM 0.27 imports some ONNX op/attribute combinations into Relax that compute something
+else. Each is either rewritten, before import, into ONNX ops that TVM computes exactly
+(:func:`rewrite`), or refused at build time with the reason (:func:`inexact_nodes`, raised as
+an :class:`~lepton_compiler.errors.UnsupportedOperatorError` and listed by ``lepton check``).
+
+Rewrites (the ONNX definition, in ops TVM gets right):
+
+- ``BitShift`` with a shift that is not a constant in ``[0, bits)``: TVM's shift is the
+  CPU's (amounts wrap); ONNX gives 0 (and -1 for a right shift of a negative value) for an
+  amount that is negative or at least the bit width.
+- ``Mod`` with ``fmod=0`` on floats (numpy's ``mod``): from ``fmod`` — add the divisor when
+  the signs differ, a zero takes the divisor's sign — instead of ``x - floor(x/y)*y``, which
+  gives NaN for an infinite divisor.
+- ``IsInf`` with ``detect_negative=0`` or ``detect_positive=0``: TVM ignores both flags.
+- ``Dropout`` in inference (``training_mode`` absent or 0, or ``ratio`` 0): the output is the
+  input and the mask all true (TVM returned a float mask).
+- float16 ``MatMul``, ``Conv``, reductions and normalizations (the :data:`ACCUMULATING`
+  ops) run in float32 between casts: TVM accumulated in float16; float16 ``Softmax`` takes
+  the reference's steps (exp rounded to float16, summed in float32, one division).
+- ``Softplus`` (also inside ``Mish``): ``max(x, 0) + log1p(exp(-|x|))`` instead of
+  ``log(1 + exp(x))``, which loses all digits for ``x << 0``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from lepton_compiler.frontend.onnx_prepare import model_opset
+
+
+class _Builder:
+    """New nodes and constants with names that cannot clash with the model's."""
+
+    def __init__(self, proto: Any, prefix: str, opset: int) -> None:
+        self.proto = proto
+        self.opset = opset
+        self.prefix = prefix
+        self.count = 0
+        self.nodes: list[Any] = []
+
+    def name(self, hint: str) -> str:
+        self.count += 1
+        return f"{self.prefix}/{hint}{self.count}"
+
+    def const(self, value: Any, dtype: Any) -> str:
+        from onnx import numpy_helper
+
+        name = self.name("c")
+        self.proto.graph.initializer.append(
+            numpy_helper.from_array(np.asarray(value, dtype=dtype), name))
+        return name
+
+    def op(self, op_type: str, inputs: list[str], output: str | None = None,
+           **attrs: Any) -> str:
+        from onnx import helper
+
+        out = output or self.name(op_type.lower())
+        self.nodes.append(helper.make_node(op_type, inputs, [out], name=self.name(op_type),
+                                           **attrs))
+        return out
+
+
+def _attr(node: Any, name: str, default: Any = None) -> Any:
+    from onnx import helper
+
+    for a in node.attribute:
+        if a.name == name:
+            return helper.get_attribute_value(a)
+    return default
+
+
+def _constants(proto: Any) -> dict[str, np.ndarray]:
+    from onnx import numpy_helper
+
+    return {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
+
+
+def _elem_types(proto: Any) -> dict[str, int]:
+    import onnx
+
+    try:
+        inferred = onnx.shape_inference.infer_shapes(proto)
+    except Exception:
+        inferred = proto
+    types = {v.name: v.type.tensor_type.elem_type
+             for v in [*inferred.graph.input, *inferred.graph.value_info,
+                       *inferred.graph.output] if v.type.HasField("tensor_type")}
+    types.update({t.name: t.data_type for t in proto.graph.initializer})
+    return types
+
+
+def rewrite(proto: Any) -> Any:
+    """``proto`` with the op/attribute combinations of the module docstring rewritten."""
+    import onnx
+
+    targets = {"BitShift", "Mod", "IsInf", "Dropout", "Softplus", "Softmax", *ACCUMULATING}
+    if not any(n.op_type in targets and n.domain in ("", "ai.onnx") for n in proto.graph.node):
+        return proto
+    out = onnx.ModelProto()
+    out.CopyFrom(proto)
+    consts = _constants(proto)
+    types = _elem_types(proto)
+    opset = model_opset(proto)
+    del out.graph.node[:]
+    for index, node in enumerate(proto.graph.node):
+        b = _Builder(out, f"{node.name or node.op_type + str(index)}#exact", opset)
+        done = node.domain in ("", "ai.onnx") and _rewrite_node(node, b, consts, types)
+        if done:
+            out.graph.node.extend(b.nodes)
+        else:
+            out.graph.node.append(node)
+    return out
+
+
+#: Ops that sum many products or terms: on float16 they run in float32 and round once, as
+#: numpy and onnxruntime's CPU kernels do (float16 sums drift by several ulps otherwise).
+ACCUMULATING = frozenset({
+    "MatMul", "Gemm", "Conv", "ConvTranspose", "LogSoftmax", "ReduceSum",
+    "ReduceMean", "ReduceSumSquare", "ReduceL1", "ReduceL2", "ReduceLogSum",
+    "ReduceLogSumExp", "ReduceProd", "LayerNormalization", "GroupNormalization",
+    "InstanceNormalization", "BatchNormalization", "AveragePool", "GlobalAveragePool",
+    "LpPool", "CumSum", "Einsum", "MeanVarianceNormalization", "LpNormalization",
+})
+_FLOAT16 = 10
+
+
+def _in_float32(node: Any, b: _Builder, types: dict[str, int]) -> bool:
+    """A float16 accumulating node computed in float32 between casts."""
+    import onnx
+
+    if not node.input or types.get(node.input[0]) != _FLOAT16:
+        return False
+    inner = onnx.NodeProto()
+    inner.CopyFrom(node)
+    inner.name = b.name(node.op_type)
+    for k, name in enumerate(node.input):
+        if name and types.get(name) == _FLOAT16:
+            inner.input[k] = b.op("Cast", [name], to=onnx.TensorProto.FLOAT)
+    casts = []
+    for k, name in enumerate(node.output):
+        if name and types.get(name, _FLOAT16) == _FLOAT16:
+            inner.output[k] = b.name("f32")
+            casts.append((inner.output[k], name))
+    b.nodes.append(inner)
+    for wide, name in casts:
+        b.op("Cast", [wide], name, to=_FLOAT16)
+    return True
+
+
+def _rewrite_node(node: Any, b: _Builder, consts: dict[str, np.ndarray],
+                  types: dict[str, int]) -> bool:
+    from onnx import helper
+
+    op = node.op_type
+    if op in ACCUMULATING:
+        return _in_float32(node, b, types)
+    if op == "Softmax" and types.get(node.input[0]) == _FLOAT16 and b.opset >= 13:
+        # the reference's steps: exp rounded to float16, summed in float32, one division
+        x, axis = node.input[0], _attr(node, "axis", -1)
+        axes = b.const([axis], np.int64)
+        e = b.op("Exp", [b.op("Sub", [x, b.op("ReduceMax", [x, axes], keepdims=1)])])
+        total = b.op("ReduceSum", [b.op("Cast", [e], to=1), axes], keepdims=1)
+        b.op("Div", [e, b.op("Cast", [total], to=_FLOAT16)], node.output[0])
+        return True
+    if op == "BitShift":
+        a, s = node.input
+        dtype = helper.tensor_dtype_to_np_dtype(types.get(a, 0)) if types.get(a) else None
+        if dtype is None:
+            return False
+        bits = np.iinfo(dtype).bits
+        if s in consts and np.all((consts[s] >= 0) & (consts[s] < bits)):
+            return False
+        zero = b.const(0, dtype)
+        valid = b.op("And", [b.op("GreaterOrEqual", [s, zero]),
+                             b.op("Less", [s, b.const(bits, dtype)])])
+        shifted = b.op("BitShift", [a, b.op("Where", [valid, s, zero])],
+                       direction=_attr(node, "direction"))
+        fallback = zero
+        if _attr(node, "direction") == b"RIGHT" and np.issubdtype(dtype, np.signedinteger):
+            fallback = b.op("Where", [b.op("Less", [a, zero]), b.const(-1, dtype), zero])
+        b.op("Where", [valid, shifted, fallback], node.output[0])
+        return True
+    if op == "Mod":
+        a, d = node.input
+        dtype = helper.tensor_dtype_to_np_dtype(types[a]) if types.get(a) else None
+        if dtype is None or not np.issubdtype(dtype, np.floating) or _attr(node, "fmod", 0):
+            return False
+        zero = b.const(0, dtype)
+        m = b.op("Mod", [a, d], fmod=1)
+        nonzero = b.op("Not", [b.op("Equal", [m, zero])])
+        differ = b.op("Xor", [b.op("Less", [d, zero]), b.op("Less", [m, zero])])
+        adjusted = b.op("Where", [b.op("And", [nonzero, differ]), b.op("Add", [m, d]), m])
+        signed_zero = b.op("Mul", [b.op("Sign", [d]), zero])
+        finite = b.op("Where", [nonzero, adjusted, signed_zero])
+        # fmod's NaN cases spelled out, selected last (a fused kernel dropped the NaN that
+        # fmod gives for x % 0 when it flowed through the comparisons above)
+        undefined = b.op("Or", [b.op("Or", [b.op("IsInf", [a]), b.op("Equal", [d, zero])]),
+                                b.op("Or", [b.op("IsNaN", [a]), b.op("IsNaN", [d])])])
+        b.op("Where", [undefined, b.const(np.nan, dtype), finite], node.output[0])
+        return True
+    if op == "IsInf":
+        negative, positive = _attr(node, "detect_negative", 1), _attr(node, "detect_positive", 1)
+        if negative and positive:
+            return False
+        x = node.input[0]
+        dtype = helper.tensor_dtype_to_np_dtype(types[x]) if types.get(x) else np.float32
+        inf = b.op("IsInf", [x])
+        if not negative and not positive:
+            b.op("And", [inf, b.const(False, np.bool_)], node.output[0])
+        else:
+            sign = b.op("Greater" if positive else "Less", [x, b.const(0, dtype)])
+            b.op("And", [inf, sign], node.output[0])
+        return True
+    if op == "Dropout":
+        ratio = consts.get(node.input[1]) if len(node.input) > 1 and node.input[1] else 0.5
+        training = consts.get(node.input[2]) if len(node.input) > 2 and node.input[2] \
+            else np.array(False)
+        if ratio is None or training is None or (bool(training) and float(ratio) != 0.0):
+            return False  # refused by inexact_nodes
+        b.op("Identity", [node.input[0]], node.output[0])
+        if len(node.output) > 1 and node.output[1]:
+            b.op("Expand", [b.const(True, np.bool_), b.op("Shape", [node.input[0]])],
+                 node.output[1])
+        return True
+    if op == "Softplus":
+        x = node.input[0]
+        if types.get(x) != 1:  # float32; others keep TVM's formula
+            return False
+        u = b.op("Exp", [b.op("Neg", [b.op("Abs", [x])])])
+        # log1p(u): its series below 0.01 (5 terms: relative error < 2e-11), log(1 + u)
+        # above (relative error < 1e-5). Kahan's u * log(w) / (w - 1) would be exact, but
+        # the fused kernel's simplifier turns (1 + u) - 1 into u.
+        series = b.const(0.0, np.float32)
+        for k in range(5, 0, -1):  # Horner: u * (1 - u * (1/2 - u * (1/3 - ...)))
+            coeff = b.const((-1.0) ** (k + 1) / k, np.float32)
+            series = b.op("Mul", [u, b.op("Add", [coeff, series])])
+        log1p = b.op("Where", [b.op("Less", [u, b.const(0.01, np.float32)]), series,
+                               b.op("Log", [b.op("Add", [b.const(1.0, np.float32), u])])])
+        b.op("Add", [b.op("Relu", [x]), log1p], node.output[0])
+        return True
+    return False
+
+
+#: Op/attribute combinations TVM 0.27 computes wrongly, with the reason given to the user.
+def inexact_nodes(proto: Any) -> dict[str, tuple[list[str], str]]:
+    """``{op: (node labels, reason)}`` for every node Lepton cannot compute exactly."""
+    from onnx import numpy_helper
+
+    consts = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
+    shapes = _static_dims(proto)
+    found: dict[str, tuple[list[str], str]] = {}
+
+    def refuse(node: Any, index: int, reason: str) -> None:
+        entry = found.setdefault(node.op_type, ([], reason))
+        entry[0].append(node.name or f"#{index}")
+
+    for index, node in enumerate(proto.graph.node):
+        op = node.op_type
+        if node.domain not in ("", "ai.onnx"):
+            continue
+        if op == "BatchNormalization" and _attr(node, "training_mode", 0):
+            refuse(node, index, "training_mode=1 (batch statistics and running-mean outputs) "
+                   "is a training op; export the model in eval mode")
+        elif op == "ConvTranspose" and _attr(node, "output_shape") is not None and \
+                list(_attr(node, "output_shape")) != _conv_transpose_size(node, shapes):
+            refuse(node, index, "an output_shape other than the one pads and output_padding "
+                   "give is not supported; give pads and output_padding instead")
+        elif op == "Dropout":
+            training = consts.get(node.input[2]) if len(node.input) > 2 and node.input[2] \
+                else np.array(False)
+            if training is None or bool(training):
+                refuse(node, index, "training-mode Dropout draws a random mask; export the "
+                       "model in eval mode")
+        elif op == "RoiAlign" and _attr(node, "mode", b"avg") == b"max":
+            refuse(node, index, "mode='max' is not supported (only 'avg')")
+        elif op == "SpaceToDepth" and _attr(node, "mode", b"DCR") == b"CRD":
+            refuse(node, index, "mode='CRD' is not supported (only 'DCR')")
+        elif op == "Resize":
+            reason = _resize_inexact(node, consts, shapes)
+            if reason:
+                refuse(node, index, reason)
+    return found
+
+
+def _conv_transpose_size(node: Any, shapes: dict[str, list[int]]) -> list[int] | None:
+    """ConvTranspose's spatial output size from its pads and output_padding (what TVM
+    computes, ignoring ``output_shape``), or None when the shapes are not static."""
+    x, w = shapes.get(node.input[0]), shapes.get(node.input[1])
+    if x is None or w is None:
+        return None
+    n = len(x) - 2
+    strides = list(_attr(node, "strides", [1] * n))
+    if _attr(node, "auto_pad", b"NOTSET") in (b"SAME_UPPER", b"SAME_LOWER"):
+        return [x[2 + i] * strides[i] for i in range(n)]
+    dilations = list(_attr(node, "dilations", [1] * n))
+    pads = list(_attr(node, "pads", [0] * 2 * n))
+    extra = list(_attr(node, "output_padding", [0] * n))
+    return [strides[i] * (x[2 + i] - 1) + extra[i] + (w[2 + i] - 1) * dilations[i] + 1
+            - pads[i] - pads[n + i] for i in range(n)]
+
+
+def _static_dims(proto: Any) -> dict[str, list[int]]:
+    import onnx
+
+    try:
+        inferred = onnx.shape_inference.infer_shapes(proto)
+    except Exception:
+        inferred = proto
+    dims = {}
+    for v in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]:
+        if v.type.HasField("tensor_type") and v.type.tensor_type.HasField("shape"):
+            d = v.type.tensor_type.shape.dim
+            if all(x.HasField("dim_value") for x in d):
+                dims[v.name] = [x.dim_value for x in d]
+    return dims
+
+
+def _resize_inexact(node: Any, consts: dict[str, np.ndarray],
+                    shapes: dict[str, list[int]]) -> str | None:
+    """Why TVM's Resize would compute this node wrongly, or None."""
+    if _attr(node, "antialias", 0):
+        return "antialias=1 is not supported"
+    mode = _attr(node, "mode", b"nearest")
+    x, y = node.input[0], node.output[0]
+    if x not in shapes or y not in shapes:
+        return None  # TVM's importer refuses what it cannot size
+    scales = consts.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+    axes = _attr(node, "axes")
+    for k, (i, o) in enumerate(zip(shapes[x], shapes[y], strict=False)):
+        if i == o:
+            continue
+        if scales is not None and scales.size:
+            s = float(scales.reshape(-1)[axes.index(k) if axes else k]) \
+                if (not axes or k in axes) else 1.0
+            if o != i * s:
+                return (f"scale {s:g} does not map size {i} to {o} exactly (TVM samples at "
+                        f"{o}/{i}); pass sizes, or scales that divide evenly")
+        if mode == b"nearest" and o > i and o % i:
+            return (f"nearest upsampling from {i} to {o} (not an integer factor) rounds "
+                    "sample positions differently")
+    return None
