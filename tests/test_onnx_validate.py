@@ -57,8 +57,9 @@ CASES = {
                    r"initializer 'w' declares \[4, 3, 3, 3\] \(432 bytes\) but stores 8"),
     "bad dtype": (lambda m: m.graph.initializer[0].__setattr__("data_type", 8),
                   r"initializer 'w' has data type STRING"),
-    "zero input dim": (lambda m: m.graph.input[0].type.tensor_type.shape.dim[2]
-                       .__setattr__("dim_value", 0), r"graph input 'x' declares dimension 0"),
+    "negative input dim": (lambda m: m.graph.input[0].type.tensor_type.shape.dim[2]
+                           .__setattr__("dim_value", -2),
+                           r"graph input 'x' declares dimension -2"),
     "rank": (lambda m: m.graph.input[0].type.tensor_type.shape.dim.extend(
         [helper.make_tensor_value_info("q", 1, [1]).type.tensor_type.shape.dim[0]] * 9),
         r"graph input 'x' has rank 13"),

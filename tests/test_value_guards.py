@@ -270,20 +270,32 @@ def test_bounded_ops_answer_out_of_range_values_like_onnxruntime():
                                rtol=1e-5, atol=1e-6)
 
 
-def test_values_that_would_reach_shapes_are_refused_at_build():
+def test_values_that_would_reach_shapes_are_fixed_at_build_or_refused():
+    """An input that decides a shape (TopK's k, Range's bounds) is fixed to its example's
+    value (the artifact refuses any other) or, without an example, refused at build; a
+    shape that depends on data (NonZero) is refused at build."""
     from onnx import TensorProto, helper
+
+    from lepton_compiler.errors import OptionError
 
     info = helper.make_tensor_value_info
     top_k = _onnx([helper.make_node("TopK", ["x", "k"], ["v", "i"])],
                   [info("x", TensorProto.FLOAT, [8]), info("k", TensorProto.INT64, [1])],
                   [info("v", TensorProto.FLOAT, [None]), info("i", TensorProto.INT64, [None])])
-    with pytest.raises(lc.LeptonError, match="TopK k must be a constant"):
+    with pytest.raises(OptionError, match=r"'k' decides a shape in node #0 \(TopK\)"):
         lc.build(top_k)
     arange = _onnx([helper.make_node("Range", ["a", "b", "c"], ["y"])],
                    [info(n, TensorProto.INT64, []) for n in "abc"],
                    [info("y", TensorProto.INT64, [None])])
+    bounds = [np.array(v, np.int64) for v in (2, 11, 3)]
+    compiled = lc.build(arange, bounds)
+    np.testing.assert_array_equal(compiled(*bounds), np.arange(2, 11, 3))
+    with pytest.raises(InputError, match="input 'b' decides a shape"):
+        compiled(bounds[0], np.array(12, np.int64), bounds[2])
+    nonzero = _onnx([helper.make_node("NonZero", ["x"], ["y"])],
+                    [info("x", TensorProto.FLOAT, [6])], [info("y", TensorProto.INT64, [1, None])])
     with pytest.raises(CompileError, match="output shape depends on input values"):
-        lc.build(arange)
+        lc.build(nonzero)
 
 
 def test_tuning_sees_the_built_kernels_but_never_the_guards():

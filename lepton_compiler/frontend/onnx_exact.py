@@ -19,8 +19,8 @@ Rewrites (the ONNX definition, in ops TVM gets right):
 - float16 ``MatMul``, ``Conv``, reductions and normalizations (the :data:`ACCUMULATING`
   ops) run in float32 between casts: TVM accumulated in float16; float16 ``Softmax`` takes
   the reference's steps (exp rounded to float16, summed in float32, one division).
-- ``Softplus`` (also inside ``Mish``): ``max(x, 0) + log1p(exp(-|x|))`` instead of
-  ``log(1 + exp(x))``, which loses all digits for ``x << 0``.
+
+(``Softplus``, also inside ``Mish``, is imported by ``importer._softplus_log1p``.)
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ def rewrite(proto: Any) -> Any:
     """``proto`` with the op/attribute combinations of the module docstring rewritten."""
     import onnx
 
-    targets = {"BitShift", "Mod", "IsInf", "Dropout", "Softplus", "Softmax", *ACCUMULATING}
+    targets = {"BitShift", "Mod", "IsInf", "Dropout", "Softmax", *ACCUMULATING}
     if not any(n.op_type in targets and n.domain in ("", "ai.onnx") for n in proto.graph.node):
         return proto
     out = onnx.ModelProto()
@@ -107,7 +107,7 @@ def rewrite(proto: Any) -> Any:
     opset = model_opset(proto)
     del out.graph.node[:]
     for index, node in enumerate(proto.graph.node):
-        b = _Builder(out, f"{node.name or node.op_type + str(index)}#exact", opset)
+        b = _Builder(out, f"{node.name or node.op_type}#exact{index}", opset)
         done = node.domain in ("", "ai.onnx") and _rewrite_node(node, b, consts, types)
         if done:
             out.graph.node.extend(b.nodes)
@@ -225,22 +225,6 @@ def _rewrite_node(node: Any, b: _Builder, consts: dict[str, np.ndarray],
         if len(node.output) > 1 and node.output[1]:
             b.op("Expand", [b.const(True, np.bool_), b.op("Shape", [node.input[0]])],
                  node.output[1])
-        return True
-    if op == "Softplus":
-        x = node.input[0]
-        if types.get(x) != 1:  # float32; others keep TVM's formula
-            return False
-        u = b.op("Exp", [b.op("Neg", [b.op("Abs", [x])])])
-        # log1p(u): its series below 0.01 (5 terms: relative error < 2e-11), log(1 + u)
-        # above (relative error < 1e-5). Kahan's u * log(w) / (w - 1) would be exact, but
-        # the fused kernel's simplifier turns (1 + u) - 1 into u.
-        series = b.const(0.0, np.float32)
-        for k in range(5, 0, -1):  # Horner: u * (1 - u * (1/2 - u * (1/3 - ...)))
-            coeff = b.const((-1.0) ** (k + 1) / k, np.float32)
-            series = b.op("Mul", [u, b.op("Add", [coeff, series])])
-        log1p = b.op("Where", [b.op("Less", [u, b.const(0.01, np.float32)]), series,
-                               b.op("Log", [b.op("Add", [b.const(1.0, np.float32), u])])])
-        b.op("Add", [b.op("Relu", [x]), log1p], node.output[0])
         return True
     return False
 

@@ -169,10 +169,10 @@ def _inline(node: Any, function: Any, prefix: str, schema_defaults: dict[str, An
         return names.get(name, prefix + name)
 
     body = []
-    for inner in function.node:
+    for k, inner in enumerate(function.node):
         new = onnx.NodeProto()
         new.CopyFrom(inner)
-        new.name = prefix + (inner.name or inner.op_type)
+        new.name = prefix + (inner.name or f"{inner.op_type}{k}")
         del new.input[:]
         new.input.extend(rename(n) for n in inner.input)
         del new.output[:]
@@ -219,7 +219,7 @@ def expand_functions(proto: Any, importable: set[str], max_rounds: int = 4) -> A
             schema = defs.get_schema(node.op_type, opset, node.domain or "")
             defaults = {k: a.default_value for k, a in schema.attributes.items()
                         if a.default_value.name}
-            prefix = f"{node.name or node.op_type + str(index)}/"
+            prefix = f"{node.name or node.op_type}@{_round}.{index}/"
             out.graph.node.extend(_inline(node, function, prefix, defaults))
             changed = True
         proto = out

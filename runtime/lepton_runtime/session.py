@@ -421,4 +421,23 @@ def inspect(path: str | os.PathLike) -> dict:
         "calls": [c.kernel for c in plan.calls],
         "arena_bytes": plan.arena_bytes,
         "guards": [c.guard.describe() for c in plan.calls if c.guard is not None],
+        "pins": _describe_pins(path, members, plan),
     }
+
+
+def _describe_pins(path: Path, members: dict, plan: Plan) -> list[str]:
+    """``input 'name' = value`` for each pinned input (values read from weights.bin)."""
+    if not plan.pins:
+        return []
+    member = members[fmt.WEIGHTS]
+    weights = np.memmap(path, dtype=np.uint8, mode="r", offset=member.offset,
+                        shape=(member.size,))
+    lines = []
+    for position, ref in plan.pins:
+        t = plan.tensors[ref]
+        value = np.frombuffer(weights[t.offset: t.offset + t.nbytes].tobytes(),
+                              dtype=t.dtype).reshape(t.shape)
+        name = plan.inputs[position][0]
+        lines.append(f"input {name!r} = "
+                     f"{np.array2string(value, threshold=16, separator=', ')}")
+    return lines
