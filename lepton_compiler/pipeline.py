@@ -24,6 +24,8 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from lepton_compiler import frontend, tvm_compat
 from lepton_compiler.compiled_model import CompiledModel
 from lepton_compiler.errors import (
@@ -33,7 +35,7 @@ from lepton_compiler.errors import (
     OptionError,
     UnsupportedOperatorError,
 )
-from lepton_compiler.lower import artifact, lowering, plan_builder
+from lepton_compiler.lower import artifact, lowering, plan_builder, shape_variants
 from lepton_compiler.optimize import accuracy_control, pruning, quantization
 from lepton_compiler.options import BuildOptions
 from lepton_compiler.passes.nan_semantics import PropagateNaN
@@ -104,6 +106,18 @@ class Front:
     imported: frontend.ImportedModel
     mod: Any                       # simplified, NHWC Relax module (or pruned, imported)
     pruned: pruning.PruneResult | None = None
+
+
+@dataclass
+class Planned:
+    """A plan with its scheduled kernels, before they are compiled (:func:`link`)."""
+
+    plan: dict
+    weights: bytes
+    scheduled: dict[str, Any]      # kernel name -> scheduled prim_func
+    fallback: dict[str, Any]       # kernel name -> unscheduled prim_func
+    npu_kernels: set[str]
+    kernel_names: list[str]
 
 
 @dataclass
@@ -224,7 +238,22 @@ def lower(mod: Any, input_names: list[str], output_names: list[str], host: HostT
           fuse: bool = True, tuned: Any = None, schedule_host: bool = True,
           node_names: dict[str, list[str]] | None = None, source: str = "onnx",
           pinned: dict[str, Any] | None = None) -> Lowered:
-    """fuse → schedule → plan → codegen: a Relax module to a plan and one kernel library.
+    """fuse → schedule → plan → codegen: a Relax module to a plan and one kernel library
+    (:func:`plan_kernels`, then :func:`link`)."""
+    planned = plan_kernels(mod, input_names, output_names, host, npu, run, layers, fuse,
+                           tuned, schedule_host, node_names, source, pinned)
+    with run.stage("codegen"):
+        kernels_so, gemm_path = link([planned], host, npu)
+    return Lowered(planned.plan, planned.weights, kernels_so, planned.npu_kernels,
+                   planned.kernel_names, gemm_path)
+
+
+def plan_kernels(mod: Any, input_names: list[str], output_names: list[str], host: HostTarget,
+                 npu: LeptonTarget | None, run: Run, layers: set[str] | None = None,
+                 fuse: bool = True, tuned: Any = None, schedule_host: bool = True,
+                 node_names: dict[str, list[str]] | None = None, source: str = "onnx",
+                 pinned: dict[str, Any] | None = None) -> Planned:
+    """fuse → schedule → plan: a Relax module to a plan and its scheduled kernels.
 
     ``layers``: layer names; a call whose result is bound to one records it as its source op.
     Every value an operator trusts (indices, integer divisors) is guarded first
@@ -246,18 +275,8 @@ def lower(mod: Any, input_names: list[str], output_names: list[str], host: HostT
                                         guard_sites(lowering.kernels_of(mod)), pinned)
     used = set(built.kernel_names)  # passes may leave superseded copies of kernels behind
     npu_kernels = npu_kernels & used
-    with run.stage("codegen"):
-        scheduled = {n: f for n, f in lowering.kernels_of(mod).items() if n in used}
-        plan_builder.check_signatures(built.plan, scheduled)
-        # The NPU instructions are linked only where a kernel uses them (NPU kernels, and
-        # host depthwise kernels that call its whole-layer code).
-        from lepton_compiler.target.npu_fast import FAST_ATTR
-
-        linked = npu_kernels or any(f.attrs is not None and FAST_ATTR in f.attrs
-                                    for f in scheduled.values())
-        built_with: dict = {}
-        kernels_so = lowering.codegen(scheduled, kernels, host.tvm_target(),
-                                      npu if linked else None, built_with)
+    scheduled = {n: f for n, f in lowering.kernels_of(mod).items() if n in used}
+    plan_builder.check_signatures(built.plan, scheduled)
     for call in built.plan["calls"]:
         func = scheduled[call["kernel"]]
         var = call.pop("var", None)
@@ -268,8 +287,26 @@ def lower(mod: Any, input_names: list[str], output_names: list[str], host: HostT
             call["plan"] = kernel_plan(func, npu.spec).knobs
         if func.attrs is not None and func.attrs.get("lepton.tuned"):
             call["tuned"] = True
-    return Lowered(built.plan, built.weights, kernels_so, npu_kernels, built.kernel_names,
-                   built_with.get("gemm_path"))
+    return Planned(built.plan, built.weights, scheduled, kernels, npu_kernels,
+                   built.kernel_names)
+
+
+def link(parts: list[Planned], host: HostTarget, npu: LeptonTarget | None
+         ) -> tuple[bytes, str | None]:
+    """Compile the kernels of one or more plans into one library: the library's bytes and
+    the NPU emulation's GEMM path (None when no kernel links the NPU instructions)."""
+    from lepton_compiler.target.npu_fast import FAST_ATTR
+
+    scheduled = {n: f for p in parts for n, f in p.scheduled.items()}
+    fallback = {n: f for p in parts for n, f in p.fallback.items()}
+    # The NPU instructions are linked only where a kernel uses them (NPU kernels, and host
+    # depthwise kernels that call its whole-layer code).
+    linked = any(p.npu_kernels for p in parts) or any(
+        f.attrs is not None and FAST_ATTR in f.attrs for f in scheduled.values())
+    built_with: dict = {}
+    kernels_so = lowering.codegen(scheduled, fallback, host.tvm_target(),
+                                  npu if linked else None, built_with)
+    return kernels_so, built_with.get("gemm_path")
 
 
 # --- compositions ----------------------------------------------------------------------------
@@ -298,6 +335,7 @@ def build(
     fuse: bool = True,
     verify: bool = True,
     progress: bool | None = None,
+    shapes: Sequence[Any] | None = None,
 ) -> CompiledModel:
     """Compile a model ahead of time.
 
@@ -355,6 +393,13 @@ def build(
     progress
         Show a progress bar over the compilation stages (default: when stderr is a terminal;
         ``LEPTON_PROGRESS=0/1`` overrides).
+    shapes
+        Compile one artifact for several input shapes: a list of shape sets, each a list of
+        shapes (one per input) or a mapping input name -> shape, e.g. ``[{"input_ids": (1,
+        32)}, {"input_ids": (4, 128)}]`` (inputs left out keep the example's shape). Each set
+        gets its own plan, identical to a build at that shape; the weights are stored once;
+        a call picks the plan by its inputs' shapes, and any other shape is refused with an
+        ``InputError`` listing the compiled ones. Float models only for now.
 
     Returns
     -------
@@ -381,15 +426,84 @@ def build(
     with bar_cm as bar:
         token = _bar.set(bar) if bar is not None else None
         try:
-            return _build(model, example_inputs, options, npu, host, tuned)
+            return _build(model, example_inputs, options, npu, host, tuned, shapes)
         finally:
             if token is not None:
                 _bar.reset(token)
 
 
+@dataclass
+class _Variant:
+    """One input-shape set of a build, planned (kernels not compiled yet)."""
+
+    head: Front
+    ops: list[placement.OpPlacement]
+    relax_ops: int
+    mod: Any
+    planned: Planned
+    qg: QuantizedGraph | None = None
+    table: Any = None
+
+
 def _build(model: Any, example_inputs: Any, options: BuildOptions, npu: LeptonTarget | None,
-           host: HostTarget, tuned: Any) -> CompiledModel:
+           host: HostTarget, tuned: Any, shapes: Any = None) -> CompiledModel:
     run = Run(options.verify)
+    examples = [example_inputs] if shapes is None else \
+        shape_variants.examples(model, example_inputs, shapes)
+    if len(examples) > 1 and options.quantize is not None:
+        raise OptionError("shapes= builds float models only for now; build a quantized "
+                          "model once per input shape")
+    variants = [_plan_variant(model, ex, options, npu, host, tuned, run) for ex in examples]
+    first = variants[0]
+    plan, weights, parts = shape_variants.combine([v.planned for v in variants])
+    npu_kernels = set().union(*(p.npu_kernels for p in parts))
+    with run.stage("codegen"):
+        kernels_so, gemm_path = link(parts, host, npu)
+    report = placement.PlacementReport(options.target, npu.spec.name if npu else None,
+                                       first.ops, first.relax_ops,
+                                       len(first.planned.plan["calls"]))
+    with run.stage("package"):
+        data = artifact.pack(
+            plan=plan, weights=weights, kernels=kernels_so,
+            target=_target_manifest(npu, host, bool(npu_kernels), gemm_path),
+            spec_fingerprint=npu.spec.fingerprint() if npu is not None else None,
+            compiler_version=__version__, tvm_version=tvm_compat.tvm_version(),
+            report=report.to_dict())
+    imported = first.head.imported
+    info: dict[str, Any] = {
+        "target": options.target,
+        "source": imported.source,
+        "timings_s": run.timings,
+        "kernels": sum(len(p.kernel_names) for p in parts),
+        "calls": len(first.planned.plan["calls"]),
+        "arena_bytes": max(v.planned.plan["arena_bytes"] for v in variants),
+        "weights_bytes": len(weights),
+        "placement": report.summary(),
+    }
+    if len(variants) > 1:
+        info["shapes"] = [{name: list(np.shape(a)) for name, a in
+                           zip(imported.input_names, ex, strict=True)} for ex in examples]
+    quant = None
+    if first.qg is not None:
+        quant = quantization.QuantizationResult(first.mod, first.qg, first.table, first.ops)
+        info["quantization"] = quant.summary()
+    if first.head.pruned is not None:
+        info["pruning"] = first.head.pruned.report.to_dict()
+    if tuned is not None:
+        info["tuned_kernels"] = tuned_kernels(first.planned.plan)
+    if npu is not None:
+        info["spec"] = npu.spec.name
+        info["npu_kernels"] = sorted(npu_kernels)
+        info["fallbacks"] = [{"layer": o.layer, "op": o.op, "reason": o.reason}
+                             for o in report.fallbacks()]
+    logger.info("built %s: %d kernels, %.1fs", options.target, info["kernels"],
+                sum(run.timings.values()))
+    return CompiledModel(data, info, quant, report)
+
+
+def _plan_variant(model: Any, example_inputs: Any, options: BuildOptions,
+                  npu: LeptonTarget | None, host: HostTarget, tuned: Any, run: Run) -> _Variant:
+    """import → ... → plan for one set of input shapes."""
     head = front(model, example_inputs, options, run)
     imported, mod = head.imported, head.mod
     relax_ops = placement.relax_op_count(mod)
@@ -400,45 +514,12 @@ def _build(model: Any, example_inputs: Any, options: BuildOptions, npu: LeptonTa
         graph, table, qg = quantize_graph(mod, options, host, run)
     ops, int8_mod = partition(mod, graph, qg, npu, host, options, run)
     mod = int8_mod if int8_mod is not None else mod
-    lowered = lower(mod, imported.input_names, imported.output_names, host, npu, run,
-                    {o.layer for o in ops}, options.fuse, tuned,
-                    schedule_host=options.opt_level > 0, node_names=imported.node_names,
-                    source=imported.source, pinned=imported.pinned)
-    report = placement.PlacementReport(options.target, npu.spec.name if npu else None, ops,
-                                       relax_ops, len(lowered.plan["calls"]))
-    with run.stage("package"):
-        data = artifact.pack(
-            plan=lowered.plan, weights=lowered.weights, kernels=lowered.kernels_so,
-            target=_target_manifest(npu, host, bool(lowered.npu_kernels), lowered.gemm_path),
-            spec_fingerprint=npu.spec.fingerprint() if npu is not None else None,
-            compiler_version=__version__, tvm_version=tvm_compat.tvm_version(),
-            report=report.to_dict())
-    info: dict[str, Any] = {
-        "target": options.target,
-        "source": imported.source,
-        "timings_s": run.timings,
-        "kernels": len(lowered.kernel_names),
-        "calls": len(lowered.plan["calls"]),
-        "arena_bytes": lowered.plan["arena_bytes"],
-        "weights_bytes": len(lowered.weights),
-        "placement": report.summary(),
-    }
-    quant = None
-    if qg is not None:
-        quant = quantization.QuantizationResult(mod, qg, table, ops)
-        info["quantization"] = quant.summary()
-    if head.pruned is not None:
-        info["pruning"] = head.pruned.report.to_dict()
-    if tuned is not None:
-        info["tuned_kernels"] = tuned_kernels(lowered.plan)
-    if npu is not None:
-        info["spec"] = npu.spec.name
-        info["npu_kernels"] = sorted(lowered.npu_kernels)
-        info["fallbacks"] = [{"layer": o.layer, "op": o.op, "reason": o.reason}
-                             for o in report.fallbacks()]
-    logger.info("built %s: %d kernels, %.1fs", options.target, info["kernels"],
-                sum(run.timings.values()))
-    return CompiledModel(data, info, quant, report)
+    planned = plan_kernels(mod, imported.input_names, imported.output_names, host, npu, run,
+                           {o.layer for o in ops}, options.fuse, tuned,
+                           schedule_host=options.opt_level > 0,
+                           node_names=imported.node_names, source=imported.source,
+                           pinned=imported.pinned)
+    return _Variant(head, ops, relax_ops, mod, planned, qg, table)
 
 
 def check(model: Any, example_inputs: Sequence[Any] | None = None, *, target: str = "lepton",

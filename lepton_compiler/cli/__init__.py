@@ -187,6 +187,15 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         print(f"  input  {i['name']}: {i['dtype']}{i['shape']}")
     for o in m.get("outputs", []):
         print(f"  output {o['name']}: {o['dtype']}{o['shape']}")
+    shapes = info.get("shapes", [])
+    if len(shapes) > 1:
+        print(f"  input shapes: {len(shapes)} compiled shape sets (one plan each)")
+        for k, entry in enumerate(shapes):
+            print(f"    {k}: " + ", ".join(f"{name}{dims}" for name, dims in entry.items()))
+    pins = info.get("pins", [])
+    if pins:
+        print("  inputs fixed at build time (every call is checked):" +
+              "".join(f"\n    {p}" for p in pins))
     print(f"  kernels: {len(m.get('kernels', []))} ({len(info['calls'])} calls)")
     if args.kernels:
         for k, name in enumerate(info["calls"]):

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from lepton_compiler.frontend.onnx_prepare import model_opset
+from lepton_compiler.frontend.onnx_prepare import infer, model_opset
 
 
 class _Builder:
@@ -74,18 +74,15 @@ def _attr(node: Any, name: str, default: Any = None) -> Any:
 
 
 def _constants(proto: Any) -> dict[str, np.ndarray]:
+    """The small initializers (attribute-like operands), as arrays."""
     from onnx import numpy_helper
 
-    return {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
+    return {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer
+            if int(np.prod(t.dims, dtype=np.int64)) <= 4096}
 
 
 def _elem_types(proto: Any) -> dict[str, int]:
-    import onnx
-
-    try:
-        inferred = onnx.shape_inference.infer_shapes(proto)
-    except Exception:
-        inferred = proto
+    inferred = infer(proto)
     types = {v.name: v.type.tensor_type.elem_type
              for v in [*inferred.graph.input, *inferred.graph.value_info,
                        *inferred.graph.output] if v.type.HasField("tensor_type")}
@@ -93,11 +90,21 @@ def _elem_types(proto: Any) -> dict[str, int]:
     return types
 
 
+def _mentions_float16(proto: Any) -> bool:
+    """Whether any declared value, initializer or cast is float16 (else no float16 op)."""
+    values = [*proto.graph.input, *proto.graph.value_info, *proto.graph.output]
+    return any(v.type.HasField("tensor_type") and v.type.tensor_type.elem_type == _FLOAT16
+               for v in values) or any(t.data_type == _FLOAT16 for t in proto.graph.initializer) \
+        or any(n.op_type in ("Cast", "CastLike", "Constant") for n in proto.graph.node)
+
+
 def rewrite(proto: Any) -> Any:
     """``proto`` with the op/attribute combinations of the module docstring rewritten."""
     import onnx
 
-    targets = {"BitShift", "Mod", "IsInf", "Dropout", "Softmax", *ACCUMULATING}
+    targets = {"BitShift", "Mod", "IsInf", "Dropout"}
+    if _mentions_float16(proto):
+        targets |= {"Softmax", *ACCUMULATING}
     if not any(n.op_type in targets and n.domain in ("", "ai.onnx") for n in proto.graph.node):
         return proto
     out = onnx.ModelProto()
@@ -232,10 +239,9 @@ def _rewrite_node(node: Any, b: _Builder, consts: dict[str, np.ndarray],
 #: Op/attribute combinations TVM 0.27 computes wrongly, with the reason given to the user.
 def inexact_nodes(proto: Any) -> dict[str, tuple[list[str], str]]:
     """``{op: (node labels, reason)}`` for every node Lepton cannot compute exactly."""
-    from onnx import numpy_helper
-
-    consts = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
-    shapes = _static_dims(proto)
+    consts = _constants(proto)
+    needs_shapes = any(n.op_type in ("Resize", "ConvTranspose") for n in proto.graph.node)
+    shapes = _static_dims(proto) if needs_shapes else {}
     found: dict[str, tuple[list[str], str]] = {}
 
     def refuse(node: Any, index: int, reason: str) -> None:
@@ -288,12 +294,7 @@ def _conv_transpose_size(node: Any, shapes: dict[str, list[int]]) -> list[int] |
 
 
 def _static_dims(proto: Any) -> dict[str, list[int]]:
-    import onnx
-
-    try:
-        inferred = onnx.shape_inference.infer_shapes(proto)
-    except Exception:
-        inferred = proto
+    inferred = infer(proto)
     dims = {}
     for v in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]:
         if v.type.HasField("tensor_type") and v.type.tensor_type.HasField("shape"):

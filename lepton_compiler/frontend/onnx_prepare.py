@@ -58,6 +58,39 @@ NOT_FOLDED = frozenset({"RandomNormal", "RandomUniform", "RandomNormalLike",
                         "SequenceMap", "Dropout"})
 
 
+#: Initializers up to this many elements stay in the copy shape inference reads (its data
+#: propagation needs small constants); larger ones are declared as typed inputs instead.
+_INFER_KEEPS_ELEMENTS = 4096
+
+
+def infer(proto: Any, data_prop: bool = False) -> Any:
+    """ONNX shape inference on a copy of ``proto`` without its large weights (inference
+    serialises the whole model: on a 400 MB model each call took seconds), or ``proto``
+    itself when inference fails (a best effort here; validation ran the strict check)."""
+    import onnx
+
+    light = onnx.ModelProto()
+    light.ir_version = proto.ir_version
+    light.opset_import.extend(proto.opset_import)
+    light.functions.extend(proto.functions)
+    graph = light.graph
+    graph.node.extend(proto.graph.node)
+    graph.input.extend(proto.graph.input)
+    graph.output.extend(proto.graph.output)
+    graph.value_info.extend(proto.graph.value_info)
+    declared = {i.name for i in proto.graph.input}
+    for t in proto.graph.initializer:
+        if int(np.prod(t.dims, dtype=np.int64)) <= _INFER_KEEPS_ELEMENTS:
+            graph.initializer.append(t)
+        elif t.name not in declared:
+            graph.input.append(onnx.helper.make_tensor_value_info(t.name, t.data_type,
+                                                                  list(t.dims)))
+    try:
+        return onnx.shape_inference.infer_shapes(light, data_prop=data_prop)
+    except Exception:
+        return light
+
+
 def model_opset(proto: Any, domain: str = "") -> int:
     """The model's opset version for ``domain`` (the default ONNX domain by default)."""
     for o in proto.opset_import:
@@ -72,10 +105,7 @@ def _value_types(proto: Any) -> dict[str, Any]:
     """TypeProto of every value ONNX shape inference can type."""
     import onnx
 
-    try:
-        inferred = onnx.shape_inference.infer_shapes(proto)
-    except Exception:  # a partial graph: inference is a best effort here
-        inferred = proto
+    inferred = infer(proto)
     types = {v.name: v.type for v in [*inferred.graph.input, *inferred.graph.value_info,
                                       *inferred.graph.output]}
     for t in proto.graph.initializer:
@@ -309,10 +339,7 @@ def _static_shapes(proto: Any) -> tuple[dict[str, list[int]], dict[str, np.ndarr
     (a zero-size tensor's value is its shape and dtype: nothing to compute)."""
     import onnx
 
-    try:
-        inferred = onnx.shape_inference.infer_shapes(proto, data_prop=True)
-    except Exception:
-        return {}, {}
+    inferred = infer(proto, data_prop=True)
     shapes, empty = {}, {}
     for value in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]:
         t = value.type
@@ -362,6 +389,8 @@ def fold_constants(proto: Any, max_rounds: int = 8) -> Any:
     opset = model_opset(proto)
     for _round in range(max_rounds):
         known = {t.name: t for t in proto.graph.initializer}
+        if not _may_fold(proto, known):
+            return proto
         shapes, empty = _static_shapes(proto)
         folded: dict[str, np.ndarray] = {}
         keep = []
@@ -403,6 +432,18 @@ def fold_constants(proto: Any, max_rounds: int = 8) -> Any:
                 out.graph.initializer.append(numpy_helper.from_array(np.asarray(array), name))
         proto = out
     return proto
+
+
+def _may_fold(proto: Any, known: dict) -> bool:
+    """Cheap pre-check: a Shape/Size node, a node whose inputs are all constants, or a
+    declared zero-size dim (most models have none: no shape inference needed)."""
+    for node in proto.graph.node:
+        if node.op_type in ("Shape", "Size", "Constant") or all(
+                not n or n in known for n in node.input):
+            return True
+    values = [*proto.graph.input, *proto.graph.value_info, *proto.graph.output]
+    return any(d.HasField("dim_value") and d.dim_value == 0 for v in values
+               if v.type.HasField("tensor_type") for d in v.type.tensor_type.shape.dim)
 
 
 def with_input_shapes(proto: Any, shapes: dict[str, list[int]]) -> Any:

@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from lepton_compiler.errors import ModelLoadError
+from lepton_compiler.frontend.onnx_prepare import infer
 
 
 def expand_layer_norm_stats(proto: Any) -> Any:
@@ -32,7 +33,7 @@ def expand_layer_norm_stats(proto: Any) -> Any:
               and n.domain in ("", "ai.onnx") and any(o for o in list(n.output)[1:])]
     if not wanted:
         return proto
-    inferred = onnx.shape_inference.infer_shapes(proto)
+    inferred = infer(proto)
     types = {v.name: v.type.tensor_type for v in list(inferred.graph.value_info) +
              list(inferred.graph.input) + list(inferred.graph.output)}
     types.update({t.name: None for t in proto.graph.initializer})

@@ -46,7 +46,8 @@ def make_manifest(*, plan: dict, weights: bytes, kernels: bytes, target: dict,
         "spec_fingerprint": spec_fingerprint,
         "inputs": signature(plan["inputs"]),
         "outputs": signature(plan["outputs"]),
-        "kernels": sorted({c["kernel"] for c in plan["calls"]}),
+        "kernels": sorted({c["kernel"] for p in [plan, *plan.get("variants", [])]
+                           for c in p["calls"]}),
         "members": {
             name: {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
             for name, data in members.items()

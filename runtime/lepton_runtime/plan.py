@@ -253,3 +253,32 @@ def parse_plan(path: Path, plan: object, weights_bytes: int) -> Plan:
         pins.append((position, ref))
     return Plan(plan["arena_bytes"], tuple(tensors), tuple(calls), inputs, outputs,
                 tuple(pins))
+
+
+def parse_plans(path: Path, plan: object, weights_bytes: int) -> list[Plan]:
+    """The plan and, for an artifact compiled for several input shapes, its ``variants``
+    (each a whole plan over the same weights and kernels), checked to share one signature
+    (input and output names and dtypes) with distinct input shapes."""
+    first = parse_plan(path, plan, weights_bytes)
+    raw = plan.get("variants") or [] if isinstance(plan, dict) else []
+    if not isinstance(raw, list):
+        raise _fail(path, "variants must be a list")
+    plans = [first]
+    for k, entry in enumerate(raw):
+        if isinstance(entry, dict) and "variants" in entry:
+            raise _fail(path, f"variant {k + 1} holds variants of its own")
+        plans.append(parse_plan(path, entry, weights_bytes))
+
+    def signature(p: Plan) -> tuple:
+        return tuple((name, p.tensors[tid].dtype) for name, tid in p.inputs), \
+            tuple((name, p.tensors[tid].dtype) for name, tid in p.outputs)
+
+    shapes = set()
+    for k, p in enumerate(plans):
+        if signature(p) != signature(first):
+            raise _fail(path, f"variant {k} has other inputs or outputs than variant 0")
+        key = tuple(p.tensors[tid].shape for _, tid in p.inputs)
+        if key in shapes:
+            raise _fail(path, f"variant {k} repeats the input shapes {list(key)}")
+        shapes.add(key)
+    return plans

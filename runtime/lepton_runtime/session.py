@@ -19,7 +19,7 @@ import numpy as np
 from . import archive, compat
 from . import format as fmt
 from .errors import ArtifactError, InputError, KernelError, UnsupportedArtifactError
-from .plan import Plan, TensorSpec, parse_plan
+from .plan import Plan, TensorSpec, parse_plans
 from .profile import KernelProfile, Profile, sim_cycles
 
 
@@ -81,39 +81,62 @@ class Session:
     Calls are serialised with a lock because the plan reuses one memory arena.
     """
 
-    def __init__(self, path: Path, manifest: dict, plan: Plan, weights: np.ndarray,
-                 module: Any, mode: str = "fast") -> None:
+    def __init__(self, path: Path, manifest: dict, plan: Plan | list[Plan],
+                 weights: np.ndarray, module: Any, mode: str = "fast") -> None:
         import tvm_ffi
 
+        plans = plan if isinstance(plan, list) else [plan]
         self.path = path
         self.mode = mode
         self.manifest = manifest
-        self._plan = plan
         self._lock = threading.Lock()
         self._module = module
         self._from_dlpack = lambda array: tvm_ffi.from_dlpack(_compact_strides(array))
-        self._arena = aligned_empty((plan.arena_bytes,), np.uint8)
+        # one arena for every shape variant: calls are serialised, so they take turns in it
+        self._arena = aligned_empty((max(p.arena_bytes for p in plans),), np.uint8)
         self._weights = weights
-        self.inputs = tuple(self._info(name, tid) for name, tid in plan.inputs)
-        self.outputs = tuple(self._info(name, tid) for name, tid in plan.outputs)
-        self._staging = [aligned_empty(i.shape, i.dtype) for i in self.inputs]
-        self._arrays: list[np.ndarray | None] = [None] * len(plan.tensors)
-        self._ffi: list[Any] = [None] * len(plan.tensors)
-        self._dynamic = [t for t in plan.tensors if self._is_dynamic(t)]
+        self._variants = [self._prepare(p) for p in plans]
+        self._use(0)
+        self.inputs = tuple(self._info(name, tid) for name, tid in self._plan.inputs)
+        self.outputs = tuple(self._info(name, tid) for name, tid in self._plan.outputs)
+        #: The input shapes of every plan the artifact holds (one per compiled shape set).
+        self.shapes = tuple(tuple(v["plan"].tensors[tid].shape for _, tid in v["plan"].inputs)
+                            for v in self._variants)
+        self._npu = self._npu_functions(module, mode)
+
+    def _prepare(self, plan: Plan) -> dict:
+        """The run state of one plan: its tensors as arrays, its calls bound to kernels."""
+        self._plan = plan
+        state: dict[str, Any] = {"plan": plan}
+        self._staging = state["staging"] = [aligned_empty(plan.tensors[tid].shape,
+                                                          plan.tensors[tid].dtype)
+                                            for _, tid in plan.inputs]
+        self._arrays = state["arrays"] = [None] * len(plan.tensors)
+        self._ffi = state["ffi"] = [None] * len(plan.tensors)
+        state["dynamic"] = [t for t in plan.tensors if self._is_dynamic(t)]
         for t in plan.tensors:
             if not self._is_dynamic(t):
                 self._arrays[t.id] = self._static_array(t)
                 self._ffi[t.id] = self._from_dlpack(self._arrays[t.id])
-        self._calls = []
+        state["calls"] = []
         for call in plan.calls:
             try:
-                fn = module[call.kernel]
+                fn = self._module[call.kernel]
             except Exception:
                 raise ArtifactError(
-                    f"{path}: plan calls kernel {call.kernel!r}, which kernels.so does not define"
-                ) from None
-            self._calls.append((call, fn))
-        self._npu = self._npu_functions(module, mode)
+                    f"{self.path}: plan calls kernel {call.kernel!r}, which kernels.so does "
+                    "not define") from None
+            state["calls"].append((call, fn))
+        return state
+
+    def _use(self, index: int) -> None:
+        """Make variant ``index`` the plan that runs (under the lock)."""
+        state = self._variants[index]
+        self._plan, self._staging = state["plan"], state["staging"]
+        self._arrays, self._ffi = state["arrays"], state["ffi"]
+        self._dynamic, self._calls = state["dynamic"], state["calls"]
+
+    # -- calling convention -------------------------------------------------------------------
 
     def _info(self, name: str, tid: int) -> TensorInfo:
         t = self._plan.tensors[tid]
@@ -136,7 +159,8 @@ class Session:
 
     # -- calling convention -------------------------------------------------------------------
 
-    def _bind(self, args: tuple, kwargs: Mapping[str, Any]) -> list[np.ndarray]:
+    def _bind(self, args: tuple, kwargs: Mapping[str, Any]) -> tuple[int, list[np.ndarray]]:
+        """The variant whose input shapes the inputs have, and the inputs as arrays."""
         names = [i.name for i in self.inputs]
         if args and kwargs:
             raise InputError("pass inputs either all positionally or all by name, not both")
@@ -166,15 +190,26 @@ class Session:
                     f"input {info.name!r}: expected dtype {info.dtype}, got {array.dtype}; "
                     f"convert it with .astype('{info.dtype}')"
                 )
-            if tuple(array.shape) != info.shape:
-                raise InputError(
-                    f"input {info.name!r}: expected shape {list(info.shape)}, got "
-                    f"{list(array.shape)}"
-                )
             arrays.append(array)
-        for position, ref in self._plan.pins:
-            self._check_pin(self.inputs[position], arrays[position], self._arrays[ref])
-        return arrays
+        given = tuple(tuple(a.shape) for a in arrays)
+        if given not in self.shapes:
+            if len(self.shapes) == 1:
+                bad = next(k for k, (g, w) in enumerate(zip(given, self.shapes[0],
+                                                            strict=True)) if g != w)
+                raise InputError(f"input {names[bad]!r}: expected shape "
+                                 f"{list(self.shapes[0][bad])}, got {list(given[bad])}")
+            listed = "; ".join(", ".join(f"{n}{list(d)}" for n, d in zip(names, shapes,
+                                                                         strict=True))
+                               for shapes in self.shapes)
+            raise InputError(
+                f"input shapes {', '.join(f'{n}{list(d)}' for n, d in zip(names, given, strict=True))} "
+                f"are not among the {len(self.shapes)} shape sets this artifact was compiled "
+                f"for: {listed}; compile it with these shapes too")
+        variant = self.shapes.index(given)
+        state = self._variants[variant]
+        for position, ref in state["plan"].pins:
+            self._check_pin(self.inputs[position], arrays[position], state["arrays"][ref])
+        return variant, arrays
 
     @staticmethod
     def _check_pin(info: TensorInfo, array: np.ndarray, pinned: np.ndarray) -> None:
@@ -205,8 +240,9 @@ class Session:
             One array for a single-output model, else a tuple in :attr:`outputs` order. The
             arrays are owned by the caller.
         """
-        arrays = self._bind(args, kwargs)
+        variant, arrays = self._bind(args, kwargs)
         with self._lock:
+            self._use(variant)
             return self._execute(arrays)
 
     def _execute(self, arrays: list[np.ndarray], on_call: Any = None) -> Any:
@@ -268,7 +304,7 @@ class Session:
         and DRAM bytes from the spec's accounting; the profile's totals are the sums over
         the kernels. Inputs are passed as to :meth:`run`.
         """
-        arrays = self._bind(args, kwargs)
+        variant, arrays = self._bind(args, kwargs)
         target = self.manifest.get("target", {})
         names = list(target.get("sim_counters") or [])
         peak = int(target.get("peak_macs_per_cycle") or 0)
@@ -307,6 +343,7 @@ class Session:
             rows.append(row)
 
         with self._lock:
+            self._use(variant)
             self._execute(arrays, measure)
         return Profile(self.mode, rows, peak, int(target.get("dma_bytes_per_cycle") or 0),
                        int(target.get("clock_hz") or 0))
@@ -377,7 +414,7 @@ def load(path: str | os.PathLike, mode: str = "fast") -> Session:
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ArtifactError(f"{path}: {fmt.PLAN} is not valid JSON ({err})") from None
     weights_member = members[fmt.WEIGHTS]
-    plan = parse_plan(path, raw_plan, weights_member.size)
+    plan = parse_plans(path, raw_plan, weights_member.size)
     if weights_member.size:
         weights = np.memmap(path, dtype=np.uint8, mode="c", offset=weights_member.offset,
                             shape=(weights_member.size,))
@@ -414,7 +451,8 @@ def inspect(path: str | os.PathLike) -> dict:
         raw_plan = json.loads(archive.read_member(path, members[fmt.PLAN]).decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ArtifactError(f"{path}: {fmt.PLAN} is not valid JSON ({err})") from None
-    plan = parse_plan(path, raw_plan, members[fmt.WEIGHTS].size)
+    plans = parse_plans(path, raw_plan, members[fmt.WEIGHTS].size)
+    plan = plans[0]
     return {
         "manifest": manifest,
         "members": {name: m.size for name, m in members.items()},
@@ -422,6 +460,8 @@ def inspect(path: str | os.PathLike) -> dict:
         "arena_bytes": plan.arena_bytes,
         "guards": [c.guard.describe() for c in plan.calls if c.guard is not None],
         "pins": _describe_pins(path, members, plan),
+        "shapes": [{name: list(p.tensors[tid].shape) for name, tid in p.inputs}
+                   for p in plans],
     }
 
 
