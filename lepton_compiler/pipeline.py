@@ -539,7 +539,8 @@ def check(model: Any, example_inputs: Sequence[Any] | None = None, *, target: st
         head = front(model, example_inputs, options, run)
     except UnsupportedOperatorError as err:
         return placement.PlacementReport(target, name, [], 0, None,
-                                         {op: list(nodes) for op, nodes in err.ops.items()})
+                                         {op: list(nodes) for op, nodes in err.ops.items()},
+                                         dict(err.reasons))
     graph = read_graph(head.mod["main"])
     quantized = placement.would_quantize(graph) if quantize else set()
     with run.stage("partition"):

@@ -17,6 +17,27 @@ GEMM_ATTR = "lepton.gemm"  # value: "conv2d" | "dense"
 _OPAQUE = 8  # relax OpPatternKind.kOpaque: FuseOps leaves the kernel alone
 
 
+def reduced_shape(shape: Any, axes: Any, keepdims: bool) -> tuple:
+    """A reduction's output shape: ``axes`` dropped, or kept as 1 with ``keepdims``."""
+    return tuple(1 if i in axes else d for i, d in enumerate(shape)) if keepdims else \
+        tuple(d for i, d in enumerate(shape) if i not in axes)
+
+
+def reduction_index(index: Any, reduced: list, axes: Any, rank: int, keepdims: bool) -> list:
+    """The input index a reduction reads at output ``index``: the output's dims in order,
+    the reduce axes ``reduced`` at ``axes`` (a kept size-1 dim of ``keepdims`` skipped)."""
+    kept, red = iter(index), iter(reduced)
+    full = []
+    for i in range(rank):
+        if i in axes:
+            full.append(next(red))
+            if keepdims:
+                next(kept)
+        else:
+            full.append(next(kept))
+    return full
+
+
 def _finish(func: Any, gemm: str | None = None, layer: list[int] | None = None) -> Any:
     """Mark a kernel opaque to fusion; ``gemm``: its :data:`GEMM_ATTR`; ``layer``: its
     geometry for the NPU's fast mode (``npu_fast.LAYER_ATTR``)."""
@@ -226,18 +247,10 @@ def mean_func(shape: tuple[int, ...], axes: tuple[int, ...], keepdims: bool, zi:
         count *= shape[a]
     x = te.placeholder(shape, "int8", name="X")
     red = [te.reduce_axis((0, shape[a]), name=f"r{a}") for a in axes]
-    out_shape = tuple(1 if i in axes else d for i, d in enumerate(shape)) if keepdims else \
-        tuple(d for i, d in enumerate(shape) if i not in axes)
+    out_shape = reduced_shape(shape, axes, keepdims)
 
     def total(*idx):
-        full, it, r = [], iter(idx), iter(red)
-        for i in range(len(shape)):
-            if i in axes:
-                full.append(next(r))
-                if keepdims:
-                    next(it)
-            else:
-                full.append(next(it))
+        full = reduction_index(idx, red, axes, len(shape), keepdims)
         return te.sum(tirx.Cast("int32", x(*full)), axis=red)
 
     def i64(v: int) -> Any:

@@ -111,14 +111,20 @@ def test_float_model_on_lepton_explains_every_fallback():
 def test_check_lists_every_unsupported_and_fallback_op_in_one_call():
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 3])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])
-    nodes = [helper.make_node("Celu", ["x"], ["c1"], name="celu_a"),
-             helper.make_node("Det", ["c1"], ["y"], name="det_0")]
-    model = helper.make_model(helper.make_graph(nodes, "g", [x], [y]),
+    nodes = [helper.make_node("LpNormalization", ["x"], ["c1"], name="lpn_a"),
+             helper.make_node("Dropout", ["c1", "ratio", "training"], ["c2"], name="drop"),
+             helper.make_node("Det", ["c2"], ["y"], name="det_0")]
+    constants = [helper.make_tensor("ratio", TensorProto.FLOAT, [], [0.5]),
+                 helper.make_tensor("training", TensorProto.BOOL, [], [True])]
+    model = helper.make_model(helper.make_graph(nodes, "g", [x], [y], constants),
                               opset_imports=[helper.make_opsetid("", 17)])
     onnx.checker.check_model(model, full_check=True)
     report = lc.check(model)
-    assert report.unsupported == {"Celu": ["celu_a"], "Det": ["det_0"]}
-    assert "celu_a" in report.table()
+    assert report.unsupported == {"LpNormalization": ["lpn_a"], "Det": ["det_0"],
+                                  "Dropout": ["drop"]}
+    assert set(report.unsupported_reasons) == {"Dropout"}  # supported, but not in training
+    table = report.table()
+    assert "lpn_a" in table and "unsupported Dropout: drop (training-mode Dropout" in table
 
     block = lc.zoo.transformer_block()
     report = lc.check(to_onnx_bytes(block, (torch.zeros(1, 16, 64),)))

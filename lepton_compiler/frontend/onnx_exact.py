@@ -93,9 +93,17 @@ def _elem_types(proto: Any) -> dict[str, int]:
 def _mentions_float16(proto: Any) -> bool:
     """Whether any declared value, initializer or cast is float16 (else no float16 op)."""
     values = [*proto.graph.input, *proto.graph.value_info, *proto.graph.output]
-    return any(v.type.HasField("tensor_type") and v.type.tensor_type.elem_type == _FLOAT16
-               for v in values) or any(t.data_type == _FLOAT16 for t in proto.graph.initializer) \
-        or any(n.op_type in ("Cast", "CastLike", "Constant") for n in proto.graph.node)
+    if any(v.type.HasField("tensor_type") and v.type.tensor_type.elem_type == _FLOAT16
+           for v in values) or any(t.data_type == _FLOAT16 for t in proto.graph.initializer):
+        return True
+    for node in proto.graph.node:
+        if node.op_type == "CastLike" or (node.op_type == "Cast" and
+                                          _attr(node, "to") == _FLOAT16):
+            return True
+        value = _attr(node, "value") if node.op_type == "Constant" else None
+        if value is not None and getattr(value, "data_type", None) == _FLOAT16:
+            return True
+    return False
 
 
 def rewrite(proto: Any) -> Any:
@@ -236,9 +244,19 @@ def _rewrite_node(node: Any, b: _Builder, consts: dict[str, np.ndarray],
     return False
 
 
-#: Op/attribute combinations TVM 0.27 computes wrongly, with the reason given to the user.
+_DATA_DEPENDENT = ("its output shape depends on input values; Lepton compiles static shapes "
+                   "(apply it to constants, or after the model's outputs)")
+#: Ops TVM imports but Lepton cannot compile for a static plan, with the reason.
+UNCOMPILABLE = {
+    "NonZero": _DATA_DEPENDENT, "Unique": _DATA_DEPENDENT, "Compress": _DATA_DEPENDENT,
+    "NonMaxSuppression": _DATA_DEPENDENT,
+    "TopK": "sorting has no host kernel yet (the runtime carries no sort routine)",
+}
+
+
 def inexact_nodes(proto: Any) -> dict[str, tuple[list[str], str]]:
-    """``{op: (node labels, reason)}`` for every node Lepton cannot compute exactly."""
+    """``{op: (node labels, reason)}`` for every node Lepton cannot compute exactly (or,
+    :data:`UNCOMPILABLE`, at all)."""
     consts = _constants(proto)
     needs_shapes = any(n.op_type in ("Resize", "ConvTranspose") for n in proto.graph.node)
     shapes = _static_dims(proto) if needs_shapes else {}
@@ -252,7 +270,9 @@ def inexact_nodes(proto: Any) -> dict[str, tuple[list[str], str]]:
         op = node.op_type
         if node.domain not in ("", "ai.onnx"):
             continue
-        if op == "BatchNormalization" and _attr(node, "training_mode", 0):
+        if op in UNCOMPILABLE:
+            refuse(node, index, UNCOMPILABLE[op])
+        elif op == "BatchNormalization" and _attr(node, "training_mode", 0):
             refuse(node, index, "training_mode=1 (batch statistics and running-mean outputs) "
                    "is a training op; export the model in eval mode")
         elif op == "ConvTranspose" and _attr(node, "output_shape") is not None and \

@@ -5,11 +5,14 @@
   ``-3.4e38``; here the identity is ``-inf``/``+inf``.
 - ``relax.cosh``/``relax.sinh``: TVM has no host lowering of their intrinsics; here
   ``(exp(x) +- exp(-x)) / 2``.
+- ``relax.cumsum``: TVM registers no legalization; here TOPI's scan.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from lepton_compiler.target.qkernels import reduced_shape, reduction_index
 
 
 def _extreme(x: Any, axis: Any, keepdims: bool, largest: bool) -> Any:
@@ -23,22 +26,13 @@ def _extreme(x: Any, axis: Any, keepdims: bool, largest: bool) -> Any:
     reducer = te.comm_reducer(lambda a, b: combine(a, b), lambda dtype: tirx.const(
         float("-inf") if largest else float("inf"), dtype), name="extreme")
     reduced = [te.reduce_axis((0, x.shape[a]), name=f"k{a}") for a in axes]
-    shape = [1 if i in axes else x.shape[i] for i in range(rank)] if keepdims else \
-        [x.shape[i] for i in range(rank) if i not in axes]
 
     def element(*index: Any) -> Any:
-        kept, red = iter(index), iter(reduced)
-        full = []
-        for i in range(rank):
-            if i in axes:
-                full.append(next(red))
-                if keepdims:
-                    next(kept)
-            else:
-                full.append(next(kept))
+        full = reduction_index(index, reduced, axes, rank, keepdims)
         return reducer(x[tuple(full)], axis=reduced)
 
-    return te.compute(shape, element, name=f"{x.op.name}_red")
+    return te.compute(list(reduced_shape(x.shape, axes, keepdims)), element,
+                      name=f"{x.op.name}_red")
 
 
 def _hyperbolic(x: Any, sign: float) -> Any:
@@ -51,7 +45,7 @@ def _hyperbolic(x: Any, sign: float) -> Any:
 
 def legalize_map() -> dict[str, Any]:
     """``LegalizeOps`` entries for float ``relax.max``/``relax.min`` (other dtypes keep
-    TVM's) and ``relax.cosh``/``relax.sinh``."""
+    TVM's), ``relax.cosh``/``relax.sinh`` and ``relax.cumsum``."""
     from tvm import ir
 
     default = {name: ir.Op.get(name).get_attr("FLegalize")
@@ -59,9 +53,10 @@ def legalize_map() -> dict[str, Any]:
 
     def extreme(name: str) -> Any:
         def legalize(bb: Any, call: Any) -> Any:
-            if not str(getattr(call.args[0].ty, "dtype", "")).startswith(("float", "bfloat")):
-                return default[name](bb, call)
+            dtype = str(getattr(call.args[0].ty, "dtype", ""))
             axis = None if call.attrs.axis is None else [int(a) for a in call.attrs.axis]
+            if not dtype.startswith(("float", "bfloat")):
+                return default[name](bb, call)
             return bb.call_te(_extreme, call.args[0], axis, bool(call.attrs.keepdims),
                               name == "relax.max", primfunc_name_hint=name[len("relax."):])
         return legalize
@@ -72,5 +67,16 @@ def legalize_map() -> dict[str, Any]:
                               primfunc_name_hint="cosh" if sign > 0 else "sinh")
         return legalize
 
+    def cumsum(bb: Any, call: Any) -> Any:
+        from tvm import topi
+
+        axis = None if call.attrs.axis is None else int(call.attrs.axis)
+        dtype = str(call.attrs.dtype) if call.attrs.dtype is not None and \
+            str(call.attrs.dtype) else None
+        return bb.call_te(topi.cumsum, call.args[0], axis, dtype,
+                          bool(call.attrs.exclusive) if call.attrs.exclusive is not None
+                          else None, primfunc_name_hint="cumsum")
+
     return {"relax.max": extreme("relax.max"), "relax.min": extreme("relax.min"),
-            "relax.cosh": hyperbolic(1.0), "relax.sinh": hyperbolic(-1.0)}
+            "relax.cosh": hyperbolic(1.0), "relax.sinh": hyperbolic(-1.0),
+            "relax.cumsum": cumsum}

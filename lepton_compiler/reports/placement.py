@@ -51,6 +51,8 @@ class PlacementReport:
     relax_ops_before_fusion: int
     kernels_after_fusion: int | None = None
     unsupported: dict[str, list[str]] = field(default_factory=dict)
+    #: Why, for unsupported ops that are supported in general but not as used here.
+    unsupported_reasons: dict[str, str] = field(default_factory=dict)
 
     @property
     def total_macs(self) -> int:
@@ -92,14 +94,16 @@ class PlacementReport:
                 detail = (detail + "; " if detail else "") + o.reason + cost
             lines.append(f"{o.layer:<20} {o.unit:<5} {o.dtype:<8} {o.macs:>12}  {detail}")
         for op, nodes in self.unsupported.items():
-            lines.append(f"unsupported {op}: {', '.join(nodes)}")
+            why = self.unsupported_reasons.get(op)
+            lines.append(f"unsupported {op}: {', '.join(nodes)}" + (f" ({why})" if why else ""))
         return "\n".join(lines)
 
     __str__ = table
 
     def to_dict(self) -> dict[str, Any]:
         return {"summary": self.summary(), "ops": [asdict(o) for o in self.ops],
-                "unsupported": self.unsupported}
+                "unsupported": self.unsupported,
+                "unsupported_reasons": self.unsupported_reasons}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=1)
@@ -109,7 +113,7 @@ class PlacementReport:
         s = raw["summary"]
         return cls(s["target"], s.get("spec"), [OpPlacement(**o) for o in raw["ops"]],
                    s["relax_ops_before_fusion"], s.get("kernels_after_fusion"),
-                   dict(raw.get("unsupported", {})))
+                   dict(raw.get("unsupported", {})), dict(raw.get("unsupported_reasons", {})))
 
     def to_dot(self) -> str:
         """The layer graph in Graphviz DOT, nodes coloured by placement."""
