@@ -69,10 +69,13 @@ INVENTORY: dict[str, tuple[str, str]] = {
                              "image; scales and sizes are static"),
     "relax.image.grid_sample": ("bounded", "GridSample: samples outside the image read the "
                                 "padding value after an in-bounds test"),
-    "relax.topk": ("static", "TopK: k must be a build-time constant"),
+    "relax.topk": ("static", "TopK: refused at import (no host sort kernel); k would be a "
+                   "build-time constant"),
     "relax.dynamic_strided_slice": ("static", "Slice with run-time starts/ends: its output "
                                     "shape depends on data and is refused at build time"),
-    "relax.arange": ("static", "Range: start/limit/delta must be build-time constants"),
+    "relax.arange": ("static", "Range: start/limit/delta must be build-time constants (a "
+                     "graph input that sets them is pinned to its example value and checked "
+                     "at every call)"),
     "relax.tile": ("static", "Tile: repeats must be build-time constants"),
     "relax.repeat": ("static", "Expand/repeat: shapes must be build-time constants"),
     "lepton NPU kernels": ("static", "GEMM, requantize and vector kernels address their "

@@ -125,3 +125,11 @@ def test_pinned_input_other_value_is_refused_by_the_artifact(cases, tmp_path):
 def test_shape_input_without_example_is_an_option_error(cases):
     with pytest.raises(lc.OptionError, match="'shape' decides a shape in .*Reshape"):
         lc.build(cases["test_reshape_extended_dims"].model)
+
+
+def test_shape_input_example_of_another_dtype_is_an_option_error(cases):
+    """Zeros of the wrong dtype (what ``--input-shape`` would make) must not be pinned."""
+    case = cases["test_reshape_extended_dims"]
+    inputs, _ = _inputs_outputs(case)
+    with pytest.raises(lc.OptionError, match="'shape' decides a shape.*declared dtype"):
+        lc.build(case.model, (inputs[0], inputs[1].astype(np.float32)))

@@ -210,11 +210,13 @@ def from_onnx(model: Any, example_inputs: Sequence[Any] | None = None,
     shape_dict = _onnx_input_shapes(graph_inputs, example_inputs)
     dtypes = {i.name: i.type.tensor_type.elem_type for i in graph_inputs}
     proto, pinned, unpinned = onnx_prepare.pin_inputs(proto, example_inputs)
-    if unpinned and example_inputs is None:
+    if unpinned:
         name, node = next(iter(unpinned.items()))
         raise OptionError(
             f"ONNX input {name!r} decides a shape in {node}; pass example_inputs holding "
-            "the value the compiled model will be called with (it is fixed at build time)")
+            "the value the compiled model will be called with, in the input's declared "
+            "dtype and at most "
+            f"{onnx_prepare.MAX_PINNED_ELEMENTS} elements (it is fixed at build time)")
     proto = onnx_prepare.fold_constants(onnx_prepare.with_input_shapes(proto, shape_dict))
     proto = onnx_prepare.fold_constants(onnx_exact.rewrite(proto))
     missing: dict[str, list[str]] = defaultdict(list)

@@ -316,8 +316,11 @@ def pin_inputs(proto: Any, examples: Sequence[Any] | None) -> tuple[Any, dict[st
             missing[value.name] = wanted[value.name]
             continue
         array = np.asarray(examples[position])
-        if array.size > MAX_PINNED_ELEMENTS:
-            missing[value.name] = wanted[value.name]
+        declared = value.type.tensor_type.elem_type if value.type.HasField("tensor_type") \
+            else 0
+        if array.size > MAX_PINNED_ELEMENTS or (declared and array.dtype != np.dtype(
+                onnx.helper.tensor_dtype_to_np_dtype(declared))):
+            missing[value.name] = wanted[value.name]  # e.g. zeros standing in for a value
             continue
         pinned[value.name] = np.array(array, copy=True)
     if not pinned:
