@@ -208,7 +208,6 @@ def from_onnx(model: Any, example_inputs: Sequence[Any] | None = None,
     initializers = {t.name for t in proto.graph.initializer}
     graph_inputs = [i for i in proto.graph.input if i.name not in initializers]
     shape_dict = _onnx_input_shapes(graph_inputs, example_inputs)
-    dtypes = {i.name: i.type.tensor_type.elem_type for i in graph_inputs}
     proto, pinned, unpinned = onnx_prepare.pin_inputs(proto, example_inputs)
     if unpinned:
         name, node = next(iter(unpinned.items()))

@@ -20,7 +20,8 @@ rewrites, in order, close most of that gap without changing what the model compu
    values whose shapes are static, after shape inference at the example's input shapes;
    their outputs become initializers. A zero-size value counts as a constant (its value is
    its shape), so an op over an empty input (a reduction's identity, a concat of nothing)
-   is folded too. Repeated until nothing changes.
+   is folded too; an ``If`` whose condition folds is replaced by the branch it takes.
+   Repeated until nothing changes.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ SHAPE_OPERANDS: dict[str, tuple[int, ...]] = {
     "Upsample": (1,), "TopK": (1,), "ReduceSum": (1,), "ReduceMean": (1,), "ReduceMax": (1,),
     "ReduceMin": (1,), "ReduceProd": (1,), "ReduceL1": (1,), "ReduceL2": (1,),
     "ReduceLogSum": (1,), "ReduceLogSumExp": (1,), "ReduceSumSquare": (1,), "Squeeze": (1,),
-    "Unsqueeze": (1,), "Slice": (1, 2, 3, 4), "Split": (1,), "CumSum": (1,), "OneHot": (1,),
+    "Unsqueeze": (1,), "Slice": (1, 2, 3, 4), "Split": (1,), "CumSum": (1,), "OneHot": (1, 2),
     "Range": (0, 1, 2), "ConstantOfShape": (0,), "Trilu": (1,), "CenterCropPad": (1,),
     "NonMaxSuppression": (2, 3, 4), "RandomNormalLike": (), "Col2Im": (1, 2),
     "AffineGrid": (1,), "BlackmanWindow": (0,), "HannWindow": (0,), "HammingWindow": (0,),
@@ -394,6 +395,8 @@ def fold_constants(proto: Any, max_rounds: int = 8) -> Any:
         known = {t.name: t for t in proto.graph.initializer}
         if not _may_fold(proto, known):
             return proto
+        proto = inline_constant_ifs(proto)
+        known = {t.name: t for t in proto.graph.initializer}
         shapes, empty = _static_shapes(proto)
         folded: dict[str, np.ndarray] = {}
         keep = []
@@ -429,12 +432,75 @@ def fold_constants(proto: Any, max_rounds: int = 8) -> Any:
         out.CopyFrom(proto)
         del out.graph.node[:]
         out.graph.node.extend(keep)
-        used = {n for node in keep for n in node.input} | {o.name for o in out.graph.output}
+        used = {n for node in keep for n in _reads(node)} | {o.name for o in out.graph.output}
         for name, array in folded.items():
             if name in used:
                 out.graph.initializer.append(numpy_helper.from_array(np.asarray(array), name))
         proto = out
     return proto
+
+
+def _reads(node: Any) -> set[str]:
+    """Every value ``node`` reads: its inputs and the outer-scope names its subgraphs use."""
+    names = set(node.input)
+    for attr in node.attribute:
+        for graph in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+            for inner in graph.node:
+                names |= _reads(inner)
+    return names
+
+
+def inline_constant_ifs(proto: Any) -> Any:
+    """``proto`` with every ``If`` whose condition is a constant replaced by the branch it
+    takes (its values renamed apart; outer-scope names kept). Exporters emit such Ifs on
+    shape tests, which fold once the shapes are static; a static plan cannot branch."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    known = {t.name: t for t in proto.graph.initializer}
+    ifs = [i for i, n in enumerate(proto.graph.node) if n.op_type == "If" and
+           n.domain in ("", "ai.onnx") and n.input and n.input[0] in known]
+    if not ifs:
+        return proto
+    out = onnx.ModelProto()
+    out.CopyFrom(proto)
+    del out.graph.node[:]
+    for index, node in enumerate(proto.graph.node):
+        cond = numpy_helper.to_array(known[node.input[0]]) if index in ifs else None
+        if cond is None or cond.size != 1:
+            out.graph.node.append(node)
+            continue
+        branch = next(a.g for a in node.attribute
+                      if a.name == ("then_branch" if bool(cond.reshape(-1)[0]) else "else_branch"))
+        if any(a.HasField("g") or a.graphs for n in branch.node for a in n.attribute):
+            out.graph.node.append(node)  # nested subgraphs: left to the importer
+            continue
+        prefix = f"{node.name or 'If'}@{index}/"
+        defined = {o for n in branch.node for o in n.output if o} | \
+            {t.name for t in branch.initializer}
+
+        def rename(name: str, defined: set = defined, prefix: str = prefix) -> str:
+            return prefix + name if name in defined else name
+
+        for tensor in branch.initializer:
+            copy = onnx.TensorProto()
+            copy.CopyFrom(tensor)
+            copy.name = rename(tensor.name)
+            out.graph.initializer.append(copy)
+        for k, inner in enumerate(branch.node):
+            new = onnx.NodeProto()
+            new.CopyFrom(inner)
+            new.name = prefix + (inner.name or f"{inner.op_type}{k}")
+            del new.input[:]
+            new.input.extend(rename(n) if n else "" for n in inner.input)
+            del new.output[:]
+            new.output.extend(rename(n) if n else "" for n in inner.output)
+            out.graph.node.append(new)
+        for name, result in zip(node.output, branch.output, strict=False):
+            if name:
+                out.graph.node.append(helper.make_node("Identity", [rename(result.name)],
+                                                       [name], name=f"{prefix}{name}"))
+    return out
 
 
 def _may_fold(proto: Any, known: dict) -> bool:
