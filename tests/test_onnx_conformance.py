@@ -97,7 +97,7 @@ def test_inexact_combination_is_refused_with_the_reason(cases, name):
                                       ("test_compress_0", "Compress")])
 def test_data_dependent_shapes_are_refused_naming_the_node(cases, name, op):
     inputs, _ = _inputs_outputs(cases[name])
-    with pytest.raises(UnsupportedOperatorError, match=f"{op}: used by #0 .*depends on input "
+    with pytest.raises(UnsupportedOperatorError, match=rf"{op}: used by #0 .*depends on input "
                        "values") as info:
         lc.build(cases[name].model, tuple(inputs))
     assert info.value.ops == {op: ["#0"]}
@@ -123,7 +123,7 @@ def test_pinned_input_other_value_is_refused_by_the_artifact(cases, tmp_path):
 
 
 def test_shape_input_without_example_is_an_option_error(cases):
-    with pytest.raises(lc.OptionError, match="'shape' decides a shape in .*Reshape"):
+    with pytest.raises(lc.OptionError, match=r"'shape' decides a shape in .*Reshape"):
         lc.build(cases["test_reshape_extended_dims"].model)
 
 
@@ -131,5 +131,5 @@ def test_shape_input_example_of_another_dtype_is_an_option_error(cases):
     """Zeros of the wrong dtype (what ``--input-shape`` would make) must not be pinned."""
     case = cases["test_reshape_extended_dims"]
     inputs, _ = _inputs_outputs(case)
-    with pytest.raises(lc.OptionError, match="'shape' decides a shape.*declared dtype"):
+    with pytest.raises(lc.OptionError, match=r"'shape' decides a shape.*declared dtype"):
         lc.build(case.model, (inputs[0], inputs[1].astype(np.float32)))

@@ -294,7 +294,7 @@ def test_values_that_would_reach_shapes_are_fixed_at_build_or_refused():
         compiled(bounds[0], np.array(12, np.int64), bounds[2])
     nonzero = _onnx([helper.make_node("NonZero", ["x"], ["y"])],
                     [info("x", TensorProto.FLOAT, [6])], [info("y", TensorProto.INT64, [1, None])])
-    with pytest.raises(lc.UnsupportedOperatorError, match="NonZero: used by #0 .*depends on "
+    with pytest.raises(lc.UnsupportedOperatorError, match=r"NonZero: used by #0 .*depends on "
                        "input values"):
         lc.build(nonzero)
 

@@ -36,7 +36,8 @@ import numpy as np
 PREFER_EXPANSION = frozenset({"Mish", "Attention"})
 
 #: Inputs (by position) that decide an output shape or act as an attribute (Pad's value,
-#: Dropout's ratio and training mode): TVM's importer needs them as constants. A graph input feeding one of these is pinned to its example value.
+#: Dropout's ratio and training mode, OneHot's values): TVM's importer needs them as
+#: constants. A graph input feeding one of these is pinned to its example value.
 SHAPE_OPERANDS: dict[str, tuple[int, ...]] = {
     "Reshape": (1,), "Expand": (1,), "Tile": (1,), "Pad": (1, 2, 3), "Resize": (1, 2, 3),
     "Upsample": (1,), "TopK": (1,), "ReduceSum": (1,), "ReduceMean": (1,), "ReduceMax": (1,),
@@ -44,7 +45,7 @@ SHAPE_OPERANDS: dict[str, tuple[int, ...]] = {
     "ReduceLogSum": (1,), "ReduceLogSumExp": (1,), "ReduceSumSquare": (1,), "Squeeze": (1,),
     "Unsqueeze": (1,), "Slice": (1, 2, 3, 4), "Split": (1,), "CumSum": (1,), "OneHot": (1, 2),
     "Range": (0, 1, 2), "ConstantOfShape": (0,), "Trilu": (1,), "CenterCropPad": (1,),
-    "NonMaxSuppression": (2, 3, 4), "RandomNormalLike": (), "Col2Im": (1, 2),
+    "NonMaxSuppression": (2, 3, 4), "Col2Im": (1, 2),
     "AffineGrid": (1,), "BlackmanWindow": (0,), "HannWindow": (0,), "HammingWindow": (0,),
     "DFT": (1, 2), "STFT": (1, 2, 3), "MelWeightMatrix": (0, 1, 2, 3, 4),
     "Dropout": (1, 2),
@@ -400,12 +401,14 @@ def fold_constants(proto: Any, max_rounds: int = 8) -> Any:
         shapes, empty = _static_shapes(proto)
         folded: dict[str, np.ndarray] = {}
         keep = []
-        arrays: dict[str, np.ndarray] = {}
+        arrays: dict[str, np.ndarray] = {}  # initializers read so far, as arrays
 
-        def value(name: str) -> np.ndarray:
+        def value(name: str, known: dict = known, folded: dict = folded,
+                  arrays: dict = arrays) -> np.ndarray:
+            if name in folded:
+                return folded[name]
             if name not in arrays:
-                arrays[name] = numpy_helper.to_array(known[name]) if name in known \
-                    else folded[name]
+                arrays[name] = numpy_helper.to_array(known[name])
             return arrays[name]
 
         for node in proto.graph.node:

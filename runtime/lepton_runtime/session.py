@@ -198,13 +198,15 @@ class Session:
                                                             strict=True)) if g != w)
                 raise InputError(f"input {names[bad]!r}: expected shape "
                                  f"{list(self.shapes[0][bad])}, got {list(given[bad])}")
-            listed = "; ".join(", ".join(f"{n}{list(d)}" for n, d in zip(names, shapes,
-                                                                         strict=True))
-                               for shapes in self.shapes)
+
+            def spelled(shapes: tuple) -> str:
+                return ", ".join(f"{n}{list(d)}" for n, d in zip(names, shapes, strict=True))
+
+            listed = "; ".join(spelled(shapes) for shapes in self.shapes)
             raise InputError(
-                f"input shapes {', '.join(f'{n}{list(d)}' for n, d in zip(names, given, strict=True))} "
-                f"are not among the {len(self.shapes)} shape sets this artifact was compiled "
-                f"for: {listed}; compile it with these shapes too")
+                f"input shapes {spelled(given)} are not among the {len(self.shapes)} shape "
+                f"sets this artifact was compiled for: {listed}; compile it with these shapes "
+                "too")
         variant = self.shapes.index(given)
         state = self._variants[variant]
         for position, ref in state["plan"].pins:
