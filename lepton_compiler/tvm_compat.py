@@ -57,9 +57,6 @@ def compile_tir(mod: Any, target: Any, *, storage_rewrite: bool = True) -> Any:
     import tvm
 
     config = {} if storage_rewrite else {"tirx.disable_storage_rewrite": True}
-    # A kernel that inlines one Let-bound element function (fast_math's exp) at two sites
-    # binds the same Let variable twice; ConvertSSA renames the copies apart first.
-    mod = tvm.tirx.transform.ConvertSSA()(mod)
     with tvm.transform.PassContext(config=config):
         return tvm.compile(mod, target=target)
 
