@@ -49,6 +49,7 @@ from lepton_compiler.target.host_schedule import HostScheduleConfig, HostThrough
 from lepton_compiler.target.lepton_target import LeptonTarget, resolve_lepton
 from lepton_compiler.target.npu_kernels import COUNTERS
 from lepton_compiler.target.npu_schedule import gemm_sim_static, kernel_plan
+from lepton_compiler.target.npu_vector import plan_vector, vector_sim_static, work_of
 from lepton_compiler.target.spec import load_spec
 from lepton_compiler.tuning.schedules import tuned_schedules
 from lepton_compiler.version import __version__
@@ -282,7 +283,12 @@ def plan_kernels(mod: Any, input_names: list[str], output_names: list[str], host
         var = call.pop("var", None)
         if layers and var in layers:
             call["ops"] = [var]  # the source layer, for profiles and reports
-        if npu is not None and call["kernel"] in npu_kernels:
+        work = work_of(func)
+        if npu is not None and call["kernel"] in npu_kernels and work is not None:
+            vector = plan_vector(work, npu.spec)
+            call["sim"] = vector_sim_static(vector, npu.spec)
+            call["plan"] = {"band": vector.band}
+        elif npu is not None and call["kernel"] in npu_kernels:
             call["sim"] = gemm_sim_static(func, npu.spec)
             call["plan"] = kernel_plan(func, npu.spec).knobs
         if func.attrs is not None and func.attrs.get("lepton.tuned"):
@@ -301,8 +307,13 @@ def link(parts: list[Planned], host: HostTarget, npu: LeptonTarget | None
     fallback = {n: f for p in parts for n, f in p.fallback.items()}
     # The NPU instructions are linked only where a kernel uses them (NPU kernels, and host
     # depthwise kernels that call its whole-layer code).
-    linked = any(p.npu_kernels for p in parts) or any(
-        f.attrs is not None and FAST_ATTR in f.attrs for f in scheduled.values())
+    from lepton_compiler.target.npu_vector import BOTH_MODES
+
+    calls_c = any(f.attrs is not None and (FAST_ATTR in f.attrs or (
+        work_of(f) is not None and work_of(f).op in BOTH_MODES)) for f in scheduled.values())
+    linked = any(p.npu_kernels for p in parts) or calls_c
+    if linked and npu is None:  # a host build whose int8 kernels call the NPU library's code
+        npu = LeptonTarget(load_spec(), host)
     built_with: dict = {}
     kernels_so = lowering.codegen(scheduled, fallback, host.tvm_target(),
                                   npu if linked else None, built_with)

@@ -103,7 +103,8 @@ def plan_quantization(graph: LayerGraph, ranges: dict[str, tuple[float, float]],
                 qg.tensors[t] = _qparams_of(graph, ranges, t)
         qg.quantized.add(layer.name)
         ins = [qg.tensors[t] for t in layer.inputs]
-        out = _qparams_of(graph, ranges, layer.output) if kind.compute else ins[0]
+        out = _qparams_of(graph, ranges, layer.output) if kind.compute else \
+            kind.output_qparams(layer, ins, ranges)
         if not kind.compute and layer.output in graph.fixed and graph.fixed[layer.output] != out:
             out = ins[0]  # data movement keeps its input's quantization; a different QDQ
             # pair after it is applied where the tensor is read in float (see emit)
@@ -235,7 +236,11 @@ def run_reference(qg: QuantizedGraph, inputs: dict[str, np.ndarray],
         if layer.name not in qg.quantized and layer.kind in ("reshape", "permute_dims"):
             # Float layout changes are exact: the reference does them in float.
             shape = graph.tensors[layer.output].shape
-            x = values[layer.inputs[0]]
+            t = layer.inputs[0]
+            if t not in values:  # an int8 tensor read in float: dequantized, as emit does
+                p = qg.tensors[t]
+                values[t] = ref.dequantize(ints[t], p.scale, p.zero_point)
+            x = values[t]
             values[layer.output] = x.reshape(shape) if layer.kind == "reshape" else \
                 np.transpose(x, layer.attrs["axes"])
             continue

@@ -54,7 +54,8 @@ class LeptonTarget:
                 "spec_fingerprint": self.spec.fingerprint(),
                 "peak_macs_per_cycle": self.spec.matrix.macs_per_cycle,
                 "dma_bytes_per_cycle": self.spec.dma.bytes_per_cycle,
-                "clock_hz": self.spec.machine.clock_hz}
+                "clock_hz": self.spec.machine.clock_hz,
+                "host_fallback": dict(vars(self.spec.host_fallback))}
 
 
 def resolve_lepton(spec: Any = None, cpu: str | None = None,

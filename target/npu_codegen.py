@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from importlib import resources
 from pathlib import Path
@@ -19,7 +20,9 @@ def spec_defines(spec: LeptonSpec) -> list[str]:
     return [f"-DLEPTON_TILE_M={m.tile_m}", f"-DLEPTON_TILE_N={m.tile_n}",
             f"-DLEPTON_TILE_K={m.tile_k}", f"-DLEPTON_VECTOR_LANES={spec.vector.lanes}",
             f"-DLEPTON_DMA_BYTES_PER_CYCLE={spec.dma.bytes_per_cycle}",
-            f"-DLEPTON_DMA_FIXED_CYCLES={spec.dma.fixed_cycles}"]
+            f"-DLEPTON_DMA_FIXED_CYCLES={spec.dma.fixed_cycles}",
+            f"-DLEPTON_VECTOR_MUL_ADD={int('mul_add' in spec.vector.ops)}",
+            f"-DLEPTON_VECTOR_DIV_CYCLES={spec.vector.div_cycles}"]
 
 
 #: The GEMM paths of ``lepton_npu.c``, best first: (name, the ISA features it needs in LLVM
@@ -51,6 +54,11 @@ def best_gemm_path(host: Any) -> str:
     return next(name for name, need, _ in GEMM_PATHS if set(need) <= features)
 
 
+#: Objects compiled in this process, by (source, compiler options, the compiler found): a
+#: build compiles the C source once per spec and GEMM path, not once per kernel library.
+_OBJECTS: dict[tuple[bytes, tuple[str, ...], str], bytes] = {}
+
+
 def npu_object(spec: LeptonSpec, workdir: Path, host: Any = None,
                path: str | None = None) -> tuple[str, str]:
     """Compile ``lepton_npu.c`` for ``spec`` into ``workdir``; returns the object path and
@@ -71,13 +79,19 @@ def npu_object(spec: LeptonSpec, workdir: Path, host: Any = None,
         raise ValueError(f"unknown GEMM path {path!r}; one of {names}")
     want = path or (best_gemm_path(host) if host is not None else "portable")
     error = ""
+    text = source.read_bytes()
     for name, _, flags in GEMM_PATHS[names.index(want):]:
         obj = workdir / f"lepton_npu_{spec.fingerprint()}_{name}.o"
-        cmd = ["cc", "-c", "-O3", "-fPIC", "-std=gnu11", *flags,
-               f"-I{tvm_ffi.libinfo.find_include_path()}", *spec_defines(spec), "-o", str(obj),
-               str(source)]
+        options = ["-c", "-O3", "-fPIC", "-std=gnu11", *flags,
+                   f"-I{tvm_ffi.libinfo.find_include_path()}", *spec_defines(spec)]
+        key = (text, tuple(options), shutil.which("cc") or "cc")
+        if key in _OBJECTS:  # compiled before in this process: the same bytes
+            obj.write_bytes(_OBJECTS[key])
+            return str(obj), name
+        cmd = ["cc", *options, "-o", str(obj), str(source)]
         result = subprocess.run(cmd, capture_output=True, text=True)
         if result.returncode == 0:
+            _OBJECTS[key] = obj.read_bytes()
             if name != want:
                 logging.getLogger(__name__).warning(
                     "the C compiler cannot build the %s GEMM path this CPU supports; the "

@@ -22,41 +22,19 @@ class Placement:
     reason: str = ""
 
 
-@dataclass(frozen=True)
-class Conv2dOp:
-    """The facts about a conv2d that the rules look at."""
-
-    name: str
-    dtype: str
-    cin: int
-    cout: int
-    groups: int
-
-
-def int8_operands(op: Conv2dOp, spec: LeptonSpec) -> str | None:
-    """The matrix engine multiplies int8 operands; float tensors run on the host."""
+def int8_operands(op: OpFacts, spec: LeptonSpec) -> str | None:
+    """The NPU's matrix engine and vector unit compute on int8 operands; float tensors run on
+    the host."""
     if op.dtype != spec.matrix.input_dtype:
         return (f"{op.name}: {op.dtype} operands — the matrix engine computes "
-                f"{spec.matrix.input_dtype} x {spec.matrix.weight_dtype}; quantize the model")
-    return None
-
-
-def dense_groups(op: Conv2dOp, spec: LeptonSpec) -> str | None:
-    """Grouped and depthwise convolutions run on the host: the engine reduces over tile_k
-    input channels at once, and with one input channel per group it would idle at
-    1/tile_k utilisation."""
-    if op.groups != 1:
-        kind = "depthwise" if op.groups == op.cin == op.cout else "grouped"
-        return (f"{op.name}: {kind} conv2d (groups={op.groups}, {op.cin} -> {op.cout} "
-                f"channels) reduces over {op.cin // op.groups} input channel(s) per output; the "
-                f"engine's {spec.matrix.tile_k}-deep reduction would be "
-                f"{op.cin // op.groups}/{spec.matrix.tile_k} utilised, so it runs on the host")
+                f"{spec.matrix.input_dtype} x {spec.matrix.weight_dtype} (the vector unit int8 "
+                "layers); quantize the model")
     return None
 
 
 @dataclass(frozen=True)
 class OpFacts:
-    """The facts about any layer that the rules look at (a superset of ``Conv2dOp``)."""
+    """The facts about a layer that the rules look at."""
 
     name: str
     kind: str                     # conv2d | dense | add | max_pool2d | ... | float
@@ -66,6 +44,7 @@ class OpFacts:
     cout: int = 0
     groups: int = 1
     gemm: tuple[int, int, int] | None = None  # (M, N, K) of a matrix product
+    vector: Any = None  # the layer's work on the vector unit (npu_vector.VectorWork), if any
 
 
 def fits_sram(op: OpFacts, spec: LeptonSpec) -> str | None:
@@ -83,27 +62,50 @@ def fits_sram(op: OpFacts, spec: LeptonSpec) -> str | None:
 
 
 def matrix_products_only(op: OpFacts, spec: LeptonSpec) -> str | None:
-    """The NPU runs convolutions and matrix products, with their bias, requantization and
-    ReLU/ReLU6 fused into the same kernel; elementwise, pooling, reduction, layout and
-    float <-> int8 conversion kernels run on the host CPU in the same artifact."""
+    """The NPU runs convolutions and matrix products on its matrix engine (bias,
+    requantization and ReLU/ReLU6 fused), and int8 depthwise/grouped convolutions, max
+    pooling, means, residual adds and clamps on its vector unit; other kernels (layout,
+    float <-> int8 conversion, float ops) run on the host CPU in the same artifact."""
     if op.gemm is None:
         what = "float32" if op.dtype != "int8" else "int8"
-        return (f"{op.name}: {op.op.removeprefix('relax.')} ({what}) is not a matrix product; "
-                "it runs on the host CPU")
+        return (f"{op.name}: {op.op.removeprefix('relax.')} ({what}) has no NPU kernel (not "
+                "a matrix product nor a vector-unit layer); it runs on the host CPU")
     return None
 
 
-CONV2D_RULES: tuple[Callable[[Conv2dOp, LeptonSpec], str | None], ...] = (
-    int8_operands,
-    dense_groups,
-)
+def fits_vector_unit(op: OpFacts, spec: LeptonSpec) -> str | None:
+    """An int8 depthwise/grouped conv2d, max pooling, mean, residual add or clamp runs on the
+    vector unit when one band of its input (a row of pixels for the channels of one block of
+    lanes, its weights) fits the SRAM; a mean only over adjacent axes."""
+    from lepton_compiler.target.npu_schedule import SramOverflowError
+    from lepton_compiler.target.npu_vector import plan_vector
 
-#: Every rule, in the order they are applied, for any layer.
+    if op.vector is None:
+        return (f"{op.name}: {op.op.removeprefix('relax.')} has no vector-unit form here "
+                "(e.g. a mean over non-adjacent axes); it runs on the host CPU")
+    try:
+        plan_vector(op.vector, spec)
+    except SramOverflowError as err:
+        return f"{op.name}: {err}; it runs on the host CPU"
+    return None
+
+
+def conv_engine(op: OpFacts, spec: LeptonSpec) -> str | None:
+    """A conv2d with groups = 1 runs on the matrix engine when its tiles fit the SRAM
+    (:func:`fits_sram`); a depthwise or grouped conv2d, which reduces over few input channels
+    per output, runs on the vector unit (:func:`fits_vector_unit`)."""
+    return fits_sram(op, spec) if op.groups == 1 else fits_vector_unit(op, spec)
+
+
+#: The offload rules of a layer on the vector unit.
+VECTOR_RULES = (int8_operands, fits_vector_unit)
+
+
+#: Every rule of a matrix product, in the order they are applied.
 RULES: tuple[Callable[[OpFacts, LeptonSpec], str | None], ...] = (
     matrix_products_only,
     int8_operands,
-    dense_groups,
-    fits_sram,
+    conv_engine,
 )
 
 
@@ -119,8 +121,3 @@ def apply(rules: tuple, op: Any, spec: LeptonSpec) -> Placement:
 def placement(op: OpFacts, spec: LeptonSpec) -> Placement:
     """Apply every rule to any layer."""
     return apply(RULES, op, spec)
-
-
-def conv2d_placement(op: Conv2dOp, spec: LeptonSpec) -> Placement:
-    """Apply every conv2d rule."""
-    return apply(CONV2D_RULES, op, spec)

@@ -128,7 +128,8 @@ def _call_first(func: Any, params: list[Any], call: Any, fallback: list[Any],
 
     realize = func.body
     root = realize.block
-    body = tirx.IfThenElse(call != 1, tirx.SeqStmt([*fallback, root.body]), None)
+    body = tirx.IfThenElse(call != 1, tirx.SeqStmt([*fallback, root.body])
+                           if fallback else root.body, None)
     root = s_tir.SBlock(root.iter_vars, root.reads, root.writes, root.name_hint, body,
                         root.init, [*root.alloc_buffers, *allocs], root.match_buffers,
                         root.annotations)

@@ -131,3 +131,59 @@ class VectorKernel:
 
     def counters(self, reset: bool = False) -> dict[str, int]:
         return read_counters(self._module, reset)
+
+
+def build_vector_layer(func: Any, spec: LeptonSpec | None = None,
+                       cpu: str | None = None) -> VectorLayerKernel:
+    """Compile one int8 layer kernel marked for the vector unit (``npu_vector.VectorWork.mark``)
+    as the graph build does: a depthwise kernel takes its weights packed
+    (``npu_fast.pack_depthwise``) and runs ``lepton_dwconv_i8`` in fast mode; every kernel runs
+    its vector-unit instruction stream in sim mode. Run it with ``kernel.run(*inputs,
+    mode=...)``, the inputs in the kernel's parameter order (the output last, allocated here).
+    """
+    from lepton_compiler.target.npu_fast import DEPTHWISE_ATTR, with_depthwise_call
+    from lepton_compiler.target.npu_vector import plan_vector, with_vector_sim, work_of
+
+    spec = load_spec(spec)
+    work = work_of(func)
+    if work is None:
+        raise ValueError("the kernel is not marked for the vector unit")
+    if func.attrs is not None and DEPTHWISE_ATTR in func.attrs:
+        func = with_depthwise_call(func)
+    plan = plan_vector(work, spec)
+    func = with_vector_sim(func, plan)
+    params = [(tuple(int(d) for d in p.shape), str(p.dtype)) for p in func.params]
+    return VectorLayerKernel(_compile(func, "layer", spec, cpu), spec, params, plan)
+
+
+@dataclass
+class VectorLayerKernel:
+    """A loaded stand-alone vector-unit layer kernel (see :func:`build_vector_layer`)."""
+
+    so_bytes: bytes
+    spec: LeptonSpec
+    params: list[tuple[tuple[int, ...], str]]  # (shape, dtype) of every parameter
+    plan: Any                                  # the npu_vector.VectorPlan it was built with
+
+    def __post_init__(self) -> None:
+        import tvm_ffi
+
+        self._module = load_kernel_library(self.so_bytes)
+        self._fn = self._module["layer"]
+        self._from_dlpack = tvm_ffi.from_dlpack
+
+    def run(self, *inputs: np.ndarray, mode: str = "fast") -> np.ndarray:
+        from lepton_runtime import aligned_empty
+
+        self._module["lepton_npu_set_mode"](MODES[mode])
+        buffers = []
+        for x, (shape, dtype) in zip(inputs, self.params[:-1], strict=True):
+            buf = aligned_empty(shape, dtype)
+            buf[...] = np.asarray(x).reshape(shape)
+            buffers.append(buf)
+        out = aligned_empty(*self.params[-1])
+        self._fn(*(self._from_dlpack(t) for t in (*buffers, out)))
+        return out
+
+    def counters(self, reset: bool = False) -> dict[str, int]:
+        return read_counters(self._module, reset)

@@ -38,6 +38,39 @@ def reduction_index(index: Any, reduced: list, axes: Any, rank: int, keepdims: b
     return full
 
 
+def opaque(func: Any) -> Any:
+    """``func`` marked opaque to fusion (FuseOps leaves the kernel alone)."""
+    return func.with_attr("op_pattern", _OPAQUE)
+
+
+def lut_func(shape: tuple[int, ...]) -> Any:
+    """int8 -> int8 through a 256-entry int32 table ``T`` indexed by ``x + 128``
+    (``reference.lut``)."""
+    from tvm import te, tirx
+
+    x = te.placeholder(shape, "int8", name="X")
+    table = te.placeholder((256,), "int32", name="T")
+    out = te.compute(shape, lambda *i: tirx.Cast("int8", tirx.max(tirx.min(
+        table[tirx.Cast("int32", x(*i)) + 128], 127), -128)), name="lut")
+    return opaque(te.create_prim_func([x, table, out]))
+
+
+def transpose_func(shape: tuple[int, ...], axes: tuple[int, ...]) -> Any:
+    """int8 ``permute_dims``: ``OUT[i] = X[i permuted back]``."""
+    from tvm import te
+
+    x = te.placeholder(shape, "int8", name="X")
+    out_shape = tuple(shape[a] for a in axes)
+
+    def read(*i: Any) -> Any:
+        index = [None] * len(shape)
+        for o, a in enumerate(axes):
+            index[a] = i[o]
+        return x(*index)
+
+    return opaque(te.create_prim_func([x, te.compute(out_shape, read, name="transpose")]))
+
+
 def _finish(func: Any, gemm: str | None = None, layer: list[int] | None = None) -> Any:
     """Mark a kernel opaque to fusion; ``gemm``: its :data:`GEMM_ATTR`; ``layer``: its
     geometry for the NPU's fast mode (``npu_fast.LAYER_ATTR``)."""

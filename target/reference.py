@@ -186,3 +186,63 @@ def avg_pool2d(x: np.ndarray, pool: tuple[int, int], stride: tuple[int, int]) ->
     total = cols.reshape(n * oh * ow, pool[0] * pool[1], c).astype(np.int64).sum(axis=1)
     count = pool[0] * pool[1]
     return np.floor_divide(2 * total + count, 2 * count).astype(np.int8).reshape(n, oh, ow, c)
+
+
+# --- vector-unit transformer ops (rows of the last axis; see passes/layers/softmax.py,
+# layer_norm.py and lut.py for how the tables and constants are made) ----------------------
+
+#: Softmax output quantization: probabilities in [0, 1] as int8 with scale 1/256, zp -128.
+SOFTMAX_SCALE, SOFTMAX_ZERO_POINT = 1.0 / 256.0, -128
+#: Fixed-point exponent of the softmax reciprocal ``2^SOFTMAX_RECIP_BITS // sum``.
+SOFTMAX_RECIP_BITS = 45
+#: Fractional bits of the normalized value in layer norm.
+LAYER_NORM_FRAC = 16
+
+
+def lut(q: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """int8 -> int8 through a 256-entry table indexed by ``q + 128``."""
+    return np.asarray(table, np.int64)[q.astype(np.int64) + 128].astype(np.int8)
+
+
+def softmax(x: np.ndarray, exp_table: np.ndarray) -> np.ndarray:
+    """int8 softmax over the last axis. With ``d = x - max(x) in [-255, 0]`` and
+    ``e = exp_table[d + 255]`` (int32, ``round(exp(scale * d) * 2^15)``), ``S = sum(e)`` and
+    ``R = 2^45 // S``: ``clamp(((e * R + 2^36) >> 37) - 128, -128, 127)`` (scale 1/256)."""
+    xi = x.astype(np.int64)
+    e = np.asarray(exp_table, np.int64)[xi - xi.max(axis=-1, keepdims=True) + 255]
+    recip = (np.int64(1) << SOFTMAX_RECIP_BITS) // e.sum(axis=-1, keepdims=True)
+    shift = SOFTMAX_RECIP_BITS - 8
+    q = ((e * recip + (np.int64(1) << (shift - 1))) >> shift) + SOFTMAX_ZERO_POINT
+    return np.clip(q, -128, 127).astype(np.int8)
+
+
+def isqrt(v: np.ndarray) -> np.ndarray:
+    """floor(sqrt(v)) of non-negative int64 values, exactly."""
+    v = np.asarray(v, np.int64)
+    r = np.floor(np.sqrt(v.astype(np.float64))).astype(np.int64)
+    r = np.where(r * r > v, r - 1, r)      # float rounding, at most one step either way
+    return np.where((r + 1) * (r + 1) <= v, r + 1, r)
+
+
+def layer_norm(x: np.ndarray, eps_term: int, gain: np.ndarray, offset: np.ndarray,
+               shift: int) -> np.ndarray:
+    """int8 layer norm over the last axis (``H`` values) into the output's quantization.
+
+    ``sx = sum(x)``, ``D = H * sum(x^2) - sx^2 + eps_term`` (``eps_term = max(1,
+    round(H^2 eps / s^2))``), ``sd = isqrt(D)``, ``k = bit_length(sd)``, ``R = 2^(29+k) //
+    sd``; the normalized value in Q16 is ``n = (H x - sx) R`` shifted right by ``13 + k``
+    (rounding), and ``clamp((n * gain + offset + 2^(shift-1)) >> shift, -128, 127)`` with the
+    per-channel ``gain = round(gamma / s_out * 2^(shift-16))`` and ``offset = round((beta /
+    s_out + zo) * 2^shift)``."""
+    xi = x.astype(np.int64)
+    h = xi.shape[-1]
+    sx = xi.sum(axis=-1, keepdims=True)
+    d = h * (xi * xi).sum(axis=-1, keepdims=True) - sx * sx + eps_term
+    sd = isqrt(d)
+    k = np.frompyfunc(lambda v: int(v).bit_length(), 1, 1)(sd).astype(np.int64)
+    recip = (np.int64(1) << (29 + k)) // sd
+    s = 13 + k
+    n = ((h * xi - sx) * recip + (np.int64(1) << (s - 1))) >> s
+    y = (n * np.asarray(gain, np.int64) + np.asarray(offset, np.int64)
+         + (np.int64(1) << (shift - 1))) >> shift
+    return np.clip(y, -128, 127).astype(np.int8)

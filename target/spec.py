@@ -16,7 +16,7 @@ import json
 import os
 import sys
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,8 @@ else:  # Python 3.10: the same parser, as a package (a declared dependency there
 DEFAULT_SPEC = "lepton_v1.toml"
 
 _INT_DTYPES = {"int8": 1, "int16": 2, "int32": 4}
-_VECTOR_OPS = ("add", "mul", "shift_right_round", "min", "max", "cast_int8_saturate")
+_VECTOR_OPS = ("add", "mul", "shift_right_round", "min", "max", "cast_int8_saturate",
+               "mul_add", "lut", "div")
 
 
 def _is_power_of_two(n: int) -> bool:
@@ -96,10 +97,15 @@ class VectorUnit:
     lanes: int
     dtype: str
     ops: tuple[str, ...]
+    #: Cycles of one ``div`` (integer divide or square root of every lane: a radix-2 divider
+    #: that retires one quotient bit per cycle); every other op takes one cycle.
+    div_cycles: int = 32
 
     def __post_init__(self) -> None:
         _require(_is_power_of_two(self.lanes), "vector.lanes",
                  f"must be a positive power of two, got {self.lanes}")
+        _require(self.div_cycles > 0, "vector.div_cycles",
+                 f"must be > 0, got {self.div_cycles}")
         _require(self.dtype in _INT_DTYPES, "vector.dtype", f"unsupported dtype {self.dtype!r}")
         unknown = [op for op in self.ops if op not in _VECTOR_OPS]
         _require(not unknown, "vector.ops",
@@ -134,6 +140,30 @@ class Dma:
 
 
 @dataclass(frozen=True)
+class HostFallback:
+    """What the sim charges for a kernel that runs on the host CPU instead of the NPU, in NPU
+    clock cycles: ``call_cycles`` for the hand-off (interrupt, cache maintenance, the round
+    trip through DRAM), then its MACs at ``macs_per_cycle`` and the bytes it reads and writes
+    at ``bytes_per_cycle``. A stated model, not a measurement: it lets a profile total NPU and
+    host work in one unit."""
+
+    macs_per_cycle: int
+    bytes_per_cycle: int
+    call_cycles: int
+
+    def __post_init__(self) -> None:
+        for key in ("macs_per_cycle", "bytes_per_cycle"):
+            _require(getattr(self, key) > 0, f"host_fallback.{key}",
+                     f"must be > 0, got {getattr(self, key)}")
+        _require(self.call_cycles >= 0, "host_fallback.call_cycles",
+                 f"must be >= 0, got {self.call_cycles}")
+
+
+#: A spec without a [host_fallback] section (one written before it existed) gets these.
+DEFAULT_HOST_FALLBACK = {"macs_per_cycle": 8, "bytes_per_cycle": 8, "call_cycles": 2000}
+
+
+@dataclass(frozen=True)
 class Operands:
     """Quantization schemes of the operands the engine accepts."""
 
@@ -151,8 +181,11 @@ class LeptonSpec:
     sram: Sram
     dma: Dma
     operands: Operands
+    host_fallback: HostFallback = None  # type: ignore[assignment]  # filled in below
 
     def __post_init__(self) -> None:
+        if self.host_fallback is None:
+            object.__setattr__(self, "host_fallback", HostFallback(**DEFAULT_HOST_FALLBACK))
         m = self.matrix
         for scope, need in (("input_bytes", m.input_tile_bytes),
                             ("weight_bytes", m.weight_tile_bytes),
@@ -189,8 +222,9 @@ def _require(condition: bool, field: str, message: str) -> None:
 
 _SECTIONS: dict[str, type] = {
     "machine": Machine, "matrix": MatrixEngine, "vector": VectorUnit,
-    "sram": Sram, "dma": Dma, "operands": Operands,
+    "sram": Sram, "dma": Dma, "operands": Operands, "host_fallback": HostFallback,
 }
+_OPTIONAL = {"host_fallback": DEFAULT_HOST_FALLBACK}
 
 
 def _section(name: str, cls: type, raw: object, where: str) -> Any:
@@ -200,11 +234,14 @@ def _section(name: str, cls: type, raw: object, where: str) -> Any:
     unknown = sorted(set(raw) - set(known))
     if unknown:
         raise SpecError(f"{where}: unknown key(s) {', '.join(f'{name}.{k}' for k in unknown)}")
-    missing = sorted(set(known) - set(raw))
+    optional = {f.name for f in fields(cls) if f.default is not MISSING}
+    missing = sorted(set(known) - set(raw) - optional)
     if missing:
         raise SpecError(f"{where}: missing key(s) {', '.join(f'{name}.{k}' for k in missing)}")
     values = {}
     for key, f in known.items():
+        if key not in raw:
+            continue  # an optional key: the dataclass default
         value = raw[key]
         expected = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")
         if expected == "int" and (not isinstance(value, int) or isinstance(value, bool)):
@@ -227,7 +264,8 @@ def spec_from_dict(data: Mapping[str, Any], where: str = "spec") -> LeptonSpec:
     unknown = sorted(set(data) - set(_SECTIONS))
     if unknown:
         raise SpecError(f"{where}: unknown section(s) {', '.join(f'[{s}]' for s in unknown)}")
-    parts = {name: _section(name, cls, data.get(name), where) for name, cls in _SECTIONS.items()}
+    parts = {name: _section(name, cls, data.get(name, _OPTIONAL.get(name)), where)
+             for name, cls in _SECTIONS.items()}
     try:
         return LeptonSpec(**parts)
     except SpecError as err:

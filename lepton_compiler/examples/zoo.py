@@ -213,6 +213,24 @@ def linear_block(dim: int = 64, hidden: int = 128, seed: int = 0) -> Any:
 def mobilenet_v2(num_classes: int = 1000, width: float = 1.0, seed: int = 0) -> Any:
     """MobileNetV2 (inverted residual blocks: 1x1 expand, 3x3 depthwise, 1x1 project, ReLU6,
     residual adds), the standard architecture; ``width`` scales every layer's channels."""
+    settings = [(1, 16, 1, 1, 3), (6, 24, 2, 2, 3), (6, 32, 3, 2, 3), (6, 64, 4, 2, 3),
+                (6, 96, 3, 1, 3), (6, 160, 3, 2, 3), (6, 320, 1, 1, 3)]
+    return _inverted_residual_net(settings, num_classes, width, seed)
+
+
+def efficientnet_lite(num_classes: int = 1000, width: float = 1.0, seed: int = 0) -> Any:
+    """An EfficientNet-Lite0-style network: MobileNetV2's inverted residual blocks with
+    EfficientNet-B0's stages (3x3 and 5x5 depthwise convolutions), ReLU6 and no
+    squeeze-and-excitation, as the Lite variants are built for integer accelerators."""
+    settings = [(1, 16, 1, 1, 3), (6, 24, 2, 2, 3), (6, 40, 2, 2, 5), (6, 80, 3, 2, 3),
+                (6, 112, 3, 1, 5), (6, 192, 4, 2, 5), (6, 320, 1, 1, 3)]
+    return _inverted_residual_net(settings, num_classes, width, seed)
+
+
+def _inverted_residual_net(settings: list[tuple[int, int, int, int, int]], num_classes: int,
+                           width: float, seed: int) -> Any:
+    """Stem conv, inverted residual stages ``(expand, channels, repeats, stride, kernel)``,
+    a 1x1 head to 1280 channels, global average pool and a linear classifier."""
     torch = _torch()
     nn = torch.nn
 
@@ -226,11 +244,11 @@ def mobilenet_v2(num_classes: int = 1000, width: float = 1.0, seed: int = 0) -> 
         return [*layers, nn.ReLU6()] if act else layers
 
     class InvertedResidual(nn.Module):
-        def __init__(self, cin: int, cout: int, stride: int, expand: int) -> None:
+        def __init__(self, cin: int, cout: int, stride: int, expand: int, k: int) -> None:
             super().__init__()
             hidden = cin * expand
             layers = conv_bn(cin, hidden, 1, 1) if expand != 1 else []
-            layers += conv_bn(hidden, hidden, 3, stride, groups=hidden)
+            layers += conv_bn(hidden, hidden, k, stride, groups=hidden)
             layers += conv_bn(hidden, cout, 1, 1, act=False)
             self.block = nn.Sequential(*layers)
             self.residual = stride == 1 and cin == cout
@@ -238,14 +256,12 @@ def mobilenet_v2(num_classes: int = 1000, width: float = 1.0, seed: int = 0) -> 
         def forward(self, x):
             return x + self.block(x) if self.residual else self.block(x)
 
-    settings = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
-                (6, 160, 3, 2), (6, 320, 1, 1)]
     torch.manual_seed(seed)
     cin = ch(32)
     layers: list[Any] = conv_bn(3, cin, 3, 2)
-    for expand, c, repeats, stride in settings:
+    for expand, c, repeats, stride, k in settings:
         for i in range(repeats):
-            layers.append(InvertedResidual(cin, ch(c), stride if i == 0 else 1, expand))
+            layers.append(InvertedResidual(cin, ch(c), stride if i == 0 else 1, expand, k))
             cin = ch(c)
     last = max(1280, ch(1280))
     layers += conv_bn(cin, last, 1, 1)

@@ -245,6 +245,15 @@ def schedule(mod: Any, config: Any, npu: Any = None,
         for name, func in depthwise(mod).items():
             if FAST_ATTR not in func.attrs and config is not None:
                 mod[name] = schedule_prim_func(func, config)
+        # Layers placed on the vector unit: their instruction stream first (sim mode), the
+        # host code (or the depthwise layer call) as the fast mode's path.
+        from lepton_compiler.target.npu_vector import plan_vector, with_vector_sim, work_of
+
+        for name, func in kernels_of(mod).items():
+            work = work_of(func)
+            if work is not None:
+                mod[name] = with_vector_sim(func, plan_vector(work, npu.spec))
+                on_npu.add(name)
     return mod, on_npu
 
 

@@ -214,7 +214,8 @@ def place(graph: Any, quantized: set[str], spec: Any, host: Any, fused: bool = T
         kind = kind_of(layer.kind)
         facts = OpFacts(layer.name, layer.kind, layer.op, dtype, cin,
                         layer.weight.shape[-1] if layer.weight is not None else 0, groups,
-                        kind.gemm(layer, graph) if kind is not None else None)
+                        kind.gemm(layer, graph) if kind is not None else None,
+                        kind.vector_work(layer, graph) if kind is not None and int8 else None)
         if spec is None:
             unit, reason = "host", "target is the host CPU"
         elif not fused and _where(layer, facts, spec).on_npu:

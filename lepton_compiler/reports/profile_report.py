@@ -128,11 +128,13 @@ def render_html(profile: Any, title: str) -> str:
                ("NPU kernel calls", len(npu)), ("wall time", f"{totals['time_ms']:.3f} ms"),
                ("MACs", _fmt(totals["macs"]))]
     if sim:
-        summary += [("NPU cycles", f"{totals['cycles']:,}"),
+        host = sum(r["cycles"] for r in rows if r["unit"] != "npu")
+        summary += [("cycles", f"{totals['cycles']:,} (NPU {totals['cycles'] - host:,}, host "
+                               f"fallbacks {host:,} at the spec's stated host cost)"),
                     ("NPU MAC utilisation", f"{totals['utilisation']:.1%}"),
                     ("DRAM bytes", f"{totals['dram_bytes']:,}")]
         if data["clock_hz"]:
-            summary.append(("NPU time at clock",
+            summary.append(("time at the NPU clock",
                             f"{totals['cycles'] / data['clock_hz'] * 1e3:.3f} ms"))
     head = ["#", "kernel", "layer", "ops", "unit", "time ms", "MACs"]
     if sim:

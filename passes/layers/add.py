@@ -12,11 +12,13 @@ from lepton_compiler.errors import QuantizationError
 from lepton_compiler.passes.layers.base import (
     EmitContext,
     Layer,
+    LayerGraph,
     LayerKind,
     MatchContext,
     QParams,
     clamp_bounds,
 )
+from lepton_compiler.target import npu_constraints as rules
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,16 @@ class Add(LayerKind):
     absorbs_act = True
     pattern = "add of two same-shape activations (+ relu)"
     int8_kernel = "both inputs rescaled to the output scale, one rounding, clamp"
+    npu_rules = rules.VECTOR_RULES
+    runs_on = "NPU vector unit"
+
+    def vector_work(self, layer: Layer, graph: LayerGraph, params: Any = None) -> Any:
+        from lepton_compiler.target.npu_vector import VectorWork
+
+        p = params if params is not None else AddParams(0, 0, 0, 0, 1, 0, -128, 127)
+        return VectorWork.of("add", size=int(np.prod(graph.shape(layer.output))), za=p.za,
+                             ma=p.ma, zb=p.zb, mb=p.mb, shift=p.shift, zo=p.zo, lo=p.lo,
+                             hi=p.hi)
 
     def match(self, call: Any, op: str, ctx: MatchContext) -> Layer | None:
         a, b = ctx.var_input(call.args[0]), ctx.var_input(call.args[1])
@@ -72,6 +84,8 @@ class Add(LayerKind):
 
         shape = ctx.graph.shape(layer.output)
         func = qkernels.add_func(shape, p.za, p.ma, p.zb, p.mb, p.shift, p.zo, p.lo, p.hi)
+        if on_npu:
+            func = self.vector_work(layer, ctx.graph, p).mark(func)
         return ctx.call(func, layer.name, args, shape, "int8")
 
     def emit_unfused(self, ctx: EmitContext, layer: Layer, p: AddParams, args: list[Any],

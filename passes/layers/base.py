@@ -305,3 +305,9 @@ class LayerKind:
     def gemm(self, layer: Layer, graph: LayerGraph) -> tuple[int, int, int] | None:
         """(M, N, K) of the matrix product the layer is, or None."""
         return None
+
+    def vector_work(self, layer: Layer, graph: LayerGraph, params: Any = None) -> Any:
+        """The layer's work on the NPU's vector unit (``target.npu_vector.VectorWork``), or
+        None when it has no vector-unit form. ``params`` (the layer's integer parameters)
+        is None when only the geometry matters (placement)."""
+        return None

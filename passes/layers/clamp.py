@@ -11,16 +11,27 @@ from lepton_compiler.passes.layers.base import (
     ClampParams,
     EmitContext,
     Layer,
+    LayerGraph,
     LayerKind,
     MatchContext,
     QParams,
     prim,
 )
+from lepton_compiler.target import npu_constraints as rules
 
 
 class _Clamp(LayerKind):
     follows = True
     int8_kernel = "int8 clamp in the input's quantization"
+    npu_rules = rules.VECTOR_RULES
+    runs_on = "NPU vector unit (max, min)"
+
+    def vector_work(self, layer: Layer, graph: LayerGraph, params: Any = None) -> Any:
+        from lepton_compiler.target.npu_vector import VectorWork
+
+        return VectorWork.of("clamp", size=int(np.prod(graph.shape(layer.output))),
+                             lo=params.lo if params is not None else -128,
+                             hi=params.hi if params is not None else 127)
 
     def reference(self, layer: Layer, p: ClampParams, args: list[np.ndarray],
                   out_shape: tuple[int, ...]) -> np.ndarray:
@@ -33,7 +44,10 @@ class _Clamp(LayerKind):
         from lepton_compiler.target import qkernels
 
         shape = ctx.graph.shape(layer.output)
-        return ctx.call(qkernels.clamp_func(shape, p.lo, p.hi), layer.name, args, shape, "int8")
+        func = qkernels.clamp_func(shape, p.lo, p.hi)
+        if on_npu:
+            func = self.vector_work(layer, ctx.graph, p).mark(func)
+        return ctx.call(func, layer.name, args, shape, "int8")
 
 
 class Relu(_Clamp):

@@ -1,6 +1,6 @@
 """conv2d (NHWC activations, HWIO constant weights) with its bias add and ReLU/ReLU6:
 im2col + int8 GEMM + requantize in one kernel; a 1x1 stride-1 conv is a plain GEMM;
-grouped/depthwise convolutions run on the host over HWIO weights."""
+grouped/depthwise convolutions run on the NPU's vector unit (``target/npu_vector.py``)."""
 
 from __future__ import annotations
 
@@ -36,11 +36,12 @@ class Conv2d(LayerKind):
     compute = True
     absorbs_bias = True
     absorbs_act = True
-    npu_rules = (GEMM_RULES[0], rules.dense_groups, *GEMM_RULES[1:])
+    npu_rules = (GEMM_RULES[0], rules.conv_engine)
     pattern = "nn.conv2d (+ add bias) (+ relu or clip 0..6)"
     int8_kernel = ("im2col + int8 GEMM (int32 accumulators) + bias + requantize + clamp, "
                    "one kernel")
-    runs_on = "NPU when groups = 1 (matrix engine + vector unit); grouped/depthwise on the host"
+    runs_on = ("NPU: groups = 1 on the matrix engine (requantize on the vector unit); "
+               "grouped/depthwise on the vector unit")
 
     def match(self, call: Any, op: str, ctx: MatchContext) -> Layer | None:
         x, attrs = ctx.var_input(call.args[0]), call.attrs
@@ -87,8 +88,10 @@ class Conv2d(LayerKind):
         m, x = shape.gemm[0], args[0]
         pointwise = (kh, kw) == (1, 1) and a["strides"] == (1, 1) and \
             not any(a["padding"]) and a["groups"] == 1
-        if a["groups"] != 1:  # grouped/depthwise: a host kernel over HWIO weights
+        if a["groups"] != 1:  # grouped/depthwise: the vector unit, or a host kernel
             func = qkernels.grouped_conv2d_func(shape, a["groups"], p.input_zero_point)
+            if on_npu:
+                func = self.vector_work(layer, ctx.graph, p).mark(func)
         elif pointwise:  # a 1x1 conv is a matrix product over pixels: no window gather
             func = qkernels.dense_func(m, cin, cout)
             w, x = w.reshape(cin, cout), ctx.reshape(x, (m, cin))
@@ -113,6 +116,19 @@ class Conv2d(LayerKind):
     def macs(self, layer: Layer, graph: LayerGraph) -> int:
         kh, kw, cin_g, _ = layer.weight.shape
         return int(np.prod(graph.shape(layer.output))) * kh * kw * cin_g
+
+    def vector_work(self, layer: Layer, graph: LayerGraph, params: Any = None) -> Any:
+        from lepton_compiler.target.npu_vector import VectorWork
+
+        if layer.attrs["groups"] == 1:
+            return None
+        s = self.shape(layer, graph)
+        oh, ow = s.out_hw
+        return VectorWork.of(
+            "conv", groups=layer.attrs["groups"], n=s.n, h=s.h, w=s.w, cin=s.cin, cout=s.cout,
+            kh=s.kh, kw=s.kw, sh=s.stride[0], sw=s.stride[1], dh=s.dilation[0],
+            dw=s.dilation[1], top=s.padding[0], left=s.padding[1], oh=oh, ow=ow,
+            in_zp=params.input_zero_point if params is not None else 0)
 
     def gemm(self, layer: Layer, graph: LayerGraph) -> tuple[int, int, int]:
         kh, kw, cin_g, cout = layer.weight.shape

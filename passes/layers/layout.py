@@ -13,17 +13,21 @@ import numpy as np
 from lepton_compiler.passes.layers.base import (
     EmitContext,
     Layer,
+    LayerGraph,
     LayerKind,
     MatchContext,
     QParams,
     ints,
 )
+from lepton_compiler.target import npu_constraints as rules
 
 
 class Reshape(LayerKind):
     name = "reshape"
     ops = ("relax.reshape", "relax.expand_dims", "relax.squeeze", "relax.broadcast_to")
     follows = True
+    npu_rules = (rules.int8_operands,)
+    runs_on = "NPU (no kernel: a view of the same bytes)"
     pattern = "reshape, expand_dims, squeeze, identity broadcast_to"
     int8_kernel = "int8 data movement (exact)"
 
@@ -49,6 +53,13 @@ class PermuteDims(LayerKind):
     name = "permute_dims"
     ops = ("relax.permute_dims",)
     follows = True
+    npu_rules = rules.VECTOR_RULES
+    runs_on = "NPU DMA engine (strided descriptors)"
+
+    def vector_work(self, layer: Layer, graph: LayerGraph, params: Any = None) -> Any:
+        from lepton_compiler.target.npu_vector import VectorWork
+
+        return VectorWork.of("transpose", size=int(np.prod(graph.shape(layer.output))))
     pattern = "permute_dims"
     int8_kernel = "int8 data movement (exact)"
 
@@ -69,7 +80,14 @@ class PermuteDims(LayerKind):
              on_npu: bool) -> Any:
         from tvm import relax
 
-        return ctx.bb.emit(relax.op.permute_dims(args[0], list(layer.attrs["axes"])))
+        if not on_npu:
+            return ctx.bb.emit(relax.op.permute_dims(args[0], list(layer.attrs["axes"])))
+        from lepton_compiler.target import qkernels
+
+        in_shape, shape = ctx.graph.shape(layer.inputs[0]), ctx.graph.shape(layer.output)
+        func = qkernels.transpose_func(in_shape, layer.attrs["axes"])
+        return ctx.call(self.vector_work(layer, ctx.graph).mark(func), layer.name, args, shape,
+                        "int8")
 
 
 _PAD_MODES = {"constant": "constant", "edge": "edge", "reflect": "reflect"}

@@ -12,11 +12,13 @@ import numpy as np
 from lepton_compiler.passes.layers.base import (
     EmitContext,
     Layer,
+    LayerGraph,
     LayerKind,
     MatchContext,
     QParams,
     rescale_params,
 )
+from lepton_compiler.target import npu_constraints as rules
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,20 @@ class Mean(LayerKind):
     compute = True
     pattern = "mean over any axes"
     int8_kernel = "int32 sum, one rescale to the output's own scale"
+    npu_rules = rules.VECTOR_RULES
+    runs_on = "NPU vector unit over adjacent axes; host otherwise"
+
+    def vector_work(self, layer: Layer, graph: LayerGraph, params: Any = None) -> Any:
+        from lepton_compiler.target.npu_vector import VectorWork
+
+        shape, axes = graph.shape(layer.inputs[0]), layer.attrs["axes"]
+        if list(axes) != list(range(axes[0], axes[-1] + 1)):
+            return None  # [outer, count, inner] needs adjacent axes
+        p = params if params is not None else MeanParams(0, 0, 1, 0)
+        return VectorWork.of("mean", outer=int(np.prod(shape[:axes[0]])),
+                             count=layer.attrs["count"],
+                             inner=int(np.prod(shape[axes[-1] + 1:])), zi=p.zi,
+                             mult=p.multiplier, shift=p.shift, zo=p.zo)
 
     def match(self, call: Any, op: str, ctx: MatchContext) -> Layer | None:
         x, attrs = ctx.var_input(call.args[0]), call.attrs
@@ -67,6 +83,9 @@ class Mean(LayerKind):
         in_shape, out_shape = ctx.graph.shape(layer.inputs[0]), ctx.graph.shape(layer.output)
         func = qkernels.mean_func(in_shape, layer.attrs["axes"], layer.attrs["keepdims"],
                                   p.zi, p.multiplier, p.shift, p.zo)
+        work = self.vector_work(layer, ctx.graph, p) if on_npu else None
+        if work is not None:
+            func = work.mark(func)
         return ctx.call(func, layer.name, args, out_shape, "int8")
 
 

@@ -10,11 +10,13 @@ import numpy as np
 from lepton_compiler.passes.layers.base import (
     EmitContext,
     Layer,
+    LayerGraph,
     LayerKind,
     MatchContext,
     ints,
     padding4,
 )
+from lepton_compiler.target import npu_constraints as rules
 
 
 class MaxPool2d(LayerKind):
@@ -23,6 +25,18 @@ class MaxPool2d(LayerKind):
     follows = True
     pattern = "nn.max_pool2d (NHWC, no dilation)"
     int8_kernel = "int8 max (exact)"
+    npu_rules = rules.VECTOR_RULES
+    runs_on = "NPU vector unit"
+
+    def vector_work(self, layer: Layer, graph: LayerGraph, params: Any = None) -> Any:
+        from lepton_compiler.target.npu_vector import VectorWork
+
+        a = layer.attrs
+        n, h, w, c = graph.shape(layer.inputs[0])
+        oh, ow = graph.shape(layer.output)[1:3]
+        return VectorWork.of("maxpool", n=n, h=h, w=w, c=c, ph=a["pool_size"][0],
+                             pw=a["pool_size"][1], sh=a["strides"][0], sw=a["strides"][1],
+                             top=a["padding"][0], left=a["padding"][1], oh=oh, ow=ow)
 
     def match(self, call: Any, op: str, ctx: MatchContext) -> Layer | None:
         x, attrs = ctx.var_input(call.args[0]), call.attrs
@@ -48,6 +62,8 @@ class MaxPool2d(LayerKind):
         nb, h, w, c = ctx.graph.shape(layer.inputs[0])
         func = qkernels.max_pool2d_func(nb, h, w, c, a["pool_size"], a["strides"],
                                         a["padding"], out_shape[1:3])
+        if on_npu:
+            func = self.vector_work(layer, ctx.graph).mark(func)
         return ctx.call(func, layer.name, args, out_shape, "int8")
 
 

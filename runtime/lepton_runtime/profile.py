@@ -5,6 +5,9 @@ DMA overlaps compute except the prologue (the first operand strips)::
 
     cycles = max(compute_cycles + vector_cycles, dma_cycles) + prologue_cycles
 
+A host kernel (a fallback) is charged the spec's stated host cost (:func:`host_cycles`), so
+a profile's total counts NPU and host work in one unit.
+
 The roofline of an NPU kernel is ``max(useful MACs / peak MACs per cycle, minimal DRAM bytes /
 DMA bytes per cycle)``, where the minimal bytes read every operand and write every result once.
 """
@@ -14,6 +17,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+
+def host_cycles(macs: int, nbytes: int, cost: Mapping[str, int]) -> int:
+    """The sim's stated cost of a host kernel in NPU cycles (the spec's ``[host_fallback]``):
+    ``call_cycles + ceil(macs / macs_per_cycle) + ceil(bytes / bytes_per_cycle)``."""
+    return (int(cost["call_cycles"]) + -(-int(macs) // int(cost["macs_per_cycle"]))
+            + -(-int(nbytes) // int(cost["bytes_per_cycle"])))
 
 
 def sim_cycles(counters: Mapping[str, int], static: Mapping[str, int]) -> int:

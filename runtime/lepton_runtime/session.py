@@ -20,7 +20,7 @@ from . import archive, compat
 from . import format as fmt
 from .errors import ArtifactError, InputError, KernelError, UnsupportedArtifactError
 from .plan import Plan, TensorSpec, parse_plans
-from .profile import KernelProfile, Profile, sim_cycles
+from .profile import KernelProfile, Profile, host_cycles, sim_cycles
 
 
 @dataclass(frozen=True)
@@ -303,13 +303,16 @@ class Session:
         Each row names the kernel, the source layer and ops it computes (from the compiler's
         placement report in the manifest), whether it runs on the NPU, its MACs and its wall
         time. In sim mode NPU kernels also report simulated cycles, MACs issued and useful,
-        and DRAM bytes from the spec's accounting; the profile's totals are the sums over
-        the kernels. Inputs are passed as to :meth:`run`.
+        and DRAM bytes from the spec's accounting, and host kernels the spec's stated host
+        cost in cycles (``[host_fallback]``); the profile's totals are the sums over the
+        kernels. Inputs are passed as to :meth:`run`.
         """
         variant, arrays = self._bind(args, kwargs)
         target = self.manifest.get("target", {})
         names = list(target.get("sim_counters") or [])
         peak = int(target.get("peak_macs_per_cycle") or 0)
+        host_cost = target.get("host_fallback") if isinstance(
+            target.get("host_fallback"), dict) else None
         layers = {op.get("layer"): op for op in
                   (self.manifest.get("report") or {}).get("ops", []) if isinstance(op, dict)}
         rows: list[KernelProfile] = []
@@ -329,11 +332,14 @@ class Session:
                 op = str(layer.get("op") or "").removeprefix("relax.")
                 row.ops = tuple(o for o in [op, *(layer.get("fused") or [])] if o)
                 row.macs = int(layer.get("macs") or 0)
+            nbytes = sum(self._plan.tensors[t].nbytes for t in call.args)
             if static:
                 row.unit = "npu"
                 row.macs_useful = static.get("useful_macs", 0)
                 row.macs = row.macs or row.macs_useful
-                row.min_dram_bytes = sum(self._plan.tensors[t].nbytes for t in call.args)
+                row.min_dram_bytes = static.get("min_dram_bytes", nbytes)
+            elif self.mode == "sim" and host_cost:
+                row.cycles = host_cycles(row.macs, nbytes, host_cost)
             if counter is not None and self.mode == "sim" and static:
                 counts = {name: int(counter(i)) for i, name in enumerate(names)}
                 row.counters = {**counts, "_peak_macs_per_cycle": peak}

@@ -18,7 +18,8 @@
 
 #if !defined(LEPTON_TILE_M) || !defined(LEPTON_TILE_N) || !defined(LEPTON_TILE_K) || \
     !defined(LEPTON_VECTOR_LANES) || !defined(LEPTON_DMA_BYTES_PER_CYCLE) || \
-    !defined(LEPTON_DMA_FIXED_CYCLES)
+    !defined(LEPTON_DMA_FIXED_CYCLES) || !defined(LEPTON_VECTOR_MUL_ADD) || \
+    !defined(LEPTON_VECTOR_DIV_CYCLES)
 #error "compile with the spec's -D flags (see lepton_compiler.target.npu_codegen)"
 #endif
 
@@ -27,7 +28,7 @@ enum { LEPTON_MODE_FAST = 0, LEPTON_MODE_SIM = 1 };
 /* Counters of the sim mode; indices are part of the runtime ABI (see npu_counters). */
 enum {
   C_GEMM_CALLS, C_MACS_ISSUED, C_COMPUTE_CYCLES, C_VECTOR_CYCLES, C_DMA_CYCLES, C_DRAM_BYTES,
-  C_DMA_TRANSFERS, C_COUNT
+  C_DMA_TRANSFERS, C_VECTOR_LANES, C_COUNT
 };
 
 static int g_mode = LEPTON_MODE_FAST;
@@ -242,6 +243,8 @@ int lepton_requant_i32_i8(const int32_t* ACC, const int32_t* bias, const int32_t
     int64_t vectors = ((int64_t)m * n + LEPTON_VECTOR_LANES - 1) / LEPTON_VECTOR_LANES;
     __atomic_fetch_add(&g_counters[C_VECTOR_CYCLES], vectors * REQUANT_VECTOR_OPS,
                        __ATOMIC_RELAXED);
+    __atomic_fetch_add(&g_counters[C_VECTOR_LANES], (int64_t)m * n * REQUANT_VECTOR_OPS,
+                       __ATOMIC_RELAXED);
   }
   return 0;
 }
@@ -289,8 +292,10 @@ int lepton_dma_store(const int8_t* src, int8_t* dst, int32_t src_stride, int32_t
 
 /* Vector unit: one lanes-wide op per cycle. */
 static inline void count_vector_op(void) {
-  if (g_mode == LEPTON_MODE_SIM) __atomic_fetch_add(&g_counters[C_VECTOR_CYCLES], 1,
-                                                    __ATOMIC_RELAXED);
+  if (g_mode == LEPTON_MODE_SIM) {
+    __atomic_fetch_add(&g_counters[C_VECTOR_CYCLES], 1, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&g_counters[C_VECTOR_LANES], LEPTON_VECTOR_LANES, __ATOMIC_RELAXED);
+  }
 }
 
 int lepton_vmax_i8(const int8_t* a, const int8_t* b, int8_t* out, int32_t lanes) {
@@ -1180,5 +1185,379 @@ int lepton_unpack_weights(const uint8_t* WP, int8_t* W, int32_t k, int32_t n) {
     for (int32_t j = 0; j < n; ++j)
       W[(int64_t)kk * n + j] = (int8_t)(WP[((int64_t)(j / FAST_NB) * k4 + kk / 4) * 64 +
                                            (j % FAST_NB) * 4 + kk % 4] ^ 0x80);
+  return 0;
+}
+
+/* ---- the vector unit's layers (sim mode) --------------------------------------------------
+ *
+ * Depthwise and grouped conv2d, max pooling, means, residual adds and clamps placed on the
+ * NPU run on the vector unit: LEPTON_VECTOR_LANES int32 lanes, one op per cycle (add, mul,
+ * shift_right_round, min, max, cast_int8_saturate; a mul's product is exact, as in the
+ * requantize sequence). int8 operands widen as they load, and the DMA engine's address
+ * generation supplies padding values. In sim mode each function below executes that
+ * instruction stream lane by lane and counts every vector op (and the lanes it uses) and every
+ * DMA descriptor; in fast mode it declines (returns 0) and the kernel's host code computes the
+ * same integers. How many rows one DMA descriptor moves (`band`) is the compiler's choice
+ * (npu_vector.py): half the input SRAM, so the next band loads while this one computes.
+ */
+static void sim_dma(int64_t bytes) {
+  if (bytes <= 0) return;
+  __atomic_fetch_add(&g_counters[C_DMA_CYCLES], LEPTON_DMA_FIXED_CYCLES +
+                     (bytes + LEPTON_DMA_BYTES_PER_CYCLE - 1) / LEPTON_DMA_BYTES_PER_CYCLE,
+                     __ATOMIC_RELAXED);
+  __atomic_fetch_add(&g_counters[C_DRAM_BYTES], bytes, __ATOMIC_RELAXED);
+  __atomic_fetch_add(&g_counters[C_DMA_TRANSFERS], 1, __ATOMIC_RELAXED);
+}
+
+static void sim_vec(int64_t ops, int32_t lanes) {
+  __atomic_fetch_add(&g_counters[C_VECTOR_CYCLES], ops, __ATOMIC_RELAXED);
+  __atomic_fetch_add(&g_counters[C_VECTOR_LANES], ops * lanes, __ATOMIC_RELAXED);
+}
+
+static inline int64_t clamp64(int64_t v, int64_t lo, int64_t hi) {
+  return v < lo ? lo : (v > hi ? hi : v);
+}
+
+/* Input rows [first, last] a band of output rows [y0, y0 + rows) reads, clipped to the image:
+ * their count (0 when the band reads padding only). */
+static int64_t band_input_rows(int32_t y0, int32_t rows, int32_t stride, int32_t pad,
+                               int32_t dil, int32_t k, int32_t h) {
+  int64_t first = (int64_t)y0 * stride - pad;
+  int64_t last = (int64_t)(y0 + rows - 1) * stride - pad + (int64_t)dil * (k - 1);
+  if (first < 0) first = 0;
+  if (last > h - 1) last = h - 1;
+  return last >= first ? last - first + 1 : 0;
+}
+
+/* Depthwise / grouped conv2d with its requantization (lepton_dwconv_i8's arguments, plus
+ * `packed` (W is npu_fast.pack_depthwise's layout) or HWIO int8 [KH, KW, Cin/groups, Cout],
+ * `groups` and `band`). Per block of `lanes` output channels: its weights and requantize
+ * terms load once; per band of output rows the input rows it reads (those channels) load in
+ * one descriptor; per output pixel, per tap and input channel of a group, one mul_add (a mul
+ * and an add on a spec without it);
+ * then the 7-op requantize sequence; the band's output stores in one descriptor. */
+int lepton_vconv_i8(const int8_t* X, const uint8_t* W, const int32_t* bias,
+                    const int32_t* mult, const int32_t* shift, const int32_t* qp, int8_t* OUT,
+                    int32_t packed, int32_t groups, int32_t band, int32_t n, int32_t h,
+                    int32_t w, int32_t cin, int32_t cout, int32_t kh, int32_t kw, int32_t sh,
+                    int32_t sw, int32_t dh, int32_t dw, int32_t top, int32_t left, int32_t oh,
+                    int32_t ow, int32_t in_zp) {
+  enum { LANES = LEPTON_VECTOR_LANES, TAP_OPS = LEPTON_VECTOR_MUL_ADD ? 1 : 2 };
+  if (g_mode != LEPTON_MODE_SIM) return 0;
+  if (groups <= 0 || cin % groups || cout % groups || band <= 0) return 0;
+  const int32_t cin_g = cin / groups, cout_g = cout / groups;
+  const int32_t nb16 = (cout + FAST_NB - 1) / FAST_NB;
+  const int32_t* w32 = packed ? (const int32_t*)packed_weights(W, nb16) : NULL;
+  const int8_t* w8 = (const int8_t*)W;
+  const int64_t zp = qp[0], lo = qp[1], hi = qp[2];
+  int32_t acc[LANES];
+  for (int32_t c0 = 0; c0 < cout; c0 += LANES) {
+    const int32_t cols = cout - c0 < LANES ? cout - c0 : LANES;
+    const int64_t chans = (int64_t)((c0 + cols - 1) / cout_g - c0 / cout_g + 1) * cin_g;
+    sim_dma((int64_t)kh * kw * cin_g * cols + 3 * 4 * cols);
+    for (int32_t b = 0; b < n; ++b) {
+      for (int32_t y0 = 0; y0 < oh; y0 += band) {
+        const int32_t rows = oh - y0 < band ? oh - y0 : band;
+        sim_dma(band_input_rows(y0, rows, sh, top, dh, kh, h) * w * chans);
+        for (int32_t y = y0; y < y0 + rows; ++y) {
+          for (int32_t x = 0; x < ow; ++x) {
+            memset(acc, 0, sizeof(acc));
+            for (int32_t ky = 0; ky < kh; ++ky) {
+              for (int32_t kx = 0; kx < kw; ++kx) {
+                const int64_t iy = (int64_t)y * sh - top + (int64_t)ky * dh;
+                const int64_t ix = (int64_t)x * sw - left + (int64_t)kx * dw;
+                const int inside = iy >= 0 && iy < h && ix >= 0 && ix < w;
+                const int64_t t = (int64_t)ky * kw + kx;
+                for (int32_t i = 0; i < cin_g; ++i) {
+                  for (int32_t j = 0; j < cols; ++j) {
+                    const int32_t o = c0 + j;
+                    const int32_t c = o / cout_g * cin_g + i;
+                    const int32_t v = inside ? X[(((int64_t)b * h + iy) * w + ix) * cin + c]
+                                             : in_zp;
+                    const int32_t wt = packed ? (int8_t)w32[t * nb16 * FAST_NB + o]
+                                              : w8[(t * cin_g + i) * cout + o];
+                    acc[j] += v * wt;
+                  }
+                  sim_vec(TAP_OPS, cols); /* mul_add, or mul then add */
+                }
+              }
+            }
+            int8_t* out = OUT + (((int64_t)b * oh + y) * ow + x) * cout + c0;
+            for (int32_t j = 0; j < cols; ++j) {
+              const int32_t o = c0 + j;
+              const int64_t v = ((((int64_t)acc[j] + bias[o]) * mult[o]) +
+                                 ((int64_t)1 << (shift[o] - 1))) >> shift[o];
+              out[j] = (int8_t)clamp64(v + zp, lo, hi);
+            }
+            sim_vec(7, cols); /* add, mul, shift_right_round, add, max, min, cast */
+          }
+        }
+        sim_dma((int64_t)rows * ow * cols);
+      }
+    }
+  }
+  return 1;
+}
+
+/* NHWC int8 max pooling: per block of lanes channels and band of output rows, the input rows
+ * load in one descriptor; one max per window tap (padding reads as -128, which never wins). */
+int lepton_vmaxpool_i8(const int8_t* X, int8_t* OUT, int32_t band, int32_t n, int32_t h,
+                       int32_t w, int32_t c, int32_t ph, int32_t pw, int32_t sh, int32_t sw,
+                       int32_t top, int32_t left, int32_t oh, int32_t ow) {
+  enum { LANES = LEPTON_VECTOR_LANES };
+  if (g_mode != LEPTON_MODE_SIM) return 0;
+  if (band <= 0) return 0;
+  int32_t m[LANES];
+  for (int32_t c0 = 0; c0 < c; c0 += LANES) {
+    const int32_t cols = c - c0 < LANES ? c - c0 : LANES;
+    for (int32_t b = 0; b < n; ++b) {
+      for (int32_t y0 = 0; y0 < oh; y0 += band) {
+        const int32_t rows = oh - y0 < band ? oh - y0 : band;
+        sim_dma(band_input_rows(y0, rows, sh, top, 1, ph, h) * w * cols);
+        for (int32_t y = y0; y < y0 + rows; ++y) {
+          for (int32_t x = 0; x < ow; ++x) {
+            for (int32_t j = 0; j < cols; ++j) m[j] = -128;
+            for (int32_t ky = 0; ky < ph; ++ky) {
+              for (int32_t kx = 0; kx < pw; ++kx) {
+                const int64_t iy = (int64_t)y * sh - top + ky, ix = (int64_t)x * sw - left + kx;
+                const int inside = iy >= 0 && iy < h && ix >= 0 && ix < w;
+                for (int32_t j = 0; j < cols; ++j) {
+                  const int32_t v = inside ? X[(((int64_t)b * h + iy) * w + ix) * c + c0 + j]
+                                           : -128;
+                  m[j] = v > m[j] ? v : m[j];
+                }
+                sim_vec(1, cols);
+              }
+            }
+            int8_t* out = OUT + (((int64_t)b * oh + y) * ow + x) * c + c0;
+            for (int32_t j = 0; j < cols; ++j) out[j] = (int8_t)m[j];
+          }
+        }
+        sim_dma((int64_t)rows * ow * cols);
+      }
+    }
+  }
+  return 1;
+}
+
+/* The int8 mean of X viewed as [outer, count, inner] over its middle axis, rescaled:
+ * clamp(((sum - count * zi) * mult + 2^(shift-1)) >> shift) + zo). Per outer index, `band`
+ * rows of inner values load per descriptor, one add per row and block of lanes (the sums stay
+ * in the accumulator SRAM), then the 7-op rescale and one store of the inner values. */
+int lepton_vmean_i8(const int8_t* X, int8_t* OUT, int32_t band, int32_t outer, int32_t count,
+                    int32_t inner, int32_t zi, int32_t mult, int32_t shift, int32_t zo) {
+  if (g_mode != LEPTON_MODE_SIM) return 0;
+  if (band <= 0 || shift < 1) return 0;
+  int32_t* acc = (int32_t*)malloc(sizeof(int32_t) * (size_t)(inner > 0 ? inner : 1));
+  if (acc == NULL) return -1;
+  for (int32_t o = 0; o < outer; ++o) {
+    memset(acc, 0, sizeof(int32_t) * (size_t)inner);
+    for (int32_t r0 = 0; r0 < count; r0 += band) {
+      const int32_t rows = count - r0 < band ? count - r0 : band;
+      sim_dma((int64_t)rows * inner);
+      for (int32_t r = r0; r < r0 + rows; ++r) {
+        const int8_t* x = X + ((int64_t)o * count + r) * inner;
+        for (int32_t c0 = 0; c0 < inner; c0 += LEPTON_VECTOR_LANES) {
+          const int32_t cols = inner - c0 < LEPTON_VECTOR_LANES ? inner - c0
+                                                                 : LEPTON_VECTOR_LANES;
+          for (int32_t j = 0; j < cols; ++j) acc[c0 + j] += x[c0 + j];
+          sim_vec(1, cols);
+        }
+      }
+    }
+    for (int32_t c0 = 0; c0 < inner; c0 += LEPTON_VECTOR_LANES) {
+      const int32_t cols = inner - c0 < LEPTON_VECTOR_LANES ? inner - c0 : LEPTON_VECTOR_LANES;
+      for (int32_t j = 0; j < cols; ++j) {
+        const int64_t wide = ((int64_t)acc[c0 + j] - (int64_t)count * zi) * mult +
+                             ((int64_t)1 << (shift - 1));
+        OUT[(int64_t)o * inner + c0 + j] = (int8_t)clamp64((wide >> shift) + zo, -128, 127);
+      }
+      sim_vec(7, cols);
+    }
+    sim_dma(inner);
+  }
+  free(acc);
+  return 1;
+}
+
+/* Residual add of two int8 tensors into a third quantization (reference.add):
+ * clamp((((a - za) ma + (b - zb) mb + 2^(shift-1)) >> shift) + zo, lo, hi), `chunk` elements
+ * of each operand per descriptor; 10 ops per vector (add, mul, add, mul, add,
+ * shift_right_round, add, max, min, cast). */
+int lepton_vadd_i8(const int8_t* A, const int8_t* B, int8_t* OUT, int32_t chunk, int64_t size,
+                   int32_t za, int32_t ma, int32_t zb, int32_t mb, int32_t shift, int32_t zo,
+                   int32_t lo, int32_t hi) {
+  if (g_mode != LEPTON_MODE_SIM) return 0;
+  if (chunk <= 0 || shift < 1 || shift > 62) return 0;
+  for (int64_t s0 = 0; s0 < size; s0 += chunk) {
+    const int64_t len = size - s0 < chunk ? size - s0 : chunk;
+    sim_dma(len);
+    sim_dma(len);
+    for (int64_t v0 = 0; v0 < len; v0 += LEPTON_VECTOR_LANES) {
+      const int32_t cols = len - v0 < LEPTON_VECTOR_LANES ? (int32_t)(len - v0)
+                                                           : LEPTON_VECTOR_LANES;
+      for (int32_t j = 0; j < cols; ++j) {
+        const int64_t e = s0 + v0 + j;
+        const int64_t acc = ((int64_t)A[e] - za) * ma + ((int64_t)B[e] - zb) * mb +
+                            ((int64_t)1 << (shift - 1));
+        OUT[e] = (int8_t)clamp64((acc >> shift) + zo, lo, hi);
+      }
+      sim_vec(10, cols);
+    }
+    sim_dma(len);
+  }
+  return 1;
+}
+
+/* int8 clamp to [lo, hi] (ReLU, ReLU6 in the tensor's quantization): max, min per vector. */
+int lepton_vclamp_i8(const int8_t* A, int8_t* OUT, int32_t chunk, int64_t size, int32_t lo,
+                     int32_t hi) {
+  if (g_mode != LEPTON_MODE_SIM) return 0;
+  if (chunk <= 0) return 0;
+  for (int64_t s0 = 0; s0 < size; s0 += chunk) {
+    const int64_t len = size - s0 < chunk ? size - s0 : chunk;
+    sim_dma(len);
+    for (int64_t v0 = 0; v0 < len; v0 += LEPTON_VECTOR_LANES) {
+      const int32_t cols = len - v0 < LEPTON_VECTOR_LANES ? (int32_t)(len - v0)
+                                                           : LEPTON_VECTOR_LANES;
+      for (int32_t j = 0; j < cols; ++j)
+        OUT[s0 + v0 + j] = (int8_t)clamp64(A[s0 + v0 + j], lo, hi);
+      sim_vec(2, cols);
+    }
+    sim_dma(len);
+  }
+  return 1;
+}
+
+/* ---- transformer ops on the vector unit (both modes) ---------------------------------------
+ *
+ * A 256-entry lookup (GELU, any int8 -> int8 function), softmax and layer norm over rows of
+ * the last axis. The same C computes both modes (there is no host kernel to fall back on); sim
+ * mode also counts. Rows run `lanes` at a time, one row per lane: the DMA engine's strided
+ * descriptor loads a [lanes x len] block, and every op below works on one element of each of
+ * those rows. The integer semantics are reference.lut / softmax / layer_norm. */
+static uint64_t isqrt_u64(uint64_t v) {
+  uint64_t r = 0, bit = (uint64_t)1 << 62;
+  while (bit > v) bit >>= 2;
+  while (bit) {
+    if (v >= r + bit) {
+      v -= r + bit;
+      r = (r >> 1) + bit;
+    } else {
+      r >>= 1;
+    }
+    bit >>= 2;
+  }
+  return r;
+}
+
+/* OUT = T[X + 128] (int8 -> int8 through an int32 table): lut, cast per vector. */
+int lepton_vlut_i8(const int8_t* X, const int32_t* T, int8_t* OUT, int32_t chunk,
+                   int64_t size) {
+  const int sim = g_mode == LEPTON_MODE_SIM;
+  if (chunk <= 0) return 0;
+  if (sim) sim_dma(256 * 4);
+  for (int64_t s0 = 0; s0 < size; s0 += chunk) {
+    const int64_t len = size - s0 < chunk ? size - s0 : chunk;
+    if (sim) sim_dma(len);
+    for (int64_t e = s0; e < s0 + len; ++e) OUT[e] = (int8_t)clamp64(T[X[e] + 128], -128, 127);
+    if (sim) {
+      for (int64_t v0 = 0; v0 < len; v0 += LEPTON_VECTOR_LANES)
+        sim_vec(2, len - v0 < LEPTON_VECTOR_LANES ? (int32_t)(len - v0) : LEPTON_VECTOR_LANES);
+      sim_dma(len);
+    }
+  }
+  return 1;
+}
+
+/* int8 softmax of `rows` rows of `len` (reference.softmax): per element max, sub, lut, add;
+ * one div per row; per element mul, shift_right_round, add, max, min, cast. */
+int lepton_vsoftmax_i8(const int8_t* X, const int32_t* T, int8_t* OUT, int64_t rows,
+                       int32_t len, int32_t recip_bits) {
+  const int sim = g_mode == LEPTON_MODE_SIM;
+  if (len <= 0 || recip_bits < 9 || recip_bits > 62) return 0;
+  const int32_t out_shift = recip_bits - 8;
+  if (sim) sim_dma(256 * 4);
+  for (int64_t r0 = 0; r0 < rows; r0 += LEPTON_VECTOR_LANES) {
+    const int32_t nr = rows - r0 < LEPTON_VECTOR_LANES ? (int32_t)(rows - r0)
+                                                        : LEPTON_VECTOR_LANES;
+    if (sim) sim_dma((int64_t)nr * len);
+    for (int64_t r = r0; r < r0 + nr; ++r) {
+      const int8_t* x = X + r * len;
+      int8_t* out = OUT + r * len;
+      int32_t m = -128;
+      for (int32_t i = 0; i < len; ++i) m = x[i] > m ? x[i] : m;
+      int64_t sum = 0;
+      for (int32_t i = 0; i < len; ++i) sum += T[x[i] - m + 255];
+      const int64_t recip = ((int64_t)1 << recip_bits) / sum;
+      for (int32_t i = 0; i < len; ++i) {
+        const int64_t e = T[x[i] - m + 255];
+        out[i] = (int8_t)clamp64(((e * recip + ((int64_t)1 << (out_shift - 1))) >> out_shift)
+                                 - 128, -128, 127);
+      }
+    }
+    if (sim) {
+      sim_vec(10 * (int64_t)len, nr);
+      sim_vec(LEPTON_VECTOR_DIV_CYCLES, nr);
+      sim_dma((int64_t)nr * len);
+    }
+  }
+  return 1;
+}
+
+/* int8 layer norm of `rows` rows of `h` (reference.layer_norm): per element add (sum),
+ * mul_add (sum of squares); per row mul, mul, sub, add, a square root and a divide (div), the
+ * bit length and shift (2); per element mul, sub, mul, shift_right_round, mul_add,
+ * shift_right_round, max, min, cast. */
+int lepton_vlayernorm_i8(const int8_t* X, const int32_t* gain, const int64_t* offset,
+                         int8_t* OUT, int64_t rows, int32_t h, int64_t eps_term,
+                         int32_t shift) {
+  const int sim = g_mode == LEPTON_MODE_SIM;
+  if (h <= 0 || shift < 1 || shift > 62 || eps_term < 1) return 0;
+  if (sim) sim_dma((int64_t)h * 12);
+  for (int64_t r0 = 0; r0 < rows; r0 += LEPTON_VECTOR_LANES) {
+    const int32_t nr = rows - r0 < LEPTON_VECTOR_LANES ? (int32_t)(rows - r0)
+                                                        : LEPTON_VECTOR_LANES;
+    if (sim) sim_dma((int64_t)nr * h);
+    for (int64_t r = r0; r < r0 + nr; ++r) {
+      const int8_t* x = X + r * h;
+      int8_t* out = OUT + r * h;
+      int64_t sx = 0, sxx = 0;
+      for (int32_t i = 0; i < h; ++i) {
+        sx += x[i];
+        sxx += (int64_t)x[i] * x[i];
+      }
+      const int64_t d = (int64_t)h * sxx - sx * sx + eps_term;
+      const int64_t sd = (int64_t)isqrt_u64((uint64_t)d);
+      const int32_t k = 64 - __builtin_clzll((uint64_t)sd);
+      const int64_t recip = ((int64_t)1 << (29 + k)) / sd;
+      const int32_t s = 13 + k;
+      for (int32_t i = 0; i < h; ++i) {
+        const int64_t n = (((int64_t)h * x[i] - sx) * recip + ((int64_t)1 << (s - 1))) >> s;
+        const int64_t y = (n * gain[i] + offset[i] + ((int64_t)1 << (shift - 1))) >> shift;
+        out[i] = (int8_t)clamp64(y, -128, 127);
+      }
+    }
+    if (sim) {
+      sim_vec(11 * (int64_t)h + 6, nr);
+      sim_vec(2 * (int64_t)LEPTON_VECTOR_DIV_CYCLES, nr);
+      sim_dma((int64_t)nr * h);
+    }
+  }
+  return 1;
+}
+
+/* A permutation of an int8 tensor's axes by the DMA engine (its address generation walks the
+ * output order): sim mode counts `chunk`-byte loads into SRAM and strided stores out; the
+ * data movement itself is the kernel's own copy loop, which runs in both modes (returns 0). */
+int lepton_vtranspose_i8(const int8_t* X, int8_t* OUT, int32_t chunk, int64_t size) {
+  (void)X;
+  (void)OUT;
+  if (g_mode != LEPTON_MODE_SIM || chunk <= 0) return 0;
+  for (int64_t s0 = 0; s0 < size; s0 += chunk) {
+    const int64_t len = size - s0 < chunk ? size - s0 : chunk;
+    sim_dma(len);
+    sim_dma(len);
+  }
   return 0;
 }

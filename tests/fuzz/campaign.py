@@ -18,7 +18,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-CI_SIZES = {"malformed": 308, "artifacts": 210, "differential": 14, "int8": 8,
+CI_SIZES = {"malformed": 308, "artifacts": 210, "differential": 10, "int8": 6,
             "values": 300, "float_values": 60}
 LONG_SIZES = {"malformed": 3000, "artifacts": 2000, "differential": 100, "int8": 50,
               "values": 3000, "float_values": 600}

@@ -53,6 +53,9 @@ def make_cases(names: Sequence[str], calibration: int = 8) -> list[Case]:
     table = {
         "resnet18": (zoo.resnet18, (1, 3, 224, 224), "ResNet-18, batch 1, 224x224"),
         "mobilenet_v2": (zoo.mobilenet_v2, (1, 3, 224, 224), "MobileNetV2, batch 1, 224x224"),
+        "efficientnet_lite": (zoo.efficientnet_lite, (1, 3, 224, 224),
+                              "EfficientNet-Lite0-style (3x3 and 5x5 depthwise), batch 1, "
+                              "224x224"),
         "bert_encoder": (lambda: zoo.bert_encoder(layers=4, hidden=256, heads=4, ff=1024),
                          (1, 128, 256), "BERT-style encoder: 4 layers, hidden 256, 4 heads, "
                          "sequence 128"),
@@ -70,7 +73,7 @@ def make_cases(names: Sequence[str], calibration: int = 8) -> list[Case]:
     return [_case(n, *table[n], calibration) for n in names]
 
 
-MODELS = ("resnet18", "mobilenet_v2", "bert_encoder", "mlp")
+MODELS = ("resnet18", "mobilenet_v2", "efficientnet_lite", "bert_encoder", "mlp")
 QUICK_MODELS = ("mlp_small", "tiny_cnn")
 
 

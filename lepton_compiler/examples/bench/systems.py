@@ -244,7 +244,7 @@ def lepton_int8(case: Case, ctx: Context) -> Prepared:
     config = lc.QuantConfig(calibration_data=case.calibration)
     compiled, prepared, path = _lepton(case, ctx, target="lepton", quantize=config)
     profile = lepton_runtime.load(path, mode="sim").profile(*case.inputs)
-    npu = [k for k in profile.kernels if k.cycles]
+    npu = [k for k in profile.kernels if k.unit == "npu"]
     roofline = sum(profile.roofline_cycles(k) for k in npu)
     prepared.extra = {
         "npu_mac_share": compiled.report.npu_mac_share,
@@ -256,6 +256,8 @@ def lepton_int8(case: Case, ctx: Context) -> Prepared:
             "roofline_cycles": roofline,
             "roofline_efficiency": roofline / profile.total_cycles if profile.total_cycles
             else 0.0,
+            "npu_cycles": sum(k.cycles for k in npu),
+            "host_equivalent_cycles": profile.total_cycles - sum(k.cycles for k in npu),
             "npu_kernel_calls": len(npu),
             "host_kernel_calls": len(profile.kernels) - len(npu),
             "ms_at_clock": profile.total_cycles / profile.clock_hz * 1e3

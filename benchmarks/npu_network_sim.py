@@ -1,0 +1,123 @@
+"""Whole networks on the simulated Lepton NPU: MAC share, cycles (NPU and host fallbacks),
+DRAM bytes and the roofline, with and without the vector unit's layers.
+
+    python -m benchmarks.npu_network_sim [--models mobilenet_v2,efficientnet_lite,...]
+
+Each model (random weights, fixed seeds; see ``lepton_compiler.examples.bench.runner``) is
+built int8 for the Lepton target twice in one run: as the compiler places it, and with the
+vector-unit layers (depthwise/grouped conv, pooling, means, adds, clamps) kept on the host as
+they were before the vector unit ran them ("host vector layers"). One sim-mode profile of each
+gives the NPU kernels' cycles and DRAM bytes and the host kernels' stated cost (the spec's
+``[host_fallback]``: hand-off cycles + MACs and bytes at the host's rate). The roofline is the
+sum over NPU kernels of max(useful MACs / peak, minimal DRAM bytes / DMA rate). Results go to
+``benchmarks/results/npu_network_sim_<date>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+MODELS = ("mobilenet_v2", "efficientnet_lite", "resnet18", "bert_encoder")
+
+
+@contextlib.contextmanager
+def host_vector_layers() -> Iterator[None]:
+    """Place every vector-unit layer on the host (the placement before the vector unit ran
+    them): the rules of those kinds fail with a stated reason while this is active."""
+    from lepton_compiler.passes.layers import REGISTRY
+    from lepton_compiler.target import npu_constraints as rules
+
+    def host_only(op: Any, spec: Any) -> str:
+        return f"{op.name}: vector-unit layers kept on the host (baseline)"
+
+    def gemm_only(op: Any, spec: Any) -> str | None:
+        return rules.fits_sram(op, spec) if op.groups == 1 else host_only(op, spec)
+
+    saved = {}
+    for kind in REGISTRY.values():
+        replaced = tuple(host_only if r is rules.fits_vector_unit
+                         else gemm_only if r is rules.conv_engine else r
+                         for r in kind.npu_rules)
+        if replaced != kind.npu_rules:
+            saved[kind] = kind.npu_rules
+            kind.npu_rules = replaced
+    try:
+        yield
+    finally:
+        for kind, kept in saved.items():
+            kind.npu_rules = kept
+
+
+def measure(case: Any, workdir: Path) -> dict[str, Any]:
+    """Build ``case`` int8 for the Lepton target and profile it once in sim mode."""
+    import lepton_compiler as lc
+    import lepton_runtime
+
+    compiled = lc.build(case.model, case.inputs, target="lepton",
+                        quantize=lc.QuantConfig(calibration_data=case.calibration))
+    path = compiled.export(workdir / f"{case.name}.lepton")
+    profile = lepton_runtime.load(path, mode="sim").profile(*case.inputs)
+    npu = [k for k in profile.kernels if k.unit == "npu"]
+    host = [k for k in profile.kernels if k.unit != "npu"]
+    report = compiled.report
+    return {
+        "npu_mac_share": report.npu_mac_share,
+        "total_macs": report.total_macs,
+        "host_layers": [f"{o.layer} ({o.kind})" for o in report.fallbacks()],
+        "npu_cycles": sum(k.cycles for k in npu),
+        "host_equivalent_cycles": sum(k.cycles for k in host),
+        "total_cycles": profile.total_cycles,
+        "npu_dram_bytes": profile.total_dram_bytes,
+        "npu_min_dram_bytes": sum(k.min_dram_bytes for k in npu),
+        "npu_roofline_cycles": sum(profile.roofline_cycles(k) for k in npu),
+        "npu_kernel_calls": len(npu), "host_kernel_calls": len(host),
+    }
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    from lepton_compiler.examples.bench.runner import machine_info, make_cases
+    from lepton_compiler.target.spec import load_spec
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default=",".join(MODELS))
+    args = parser.parse_args(argv)
+    spec = load_spec()
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="lepton-netsim-") as tmp:
+        for case in make_cases(args.models.split(","), calibration=4):
+            with host_vector_layers():
+                before = measure(case, Path(tmp))
+            after = measure(case, Path(tmp))
+            rows.append({"model": case.name, "description": case.description,
+                         "host_vector_layers": before, "vector_unit": after,
+                         "cycles_ratio": before["total_cycles"] / after["total_cycles"],
+                         "dram_ratio": after["npu_dram_bytes"] / before["npu_dram_bytes"]})
+            print(f"{case.name:<18} MACs on NPU {before['npu_mac_share']:7.2%} -> "
+                  f"{after['npu_mac_share']:7.2%}; cycles {before['total_cycles']:>11,} -> "
+                  f"{after['total_cycles']:>11,} ({rows[-1]['cycles_ratio']:.2f}x fewer; "
+                  f"NPU {after['npu_cycles']:,} + host {after['host_equivalent_cycles']:,}); "
+                  f"NPU roofline {after['npu_roofline_cycles']:,.0f}; DRAM "
+                  f"{after['npu_dram_bytes']:,} B", flush=True)
+    result = {"benchmark": "npu_network_sim", "spec": spec.name,
+              "spec_fingerprint": spec.fingerprint(),
+              "host_fallback": vars(spec.host_fallback),
+              "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+              "machine": machine_info(1), "rows": rows}
+    RESULTS.mkdir(exist_ok=True)
+    stamp = dt.datetime.now().strftime("%Y-%m-%dT%H%M")
+    out = RESULTS / f"npu_network_sim_{stamp}.json"
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"wrote {out}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
