@@ -35,6 +35,7 @@ class BuildOptions:
     limits: Any = None
     opt_level: int = 2
     fuse: bool = True
+    cascade: bool = True
     verify: bool = True
     progress: bool | None = None
 

@@ -35,6 +35,7 @@ from lepton_compiler.errors import (
     OptionError,
     UnsupportedOperatorError,
 )
+from lepton_compiler.lower.cascade import plan_cascades
 from lepton_compiler.lower import artifact, lowering, plan_builder, shape_variants
 from lepton_compiler.optimize import accuracy_control, pruning, quantization
 from lepton_compiler.options import BuildOptions
@@ -253,7 +254,7 @@ def plan_kernels(mod: Any, input_names: list[str], output_names: list[str], host
                  npu: LeptonTarget | None, run: Run, layers: set[str] | None = None,
                  fuse: bool = True, tuned: Any = None, schedule_host: bool = True,
                  node_names: dict[str, list[str]] | None = None, source: str = "onnx",
-                 pinned: dict[str, Any] | None = None) -> Planned:
+                 pinned: dict[str, Any] | None = None, cascade: bool = False) -> Planned:
     """fuse → schedule → plan: a Relax module to a plan and its scheduled kernels.
 
     ``layers``: layer names; a call whose result is bound to one records it as its source op.
@@ -261,7 +262,8 @@ def plan_kernels(mod: Any, input_names: list[str], output_names: list[str], host
     (``lepton.GuardValues``; ``node_names`` names the model's nodes in its run-time errors;
     ``source`` "torch": negative indices are invalid, as in PyTorch), and float clamps keep
     NaN (``lepton.PropagateNaN``). ``pinned``: inputs fixed at build time (name -> value),
-    checked by the runtime at every call.
+    checked by the runtime at every call. ``cascade``: keep activations between consecutive
+    NPU layers in SRAM where they fit (``lower/cascade.py``; the plan's ``cascades``).
     """
     with run.stage("fuse"):
         mod = lowering.fuse(safe_semantics(mod, node_names, source), fuse)
@@ -293,6 +295,8 @@ def plan_kernels(mod: Any, input_names: list[str], output_names: list[str], host
             call["plan"] = kernel_plan(func, npu.spec).knobs
         if func.attrs is not None and func.attrs.get("lepton.tuned"):
             call["tuned"] = True
+    if npu is not None and cascade:
+        built.plan["cascades"] = [c.to_dict() for c in plan_cascades(built.plan, npu.spec)]
     return Planned(built.plan, built.weights, scheduled, kernels, npu_kernels,
                    built.kernel_names)
 
@@ -344,6 +348,7 @@ def build(
     limits: Any = None,
     opt_level: int = 2,
     fuse: bool = True,
+    cascade: bool = True,
     verify: bool = True,
     progress: bool | None = None,
     shapes: Sequence[Any] | None = None,
@@ -399,6 +404,12 @@ def build(
         kernel — int8 composites (conv/matmul + bias + requantize + activation) become
         chains of single-op host kernels — to check or debug what fusion does: the results
         are identical for int8 and equal to rounding for float.
+    cascade
+        With ``target="lepton"``: keep an activation in the NPU's SRAM from the layer that
+        writes it to the one layer that reads it, where it fits beside both layers' working
+        sets (default). ``compiled.report.cascades`` lists them (layers, bytes kept, SRAM in
+        use); the sim profile counts their transfers as ``cascaded_bytes``, not DRAM bytes.
+        The results are identical either way.
     verify
         Check the IR is well formed after every stage (cheap; on by default).
     progress
@@ -425,7 +436,7 @@ def build(
     options = BuildOptions.create(
         target=target, cpu=cpu, num_threads=num_threads, spec=spec, quantize=quantize,
         prune=prune, tuning_db=tuning_db, limits=limits, opt_level=opt_level, fuse=fuse,
-        verify=verify, progress=progress)
+        cascade=cascade, verify=verify, progress=progress)
     npu, host = resolve_targets(options)
     tuned = None
     if options.tuning_db is not None:  # TuningError on a missing or corrupt database
@@ -472,7 +483,8 @@ def _build(model: Any, example_inputs: Any, options: BuildOptions, npu: LeptonTa
         kernels_so, gemm_path = link(parts, host, npu)
     report = placement.PlacementReport(options.target, npu.spec.name if npu else None,
                                        first.ops, first.relax_ops,
-                                       len(first.planned.plan["calls"]))
+                                       len(first.planned.plan["calls"]),
+                                       cascades=list(first.planned.plan.get("cascades", [])))
     with run.stage("package"):
         data = artifact.pack(
             plan=plan, weights=weights, kernels=kernels_so,
@@ -529,7 +541,7 @@ def _plan_variant(model: Any, example_inputs: Any, options: BuildOptions,
                            {o.layer for o in ops}, options.fuse, tuned,
                            schedule_host=options.opt_level > 0,
                            node_names=imported.node_names, source=imported.source,
-                           pinned=imported.pinned)
+                           pinned=imported.pinned, cascade=options.cascade)
     return _Variant(head, ops, relax_ops, mod, planned, qg, table)
 
 

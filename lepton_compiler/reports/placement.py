@@ -53,6 +53,8 @@ class PlacementReport:
     unsupported: dict[str, list[str]] = field(default_factory=dict)
     #: Why, for unsupported ops that are supported in general but not as used here.
     unsupported_reasons: dict[str, str] = field(default_factory=dict)
+    #: Activations kept in SRAM between two NPU layers (``lower/cascade.Cascade`` as dicts).
+    cascades: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def total_macs(self) -> int:
@@ -75,6 +77,8 @@ class PlacementReport:
             "relax_ops_before_fusion": self.relax_ops_before_fusion,
             "kernels_after_fusion": self.kernels_after_fusion,
             "unsupported_ops": {op: len(nodes) for op, nodes in self.unsupported.items()},
+            "cascades": len(self.cascades),
+            "cascaded_bytes": sum(c["bytes"] for c in self.cascades),
         }
 
     def table(self) -> str:
@@ -93,6 +97,9 @@ class PlacementReport:
                 cost = f" [~{o.host_ms_estimate:.3f} ms host, {o.boundary_bytes} B across]"
                 detail = (detail + "; " if detail else "") + o.reason + cost
             lines.append(f"{o.layer:<20} {o.unit:<5} {o.dtype:<8} {o.macs:>12}  {detail}")
+        for c in self.cascades:
+            lines.append(f"cascade {c['producer']} -> {c['consumer']}: {c['bytes']} B kept in "
+                         f"SRAM ({c['sram_input_bytes']} B of input SRAM in use)")
         for op, nodes in self.unsupported.items():
             why = self.unsupported_reasons.get(op)
             lines.append(f"unsupported {op}: {', '.join(nodes)}" + (f" ({why})" if why else ""))
@@ -103,7 +110,7 @@ class PlacementReport:
     def to_dict(self) -> dict[str, Any]:
         return {"summary": self.summary(), "ops": [asdict(o) for o in self.ops],
                 "unsupported": self.unsupported,
-                "unsupported_reasons": self.unsupported_reasons}
+                "unsupported_reasons": self.unsupported_reasons, "cascades": self.cascades}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=1)
@@ -113,7 +120,8 @@ class PlacementReport:
         s = raw["summary"]
         return cls(s["target"], s.get("spec"), [OpPlacement(**o) for o in raw["ops"]],
                    s["relax_ops_before_fusion"], s.get("kernels_after_fusion"),
-                   dict(raw.get("unsupported", {})), dict(raw.get("unsupported_reasons", {})))
+                   dict(raw.get("unsupported", {})), dict(raw.get("unsupported_reasons", {})),
+                   list(raw.get("cascades", [])))
 
     def to_dot(self) -> str:
         """The layer graph in Graphviz DOT, nodes coloured by placement."""

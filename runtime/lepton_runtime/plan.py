@@ -87,6 +87,9 @@ class Call:
     ops: tuple[str, ...]
     sim: tuple[tuple[str, int], ...] = ()
     guard: Guard | None = None
+    #: Argument tensors held in the NPU's SRAM during this call (cascading: sim mode counts
+    #: the DMA transfers that touch them as staying on chip).
+    resident: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -215,7 +218,11 @@ def parse_plan(path: Path, plan: object, weights_bytes: int) -> Plan:
         figures = tuple(sorted((str(k), _int(path, v, f"call {n} sim {k}")) for k, v in
                                sim.items()))
         guard = _guard(path, n, raw.get("guard"), args, tensors)
-        calls.append(Call(raw["kernel"], args, ops, figures, guard))
+        resident = tuple(tensor_ref(t, f"call {n} resident tensor")
+                         for t in raw.get("resident") or [])
+        if any(t not in args or tensors[t].kind not in ("arena", "view") for t in resident):
+            raise _fail(path, f"call {n}: a resident tensor must be one of its arena arguments")
+        calls.append(Call(raw["kernel"], args, ops, figures, guard, resident))
 
     def signature(key: str, kind: str) -> tuple[tuple[str, int], ...]:
         entries = plan.get(key)

@@ -259,15 +259,23 @@ class Session:
             self._arrays[t.id] = array
             self._ffi[t.id] = self._from_dlpack(array)
         ffi = self._ffi
+        resident = self._npu.get("resident") if self.mode == "sim" else None
         for index, (call, fn) in enumerate(self._calls):
             args = [ffi[i] for i in call.args]
+            marked = resident is not None and bool(call.resident)
             try:
+                for t in call.resident if marked else ():
+                    array = self._arrays[t]
+                    resident(array.ctypes.data, array.nbytes)
                 if on_call is None:
                     fn(*args)
                 else:
                     on_call(index, call, lambda fn=fn, args=args: fn(*args))
             except Exception as err:
                 raise KernelError(f"kernel {call.kernel!r} failed: {err}") from None
+            finally:
+                if marked:
+                    resident(0, -1)
             if call.guard is not None:
                 status = self._arrays[call.guard.status]
                 if status[0]:
@@ -288,6 +296,10 @@ class Session:
                      "counter": module["lepton_npu_counter"]}
         except Exception:
             funcs = {}
+        try:  # artifacts built before cascading have no residency marks
+            funcs["resident"] = module["lepton_npu_resident"]
+        except Exception:
+            pass
         if mode == "sim" and not funcs:
             raise UnsupportedArtifactError(
                 f"{self.path}: sim mode needs NPU kernels, and this artifact has none (it was "

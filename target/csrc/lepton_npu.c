@@ -28,11 +28,40 @@ enum { LEPTON_MODE_FAST = 0, LEPTON_MODE_SIM = 1 };
 /* Counters of the sim mode; indices are part of the runtime ABI (see npu_counters). */
 enum {
   C_GEMM_CALLS, C_MACS_ISSUED, C_COMPUTE_CYCLES, C_VECTOR_CYCLES, C_DMA_CYCLES, C_DRAM_BYTES,
-  C_DMA_TRANSFERS, C_VECTOR_LANES, C_COUNT
+  C_DMA_TRANSFERS, C_VECTOR_LANES, C_CASCADED_BYTES, C_COUNT
 };
 
 static int g_mode = LEPTON_MODE_FAST;
 static int64_t g_counters[C_COUNT];
+
+/* Cascading (sim mode): address ranges of tensors that stay in SRAM between two NPU layers
+ * (the runtime marks them around the producer's and the consumer's calls). A DMA transfer
+ * that reads or writes such a range moves nothing through DRAM: its bytes are counted as
+ * cascaded, not as DRAM bytes, and it costs no DMA cycles. */
+enum { MAX_RESIDENT = 8 };
+static uintptr_t g_resident_lo[MAX_RESIDENT], g_resident_hi[MAX_RESIDENT];
+static int g_resident_count;
+
+static int is_resident(const void* p) {
+  const uintptr_t a = (uintptr_t)p;
+  for (int i = 0; i < g_resident_count; ++i)
+    if (a >= g_resident_lo[i] && a < g_resident_hi[i]) return 1;
+  return 0;
+}
+
+/* Count one DMA transfer of `bytes` touching `where` (NULL: constants, never resident). */
+static void count_dma(const void* src, const void* dst, int64_t bytes) {
+  if (bytes <= 0) return;
+  if ((src != NULL && is_resident(src)) || (dst != NULL && is_resident(dst))) {
+    __atomic_fetch_add(&g_counters[C_CASCADED_BYTES], bytes, __ATOMIC_RELAXED);
+    return;
+  }
+  __atomic_fetch_add(&g_counters[C_DMA_CYCLES], LEPTON_DMA_FIXED_CYCLES +
+                     (bytes + LEPTON_DMA_BYTES_PER_CYCLE - 1) / LEPTON_DMA_BYTES_PER_CYCLE,
+                     __ATOMIC_RELAXED);
+  __atomic_fetch_add(&g_counters[C_DRAM_BYTES], bytes, __ATOMIC_RELAXED);
+  __atomic_fetch_add(&g_counters[C_DMA_TRANSFERS], 1, __ATOMIC_RELAXED);
+}
 
 #if defined(__AVX512VNNI__) && defined(__AVX512BW__) && LEPTON_TILE_N == 16
 #include <immintrin.h>
@@ -245,6 +274,8 @@ int lepton_requant_i32_i8(const int32_t* ACC, const int32_t* bias, const int32_t
                        __ATOMIC_RELAXED);
     __atomic_fetch_add(&g_counters[C_VECTOR_LANES], (int64_t)m * n * REQUANT_VECTOR_OPS,
                        __ATOMIC_RELAXED);
+    /* the int8 tile leaves the NPU: one strided store descriptor (none when cascaded) */
+    count_dma(NULL, OUT, (int64_t)m * n);
   }
   return 0;
 }
@@ -267,14 +298,7 @@ static int dma_copy(const int8_t* src, int8_t* dst, int32_t src_stride, int32_t 
     for (int32_t r = 0; r < rows; ++r)
       memcpy(dst + (int64_t)r * dst_stride, src + (int64_t)r * src_stride, (size_t)row_bytes);
   }
-  if (g_mode == LEPTON_MODE_SIM) {
-    int64_t bytes = (int64_t)rows * row_bytes;
-    int64_t cycles = LEPTON_DMA_FIXED_CYCLES +
-                     (bytes + LEPTON_DMA_BYTES_PER_CYCLE - 1) / LEPTON_DMA_BYTES_PER_CYCLE;
-    __atomic_fetch_add(&g_counters[C_DMA_CYCLES], cycles, __ATOMIC_RELAXED);
-    __atomic_fetch_add(&g_counters[C_DRAM_BYTES], bytes, __ATOMIC_RELAXED);
-    __atomic_fetch_add(&g_counters[C_DMA_TRANSFERS], 1, __ATOMIC_RELAXED);
-  }
+  if (g_mode == LEPTON_MODE_SIM) count_dma(src, dst, (int64_t)rows * row_bytes);
   return 0;
 }
 
@@ -357,6 +381,28 @@ int __tvm_ffi_lepton_npu_counter(void* self, const TVMFFIAny* args, int32_t num_
   } else {
     set_int(result, g_counters[index]);
   }
+  return 0;
+}
+
+/* lepton_npu_resident(address: int, bytes: int) -> int: mark [address, address + bytes) as
+ * held in SRAM (cascading, sim mode); bytes < 0 clears every mark. Returns the marks held. */
+int __tvm_ffi_lepton_npu_resident(void* self, const TVMFFIAny* args, int32_t num_args,
+                                  TVMFFIAny* result) {
+  (void)self;
+  int64_t address, bytes;
+  if (num_args != 2 || read_int(&args[0], &address) != 0 || read_int(&args[1], &bytes) != 0 ||
+      (bytes >= 0 && (address <= 0 || g_resident_count >= MAX_RESIDENT))) {
+    TVMFFIErrorSetRaisedFromCStr("ValueError", "lepton_npu_resident: bad range or too many");
+    return -1;
+  }
+  if (bytes < 0) {
+    g_resident_count = 0;
+  } else {
+    g_resident_lo[g_resident_count] = (uintptr_t)address;
+    g_resident_hi[g_resident_count] = (uintptr_t)address + (uintptr_t)bytes;
+    ++g_resident_count;
+  }
+  set_int(result, g_resident_count);
   return 0;
 }
 
@@ -1200,14 +1246,8 @@ int lepton_unpack_weights(const uint8_t* WP, int8_t* W, int32_t k, int32_t n) {
  * same integers. How many rows one DMA descriptor moves (`band`) is the compiler's choice
  * (npu_vector.py): half the input SRAM, so the next band loads while this one computes.
  */
-static void sim_dma(int64_t bytes) {
-  if (bytes <= 0) return;
-  __atomic_fetch_add(&g_counters[C_DMA_CYCLES], LEPTON_DMA_FIXED_CYCLES +
-                     (bytes + LEPTON_DMA_BYTES_PER_CYCLE - 1) / LEPTON_DMA_BYTES_PER_CYCLE,
-                     __ATOMIC_RELAXED);
-  __atomic_fetch_add(&g_counters[C_DRAM_BYTES], bytes, __ATOMIC_RELAXED);
-  __atomic_fetch_add(&g_counters[C_DMA_TRANSFERS], 1, __ATOMIC_RELAXED);
-}
+/* One DMA descriptor of `bytes` reading or writing the tensor at `where` (NULL: constants). */
+static void sim_dma(const void* where, int64_t bytes) { count_dma(where, NULL, bytes); }
 
 static void sim_vec(int64_t ops, int32_t lanes) {
   __atomic_fetch_add(&g_counters[C_VECTOR_CYCLES], ops, __ATOMIC_RELAXED);
@@ -1254,11 +1294,11 @@ int lepton_vconv_i8(const int8_t* X, const uint8_t* W, const int32_t* bias,
   for (int32_t c0 = 0; c0 < cout; c0 += LANES) {
     const int32_t cols = cout - c0 < LANES ? cout - c0 : LANES;
     const int64_t chans = (int64_t)((c0 + cols - 1) / cout_g - c0 / cout_g + 1) * cin_g;
-    sim_dma((int64_t)kh * kw * cin_g * cols + 3 * 4 * cols);
+    sim_dma(NULL, (int64_t)kh * kw * cin_g * cols + 3 * 4 * cols);
     for (int32_t b = 0; b < n; ++b) {
       for (int32_t y0 = 0; y0 < oh; y0 += band) {
         const int32_t rows = oh - y0 < band ? oh - y0 : band;
-        sim_dma(band_input_rows(y0, rows, sh, top, dh, kh, h) * w * chans);
+        sim_dma(X, band_input_rows(y0, rows, sh, top, dh, kh, h) * w * chans);
         for (int32_t y = y0; y < y0 + rows; ++y) {
           for (int32_t x = 0; x < ow; ++x) {
             memset(acc, 0, sizeof(acc));
@@ -1292,7 +1332,7 @@ int lepton_vconv_i8(const int8_t* X, const uint8_t* W, const int32_t* bias,
             sim_vec(7, cols); /* add, mul, shift_right_round, add, max, min, cast */
           }
         }
-        sim_dma((int64_t)rows * ow * cols);
+        sim_dma(OUT, (int64_t)rows * ow * cols);
       }
     }
   }
@@ -1313,7 +1353,7 @@ int lepton_vmaxpool_i8(const int8_t* X, int8_t* OUT, int32_t band, int32_t n, in
     for (int32_t b = 0; b < n; ++b) {
       for (int32_t y0 = 0; y0 < oh; y0 += band) {
         const int32_t rows = oh - y0 < band ? oh - y0 : band;
-        sim_dma(band_input_rows(y0, rows, sh, top, 1, ph, h) * w * cols);
+        sim_dma(X, band_input_rows(y0, rows, sh, top, 1, ph, h) * w * cols);
         for (int32_t y = y0; y < y0 + rows; ++y) {
           for (int32_t x = 0; x < ow; ++x) {
             for (int32_t j = 0; j < cols; ++j) m[j] = -128;
@@ -1333,7 +1373,7 @@ int lepton_vmaxpool_i8(const int8_t* X, int8_t* OUT, int32_t band, int32_t n, in
             for (int32_t j = 0; j < cols; ++j) out[j] = (int8_t)m[j];
           }
         }
-        sim_dma((int64_t)rows * ow * cols);
+        sim_dma(OUT, (int64_t)rows * ow * cols);
       }
     }
   }
@@ -1354,7 +1394,7 @@ int lepton_vmean_i8(const int8_t* X, int8_t* OUT, int32_t band, int32_t outer, i
     memset(acc, 0, sizeof(int32_t) * (size_t)inner);
     for (int32_t r0 = 0; r0 < count; r0 += band) {
       const int32_t rows = count - r0 < band ? count - r0 : band;
-      sim_dma((int64_t)rows * inner);
+      sim_dma(X, (int64_t)rows * inner);
       for (int32_t r = r0; r < r0 + rows; ++r) {
         const int8_t* x = X + ((int64_t)o * count + r) * inner;
         for (int32_t c0 = 0; c0 < inner; c0 += LEPTON_VECTOR_LANES) {
@@ -1374,7 +1414,7 @@ int lepton_vmean_i8(const int8_t* X, int8_t* OUT, int32_t band, int32_t outer, i
       }
       sim_vec(7, cols);
     }
-    sim_dma(inner);
+    sim_dma(OUT, inner);
   }
   free(acc);
   return 1;
@@ -1391,8 +1431,8 @@ int lepton_vadd_i8(const int8_t* A, const int8_t* B, int8_t* OUT, int32_t chunk,
   if (chunk <= 0 || shift < 1 || shift > 62) return 0;
   for (int64_t s0 = 0; s0 < size; s0 += chunk) {
     const int64_t len = size - s0 < chunk ? size - s0 : chunk;
-    sim_dma(len);
-    sim_dma(len);
+    sim_dma(A, len);
+    sim_dma(B, len);
     for (int64_t v0 = 0; v0 < len; v0 += LEPTON_VECTOR_LANES) {
       const int32_t cols = len - v0 < LEPTON_VECTOR_LANES ? (int32_t)(len - v0)
                                                            : LEPTON_VECTOR_LANES;
@@ -1404,7 +1444,7 @@ int lepton_vadd_i8(const int8_t* A, const int8_t* B, int8_t* OUT, int32_t chunk,
       }
       sim_vec(10, cols);
     }
-    sim_dma(len);
+    sim_dma(OUT, len);
   }
   return 1;
 }
@@ -1416,7 +1456,7 @@ int lepton_vclamp_i8(const int8_t* A, int8_t* OUT, int32_t chunk, int64_t size, 
   if (chunk <= 0) return 0;
   for (int64_t s0 = 0; s0 < size; s0 += chunk) {
     const int64_t len = size - s0 < chunk ? size - s0 : chunk;
-    sim_dma(len);
+    sim_dma(A, len);
     for (int64_t v0 = 0; v0 < len; v0 += LEPTON_VECTOR_LANES) {
       const int32_t cols = len - v0 < LEPTON_VECTOR_LANES ? (int32_t)(len - v0)
                                                            : LEPTON_VECTOR_LANES;
@@ -1424,7 +1464,7 @@ int lepton_vclamp_i8(const int8_t* A, int8_t* OUT, int32_t chunk, int64_t size, 
         OUT[s0 + v0 + j] = (int8_t)clamp64(A[s0 + v0 + j], lo, hi);
       sim_vec(2, cols);
     }
-    sim_dma(len);
+    sim_dma(OUT, len);
   }
   return 1;
 }
@@ -1456,15 +1496,15 @@ int lepton_vlut_i8(const int8_t* X, const int32_t* T, int8_t* OUT, int32_t chunk
                    int64_t size) {
   const int sim = g_mode == LEPTON_MODE_SIM;
   if (chunk <= 0) return 0;
-  if (sim) sim_dma(256 * 4);
+  if (sim) sim_dma(NULL, 256 * 4);
   for (int64_t s0 = 0; s0 < size; s0 += chunk) {
     const int64_t len = size - s0 < chunk ? size - s0 : chunk;
-    if (sim) sim_dma(len);
+    if (sim) sim_dma(X, len);
     for (int64_t e = s0; e < s0 + len; ++e) OUT[e] = (int8_t)clamp64(T[X[e] + 128], -128, 127);
     if (sim) {
       for (int64_t v0 = 0; v0 < len; v0 += LEPTON_VECTOR_LANES)
         sim_vec(2, len - v0 < LEPTON_VECTOR_LANES ? (int32_t)(len - v0) : LEPTON_VECTOR_LANES);
-      sim_dma(len);
+      sim_dma(OUT, len);
     }
   }
   return 1;
@@ -1477,11 +1517,11 @@ int lepton_vsoftmax_i8(const int8_t* X, const int32_t* T, int8_t* OUT, int64_t r
   const int sim = g_mode == LEPTON_MODE_SIM;
   if (len <= 0 || recip_bits < 9 || recip_bits > 62) return 0;
   const int32_t out_shift = recip_bits - 8;
-  if (sim) sim_dma(256 * 4);
+  if (sim) sim_dma(NULL, 256 * 4);
   for (int64_t r0 = 0; r0 < rows; r0 += LEPTON_VECTOR_LANES) {
     const int32_t nr = rows - r0 < LEPTON_VECTOR_LANES ? (int32_t)(rows - r0)
                                                         : LEPTON_VECTOR_LANES;
-    if (sim) sim_dma((int64_t)nr * len);
+    if (sim) sim_dma(X + r0 * len, (int64_t)nr * len);
     for (int64_t r = r0; r < r0 + nr; ++r) {
       const int8_t* x = X + r * len;
       int8_t* out = OUT + r * len;
@@ -1499,7 +1539,7 @@ int lepton_vsoftmax_i8(const int8_t* X, const int32_t* T, int8_t* OUT, int64_t r
     if (sim) {
       sim_vec(10 * (int64_t)len, nr);
       sim_vec(LEPTON_VECTOR_DIV_CYCLES, nr);
-      sim_dma((int64_t)nr * len);
+      sim_dma(OUT + r0 * len, (int64_t)nr * len);
     }
   }
   return 1;
@@ -1514,11 +1554,11 @@ int lepton_vlayernorm_i8(const int8_t* X, const int32_t* gain, const int64_t* of
                          int32_t shift) {
   const int sim = g_mode == LEPTON_MODE_SIM;
   if (h <= 0 || shift < 1 || shift > 62 || eps_term < 1) return 0;
-  if (sim) sim_dma((int64_t)h * 12);
+  if (sim) sim_dma(NULL, (int64_t)h * 12);
   for (int64_t r0 = 0; r0 < rows; r0 += LEPTON_VECTOR_LANES) {
     const int32_t nr = rows - r0 < LEPTON_VECTOR_LANES ? (int32_t)(rows - r0)
                                                         : LEPTON_VECTOR_LANES;
-    if (sim) sim_dma((int64_t)nr * h);
+    if (sim) sim_dma(X + r0 * h, (int64_t)nr * h);
     for (int64_t r = r0; r < r0 + nr; ++r) {
       const int8_t* x = X + r * h;
       int8_t* out = OUT + r * h;
@@ -1541,7 +1581,7 @@ int lepton_vlayernorm_i8(const int8_t* X, const int32_t* gain, const int64_t* of
     if (sim) {
       sim_vec(11 * (int64_t)h + 6, nr);
       sim_vec(2 * (int64_t)LEPTON_VECTOR_DIV_CYCLES, nr);
-      sim_dma((int64_t)nr * h);
+      sim_dma(OUT + r0 * h, (int64_t)nr * h);
     }
   }
   return 1;
@@ -1556,8 +1596,8 @@ int lepton_vtranspose_i8(const int8_t* X, int8_t* OUT, int32_t chunk, int64_t si
   if (g_mode != LEPTON_MODE_SIM || chunk <= 0) return 0;
   for (int64_t s0 = 0; s0 < size; s0 += chunk) {
     const int64_t len = size - s0 < chunk ? size - s0 : chunk;
-    sim_dma(len);
-    sim_dma(len);
+    sim_dma(X, len);
+    sim_dma(OUT, len);
   }
   return 0;
 }
