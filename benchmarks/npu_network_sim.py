@@ -4,7 +4,8 @@ DRAM bytes and the roofline, with and without the vector unit's layers.
     python -m benchmarks.npu_network_sim [--models mobilenet_v2,efficientnet_lite,...]
 
 Each model (random weights, fixed seeds; see ``lepton_compiler.examples.bench.runner``) is
-built int8 for the Lepton target twice in one run: as the compiler places it, and with the
+built int8 for the Lepton target twice in one run: as the compiler places it (with cascading),
+and without cascading and with the
 vector-unit layers (depthwise/grouped conv, pooling, means, adds, clamps, transposes) kept on
 the host and softmax, layer norm and GELU in float, as before the vector unit ran them ("host
 vector layers"). One sim-mode profile of each
@@ -65,12 +66,12 @@ def host_vector_layers() -> Iterator[None]:
         REGISTRY.update(removed)
 
 
-def measure(case: Any, workdir: Path) -> dict[str, Any]:
+def measure(case: Any, workdir: Path, cascade: bool = True) -> dict[str, Any]:
     """Build ``case`` int8 for the Lepton target and profile it once in sim mode."""
     import lepton_compiler as lc
     import lepton_runtime
 
-    compiled = lc.build(case.model, case.inputs, target="lepton",
+    compiled = lc.build(case.model, case.inputs, target="lepton", cascade=cascade,
                         quantize=lc.QuantConfig(calibration_data=case.calibration))
     path = compiled.export(workdir / f"{case.name}.lepton")
     profile = lepton_runtime.load(path, mode="sim").profile(*case.inputs)
@@ -85,6 +86,8 @@ def measure(case: Any, workdir: Path) -> dict[str, Any]:
         "host_equivalent_cycles": sum(k.cycles for k in host),
         "total_cycles": profile.total_cycles,
         "npu_dram_bytes": profile.total_dram_bytes,
+        "cascaded_bytes": profile.total_cascaded_bytes,
+        "cascades": len(report.cascades),
         "npu_min_dram_bytes": sum(k.min_dram_bytes for k in npu),
         "npu_roofline_cycles": sum(profile.roofline_cycles(k) for k in npu),
         "npu_kernel_calls": len(npu), "host_kernel_calls": len(host),
@@ -103,7 +106,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="lepton-netsim-") as tmp:
         for case in make_cases(args.models.split(","), calibration=4):
             with host_vector_layers():
-                before = measure(case, Path(tmp))
+                before = measure(case, Path(tmp), cascade=False)
             after = measure(case, Path(tmp))
             rows.append({"model": case.name, "description": case.description,
                          "host_vector_layers": before, "vector_unit": after,
@@ -114,7 +117,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                   f"{after['total_cycles']:>11,} ({rows[-1]['cycles_ratio']:.2f}x fewer; "
                   f"NPU {after['npu_cycles']:,} + host {after['host_equivalent_cycles']:,}); "
                   f"NPU roofline {after['npu_roofline_cycles']:,.0f}; DRAM "
-                  f"{after['npu_dram_bytes']:,} B", flush=True)
+                  f"{before['npu_dram_bytes']:,} -> {after['npu_dram_bytes']:,} B "
+                  f"({1 - rows[-1]['dram_ratio']:.0%} less; {after['cascades']} cascades)",
+                  flush=True)
     result = {"benchmark": "npu_network_sim", "spec": spec.name,
               "spec_fingerprint": spec.fingerprint(),
               "host_fallback": vars(spec.host_fallback),

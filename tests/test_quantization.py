@@ -107,19 +107,22 @@ def test_compiled_int8_equals_the_integer_reference_bit_for_bit(name, shape, tmp
             profile = lepton_runtime.load(path, mode="sim").profile(inputs[0])
             npu_rows = [k for k in profile.kernels if k.kernel in compiled.build_info[
                 "npu_kernels"]]
-            assert npu_rows and all(k.cycles > 0 and k.macs_useful > 0 for k in npu_rows)
+            assert npu_rows and all(k.cycles > 0 for k in npu_rows)
+            gemm = [k for k in npu_rows if k.counters.get("macs_issued")]
+            assert gemm and all(k.macs_useful > 0 for k in gemm)  # matrix-engine layers
             assert profile.total_cycles == sum(k.cycles for k in profile.kernels)
 
 
-def test_transformer_block_int8_keeps_softmax_and_layer_norm_in_float():
+def test_transformer_block_int8_keeps_a_masked_softmax_in_float():
     model = lc.zoo.transformer_block()
     shape = (2, 16, 64)
     config = lc.QuantConfig(calibration_data=_random_calibration(shape))
     x = np.random.default_rng(3).standard_normal(shape).astype(np.float32)
     compiled = lc.build(model, (x,), target="lepton", quantize=config)
     summary = compiled.build_info["quantization"]
+    # torch's attention masks the scores with where(): that softmax's input is float
     assert any(n.startswith("softmax") for n in summary["float"])
-    assert any(n.startswith("layer_norm") for n in summary["float"])
+    assert any(n.startswith("layer_norm") for n in summary["quantized"])  # integer layer norm
     assert sum(n.startswith("dense") for n in summary["quantized"]) >= 3
     with torch.no_grad():
         expected = model(torch.from_numpy(x)).numpy()

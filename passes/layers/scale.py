@@ -35,11 +35,13 @@ class Scale(LayerKind):
         if x is None or not is_const(call.args[1]):
             return None
         c = const(call.args[1])
-        if c.size != 1 or c.dtype.kind != "f" or not np.isfinite(c).all() or float(c) <= 0:
+        if c.size != 1 or c.dtype.kind != "f":
             return None
-        if tuple(np.broadcast_shapes(ctx.shape(x), c.shape)) != ctx.shape(x):
+        value = float(c.reshape(()))
+        if not np.isfinite(value) or value <= 0 or \
+                tuple(np.broadcast_shapes(ctx.shape(x), c.shape)) != ctx.shape(x):
             return None
-        factor = float(c.reshape(())) if op == "relax.multiply" else 1.0 / float(c.reshape(()))
+        factor = value if op == "relax.multiply" else 1.0 / value
         return Layer("", self.name, [x], "", attrs={"factor": factor})
 
     def output_qparams(self, layer: Layer, ins: list[QParams],

@@ -95,6 +95,11 @@ class Profile:
     def total_dram_bytes(self) -> int:
         return sum(k.dram_bytes for k in self.kernels)
 
+    @property
+    def total_cascaded_bytes(self) -> int:
+        """Bytes NPU transfers kept in SRAM instead of DRAM (cascading; sim mode)."""
+        return sum(k.counters.get("cascaded_bytes", 0) for k in self.kernels)
+
     def roofline_cycles(self, kernel: KernelProfile) -> float:
         """The kernel's roofline bound in cycles (0 when unknown or not an NPU kernel)."""
         if not (kernel.cycles and self.peak_macs_per_cycle and self.dma_bytes_per_cycle):
@@ -121,6 +126,9 @@ class Profile:
         lines.append(f"{'':>3} {'total':<34}{'':<18}{'':<5}{self.total_ms:>9.3f}"
                      f"{self.total_macs:>12}{self.total_cycles:>11}{self.utilisation:>6.0%}"
                      f"{self.total_dram_bytes:>11}")
+        if self.total_cascaded_bytes:
+            lines.append(f"{'':>3} cascading kept {self.total_cascaded_bytes} B of transfers "
+                         "in SRAM (not counted as DRAM bytes)")
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
@@ -138,5 +146,6 @@ class Profile:
             "dma_bytes_per_cycle": self.dma_bytes_per_cycle, "clock_hz": self.clock_hz,
             "totals": {"time_ms": self.total_ms, "cycles": self.total_cycles,
                        "macs": self.total_macs, "dram_bytes": self.total_dram_bytes,
+                       "cascaded_bytes": self.total_cascaded_bytes,
                        "utilisation": self.utilisation},
         }

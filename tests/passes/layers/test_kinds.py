@@ -67,8 +67,22 @@ class _Layout(nn.Module):
         return z[:, 2:10, 1:3, :]
 
 
+class _Transformer(nn.Module):
+    """layer norm, scaled scores (scale: no kernel), softmax, GELU (a table)."""
+
+    def __init__(self):
+        super().__init__()
+        self.norm = nn.LayerNorm(16)
+        self.q, self.k = nn.Linear(16, 16), nn.Linear(16, 16)
+
+    def forward(self, x):
+        h = self.norm(x)
+        scores = torch.matmul(self.q(h), self.k(h).transpose(1, 2)) * 0.25
+        return F.gelu(torch.matmul(torch.softmax(scores, dim=-1), h) + x)
+
+
 MODELS = {"convs": (_Convs, (2, 3, 8, 8)), "attention": (_Attention, (2, 8, 16)),
-          "layout": (_Layout, (2, 3, 8, 8))}
+          "layout": (_Layout, (2, 3, 8, 8)), "transformer": (_Transformer, (2, 8, 16))}
 
 
 def _build(name: str, fuse: bool):
@@ -110,8 +124,9 @@ def test_each_kind_declares_its_pattern_and_documentation():
         assert kind.pattern and kind.int8_kernel and kind.runs_on
         assert kind_of(kind.name) is kind and kind in candidates(kind.ops[0])
     assert candidates("relax.matmul")[0].name == "dense"  # a constant weight wins
-    assert set(compute_kinds()) == {"conv2d", "dense", "matmul", "add", "concat", "mean"}
-    assert kind_of("float") is None and candidates("relax.nn.softmax") == []
+    assert set(compute_kinds()) == {"conv2d", "dense", "matmul", "add", "concat", "mean",
+                                    "layer_norm", "lut"}
+    assert kind_of("float") is None and candidates("relax.nn.log_softmax") == []
 
 
 def test_typed_parameters_are_frozen_dataclasses(fused):
