@@ -35,8 +35,8 @@ from lepton_compiler.errors import (
     OptionError,
     UnsupportedOperatorError,
 )
-from lepton_compiler.lower.cascade import plan_cascades
 from lepton_compiler.lower import artifact, lowering, plan_builder, shape_variants
+from lepton_compiler.lower.cascade import plan_cascades
 from lepton_compiler.optimize import accuracy_control, pruning, quantization
 from lepton_compiler.options import BuildOptions
 from lepton_compiler.passes.nan_semantics import PropagateNaN
