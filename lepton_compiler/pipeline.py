@@ -408,7 +408,7 @@ def build(
         With ``target="lepton"``: keep an activation in the NPU's SRAM from the layer that
         writes it to the one layer that reads it, where it fits beside both layers' working
         sets (default). ``compiled.report.cascades`` lists them (layers, bytes kept, SRAM in
-        use); the sim profile counts their transfers as ``cascaded_bytes``, not DRAM bytes.
+        use); the sim profile counts their transfers as ``onchip_bytes``, not DRAM bytes.
         The results are identical either way.
     verify
         Check the IR is well formed after every stage (cheap; on by default).

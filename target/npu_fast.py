@@ -121,15 +121,16 @@ def dense_layer(m: int, k: int, n: int) -> list[int]:
 
 
 def _call_first(func: Any, params: list[Any], call: Any, fallback: list[Any],
-                allocs: list[Any]) -> Any:
-    """``func`` with ``params``, whose body first makes ``call`` and runs ``fallback`` (then
-    its original body) only when the call does not return 1."""
+                allocs: list[Any], after: list[Any] = ()) -> Any:
+    """``func`` with ``params``, whose body first makes ``call`` and runs ``fallback``, its
+    original body and ``after`` only when the call does not return 1."""
     from tvm import s_tir, tirx
 
     realize = func.body
     root = realize.block
-    body = tirx.IfThenElse(call != 1, tirx.SeqStmt([*fallback, root.body])
-                           if fallback else root.body, None)
+    steps = [*fallback, root.body, *after]
+    body = tirx.IfThenElse(call != 1, tirx.SeqStmt(steps) if len(steps) > 1 else root.body,
+                           None)
     root = s_tir.SBlock(root.iter_vars, root.reads, root.writes, root.name_hint, body,
                         root.init, [*root.alloc_buffers, *allocs], root.match_buffers,
                         root.annotations)
@@ -159,11 +160,12 @@ def with_depthwise_call(func: Any) -> Any:
     return _call_first(func, params, call, [unpack], [w]).with_attr(FAST_ATTR, 1)
 
 
-def with_fast_path(func: Any) -> Any:
+def with_fast_path(func: Any, spec: Any = None) -> Any:
     """``func`` (a scheduled NPU kernel with :data:`LAYER_ATTR`; parameters ``X, W, BIAS,
     MUL, SH, QP, OUT``) taking its constants packed (:func:`pack_layer`): the fast call
     first; when it declines (sim mode) the weights are unpacked and the instruction stream
-    runs as scheduled."""
+    runs as scheduled. With ``spec``, a conv with a window gather streams its input through a
+    line buffer where it fits the input SRAM (:func:`_line_buffer`)."""
     from tvm import tirx
 
     params = list(func.params)  # buffers (TVM 0.27 parameters carry their buffer)
@@ -178,10 +180,41 @@ def with_fast_path(func: Any) -> Any:
                             shift.data, qp.data, out.data, *layer)
     unpack = tirx.Evaluate(tirx.call_extern("int32", UNPACK_EXTERN, packed.data, w.data,
                                             k, n))
-    return _call_first(func, params, fast, [unpack], [w]).with_attr(FAST_ATTR, 1)
+    begin, end = _line_buffer(func, spec, layer) if spec is not None else ([], [])
+    return _call_first(func, params, fast, [unpack, *begin], [w], end).with_attr(FAST_ATTR, 1)
 
 
-def add_fast_paths(mod: Any, kernels: set[str]) -> Any:
+LINE_BUFFER_EXTERNS = ("lepton_line_buffer", "lepton_line_buffer_end")
+
+
+def _line_buffer(func: Any, spec: Any, layer: list[int]) -> tuple[list[Any], list[Any]]:
+    """The calls that stream a conv's input through a line buffer in sim mode (see
+    ``lepton_line_buffer`` in ``csrc/lepton_npu.c``): when the kernel gathers windows into a
+    ``cols`` buffer and the ring of input rows (the window's height plus one stride of rows)
+    fits the input SRAM beside the plan's A strips. Otherwise none."""
+    from tvm import tirx
+
+    from lepton_compiler.target.npu_schedule import kernel_plan, sram_needs
+
+    cols = next((b for b in func.body.block.alloc_buffers if b.name == "cols"), None)
+    if cols is None:
+        return [], []
+    n, h, w, cin, _, kh, _, sh, _, dh, _, top, _, oh, _, _ = layer
+    ring = (dh * (kh - 1) + sh) * w * cin
+    if ring + sram_needs(kernel_plan(func, spec), spec)["input"] > spec.sram.input_bytes:
+        return [], []
+    nbytes = 1
+    for d in cols.shape:
+        nbytes *= int(d)
+    x = func.params[0]
+    begin = tirx.Evaluate(tirx.call_extern(
+        "int32", LINE_BUFFER_EXTERNS[0], x.data, cols.data, tirx.const(nbytes, "int64"), n, h,
+        w, cin, kh, sh, dh, top, oh))
+    end = tirx.Evaluate(tirx.call_extern("int32", LINE_BUFFER_EXTERNS[1], cols.data))
+    return [begin], [end]
+
+
+def add_fast_paths(mod: Any, kernels: set[str], spec: Any = None) -> Any:
     """Give every kernel in ``kernels`` with :data:`LAYER_ATTR` (NPU GEMM layers) or
     :data:`DEPTHWISE_ATTR` (host depthwise layers) whose weights and requantize terms are
     constants at all its call sites the whole-layer call (:func:`with_fast_path`,
@@ -237,7 +270,7 @@ def add_fast_paths(mod: Any, kernels: set[str]) -> Any:
     # New global vars: a call site is checked against its callee's signature as recorded in
     # the global var, which updating the function in place would leave stale.
     renamed = {name: packer.builder_.add_func(
-        (with_depthwise_call if attr == DEPTHWISE_ATTR else with_fast_path)(mod[name]), name)
-        for name, attr in chosen.items()}
+        with_depthwise_call(mod[name]) if attr == DEPTHWISE_ATTR
+        else with_fast_path(mod[name], spec), name) for name, attr in chosen.items()}
     packer.builder_.update_func(mod.get_global_var("main"), packer.visit_expr(main))
     return relax.transform.DeadCodeElimination()(packer.builder_.get())  # the old kernels

@@ -20,7 +20,7 @@ from lepton_runtime.format import NPU_MODES
 
 MODES = NPU_MODES  # values of lepton_npu_set_mode, one table shared with the runtime
 COUNTERS = ("gemm_calls", "macs_issued", "compute_cycles", "vector_cycles", "dma_cycles",
-            "dram_bytes", "dma_transfers", "vector_lanes", "cascaded_bytes")
+            "dram_bytes", "dma_transfers", "vector_lanes", "onchip_bytes")
 
 
 def int8_matmul_func(m: int, n: int, k: int) -> Any:

@@ -47,10 +47,6 @@ BOTH_MODES = ("softmax", "layernorm")
 #: Arguments passed as int64.
 WIDE_ARGS = ("size", "rows", "eps_term")
 
-#: Vector ops per output vector of the elementwise layers (see ``csrc/lepton_npu.c``).
-REQUANT_OPS = 7
-ADD_OPS = 10
-CLAMP_OPS = 2
 
 
 @dataclass(frozen=True)

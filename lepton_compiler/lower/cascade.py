@@ -6,7 +6,8 @@ arena tensor that no other call reads (a reshape view of it counts as it), and i
 input SRAM beside both calls' own input working sets (and beside every other tensor held at
 the same time, when cascades chain). The plan marks the tensor ``resident`` on both calls;
 in sim mode the runtime tells the NPU emulation, which then counts the producer's stores and
-the consumer's loads of it as on-chip transfers (no DRAM bytes, no DMA cycles). The data path
+the consumer's loads of it as on-chip transfers (``onchip_bytes``: no DRAM bytes, no DMA
+cycles). The data path
 is unchanged, so a cascaded build computes the same integers as an uncascaded one.
 """
 

@@ -240,7 +240,7 @@ def schedule(mod: Any, config: Any, npu: Any = None,
                     if f.attrs is not None and DEPTHWISE_ATTR in f.attrs}
 
         # renames the kernels it rewrites
-        mod = add_fast_paths(mod, gemm_kernels(mod) | set(depthwise(mod)))
+        mod = add_fast_paths(mod, gemm_kernels(mod) | set(depthwise(mod)), npu.spec)
         on_npu = gemm_kernels(mod)
         for name, func in depthwise(mod).items():
             if FAST_ATTR not in func.attrs and config is not None:

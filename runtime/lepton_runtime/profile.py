@@ -96,9 +96,10 @@ class Profile:
         return sum(k.dram_bytes for k in self.kernels)
 
     @property
-    def total_cascaded_bytes(self) -> int:
-        """Bytes NPU transfers kept in SRAM instead of DRAM (cascading; sim mode)."""
-        return sum(k.counters.get("cascaded_bytes", 0) for k in self.kernels)
+    def total_onchip_bytes(self) -> int:
+        """Bytes of NPU transfers that stayed in SRAM instead of DRAM (cascading, line
+        buffers; sim mode)."""
+        return sum(k.counters.get("onchip_bytes", 0) for k in self.kernels)
 
     def roofline_cycles(self, kernel: KernelProfile) -> float:
         """The kernel's roofline bound in cycles (0 when unknown or not an NPU kernel)."""
@@ -126,9 +127,9 @@ class Profile:
         lines.append(f"{'':>3} {'total':<34}{'':<18}{'':<5}{self.total_ms:>9.3f}"
                      f"{self.total_macs:>12}{self.total_cycles:>11}{self.utilisation:>6.0%}"
                      f"{self.total_dram_bytes:>11}")
-        if self.total_cascaded_bytes:
-            lines.append(f"{'':>3} cascading kept {self.total_cascaded_bytes} B of transfers "
-                         "in SRAM (not counted as DRAM bytes)")
+        if self.total_onchip_bytes:
+            lines.append(f"{'':>3} {self.total_onchip_bytes} B of transfers stayed in SRAM "
+                         "(cascades, line buffers; not counted as DRAM bytes)")
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
@@ -146,6 +147,6 @@ class Profile:
             "dma_bytes_per_cycle": self.dma_bytes_per_cycle, "clock_hz": self.clock_hz,
             "totals": {"time_ms": self.total_ms, "cycles": self.total_cycles,
                        "macs": self.total_macs, "dram_bytes": self.total_dram_bytes,
-                       "cascaded_bytes": self.total_cascaded_bytes,
+                       "onchip_bytes": self.total_onchip_bytes,
                        "utilisation": self.utilisation},
         }

@@ -28,7 +28,7 @@ enum { LEPTON_MODE_FAST = 0, LEPTON_MODE_SIM = 1 };
 /* Counters of the sim mode; indices are part of the runtime ABI (see npu_counters). */
 enum {
   C_GEMM_CALLS, C_MACS_ISSUED, C_COMPUTE_CYCLES, C_VECTOR_CYCLES, C_DMA_CYCLES, C_DRAM_BYTES,
-  C_DMA_TRANSFERS, C_VECTOR_LANES, C_CASCADED_BYTES, C_COUNT
+  C_DMA_TRANSFERS, C_VECTOR_LANES, C_ONCHIP_BYTES, C_COUNT
 };
 
 static int g_mode = LEPTON_MODE_FAST;
@@ -37,7 +37,8 @@ static int64_t g_counters[C_COUNT];
 /* Cascading (sim mode): address ranges of tensors that stay in SRAM between two NPU layers
  * (the runtime marks them around the producer's and the consumer's calls). A DMA transfer
  * that reads or writes such a range moves nothing through DRAM: its bytes are counted as
- * cascaded, not as DRAM bytes, and it costs no DMA cycles. */
+ * on-chip bytes, not as DRAM bytes, and it costs no DMA cycles. Conv line buffers
+ * (lepton_line_buffer) mark their gathered windows the same way. */
 enum { MAX_RESIDENT = 8 };
 static uintptr_t g_resident_lo[MAX_RESIDENT], g_resident_hi[MAX_RESIDENT];
 static int g_resident_count;
@@ -53,7 +54,7 @@ static int is_resident(const void* p) {
 static void count_dma(const void* src, const void* dst, int64_t bytes) {
   if (bytes <= 0) return;
   if ((src != NULL && is_resident(src)) || (dst != NULL && is_resident(dst))) {
-    __atomic_fetch_add(&g_counters[C_CASCADED_BYTES], bytes, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&g_counters[C_ONCHIP_BYTES], bytes, __ATOMIC_RELAXED);
     return;
   }
   __atomic_fetch_add(&g_counters[C_DMA_CYCLES], LEPTON_DMA_FIXED_CYCLES +
@@ -1422,13 +1423,19 @@ int lepton_vmean_i8(const int8_t* X, int8_t* OUT, int32_t band, int32_t outer, i
 
 /* Residual add of two int8 tensors into a third quantization (reference.add):
  * clamp((((a - za) ma + (b - zb) mb + 2^(shift-1)) >> shift) + zo, lo, hi), `chunk` elements
- * of each operand per descriptor; 10 ops per vector (add, mul, add, mul, add,
- * shift_right_round, add, max, min, cast). */
+ * of each operand per descriptor; 7 ops per vector (mul, mul_add, add, shift, max, min, cast;
+ * a mul and an add for the mul_add on a spec without it). */
+enum { ADD_OPS = LEPTON_VECTOR_MUL_ADD ? 7 : 8 };
 int lepton_vadd_i8(const int8_t* A, const int8_t* B, int8_t* OUT, int32_t chunk, int64_t size,
                    int32_t za, int32_t ma, int32_t zb, int32_t mb, int32_t shift, int32_t zo,
                    int32_t lo, int32_t hi) {
   if (g_mode != LEPTON_MODE_SIM) return 0;
   if (chunk <= 0 || shift < 1 || shift > 62) return 0;
+  /* The zero points, the rounding and the output zero point fold into one constant:
+   * (a - za) ma + (b - zb) mb + 2^(shift-1) + zo 2^shift = a ma + b mb + c, and adding
+   * zo 2^shift before the shift adds exactly zo after it. */
+  const int64_t c = ((int64_t)1 << (shift - 1)) - (int64_t)za * ma - (int64_t)zb * mb +
+                    (int64_t)zo * ((int64_t)1 << shift);
   for (int64_t s0 = 0; s0 < size; s0 += chunk) {
     const int64_t len = size - s0 < chunk ? size - s0 : chunk;
     sim_dma(A, len);
@@ -1438,11 +1445,10 @@ int lepton_vadd_i8(const int8_t* A, const int8_t* B, int8_t* OUT, int32_t chunk,
                                                            : LEPTON_VECTOR_LANES;
       for (int32_t j = 0; j < cols; ++j) {
         const int64_t e = s0 + v0 + j;
-        const int64_t acc = ((int64_t)A[e] - za) * ma + ((int64_t)B[e] - zb) * mb +
-                            ((int64_t)1 << (shift - 1));
-        OUT[e] = (int8_t)clamp64((acc >> shift) + zo, lo, hi);
+        const int64_t acc = (int64_t)A[e] * ma + (int64_t)B[e] * mb + c;
+        OUT[e] = (int8_t)clamp64(acc >> shift, lo, hi);
       }
-      sim_vec(10, cols);
+      sim_vec(ADD_OPS, cols);
     }
     sim_dma(OUT, len);
   }
@@ -1598,6 +1604,46 @@ int lepton_vtranspose_i8(const int8_t* X, int8_t* OUT, int32_t chunk, int64_t si
     const int64_t len = size - s0 < chunk ? size - s0 : chunk;
     sim_dma(X, len);
     sim_dma(OUT, len);
+  }
+  return 0;
+}
+
+/* A conv2d's line buffer (sim mode): its input rows stream through the input SRAM once, held
+ * in a ring of the rows the next output row still needs, and the DMA engine's address
+ * generation gathers every A strip's windows from there, so the A-strip loads of the im2col
+ * buffer `cols` stay on chip. Counts one descriptor per output row for the input rows it adds
+ * and marks `cols` resident until lepton_line_buffer_end. Returns 1 in sim mode, else 0. */
+int lepton_line_buffer(const int8_t* X, const int8_t* cols, int64_t cols_bytes, int32_t n,
+                       int32_t h, int32_t w, int32_t cin, int32_t kh, int32_t sh, int32_t dh,
+                       int32_t top, int32_t oh) {
+  if (g_mode != LEPTON_MODE_SIM || g_resident_count >= MAX_RESIDENT) return 0;
+  const int64_t row_bytes = (int64_t)w * cin;
+  for (int32_t b = 0; b < n; ++b) {
+    int64_t loaded = 0; /* input rows [0, loaded) are in (or have passed through) the ring */
+    for (int32_t y = 0; y < oh; ++y) {
+      int64_t first = (int64_t)y * sh - top, last = first + (int64_t)dh * (kh - 1);
+      if (first < loaded) first = loaded;
+      if (last > h - 1) last = h - 1;
+      if (last >= first) {
+        sim_dma(X + ((int64_t)b * h + first) * row_bytes, (last - first + 1) * row_bytes);
+        loaded = last + 1;
+      }
+    }
+  }
+  g_resident_lo[g_resident_count] = (uintptr_t)cols;
+  g_resident_hi[g_resident_count] = (uintptr_t)cols + (uintptr_t)cols_bytes;
+  ++g_resident_count;
+  return 1;
+}
+
+int lepton_line_buffer_end(const int8_t* cols) {
+  for (int i = 0; i < g_resident_count; ++i) {
+    if (g_resident_lo[i] == (uintptr_t)cols) {
+      g_resident_lo[i] = g_resident_lo[g_resident_count - 1];
+      g_resident_hi[i] = g_resident_hi[g_resident_count - 1];
+      --g_resident_count;
+      return 1;
+    }
   }
   return 0;
 }
