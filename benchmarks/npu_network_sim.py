@@ -89,7 +89,13 @@ def measure(case: Any, workdir: Path, cascade: bool = True) -> dict[str, Any]:
             plan["tensors"][t]["dtype"]).itemsize for t in call["args"])
 
     report = compiled.report
+    import torch
+
+    with torch.no_grad():
+        real = case.model(*(torch.from_numpy(a) for a in case.inputs)).numpy().ravel()
+    got = np.asarray(compiled(*case.inputs), np.float64).ravel()
     return {
+        "cosine_to_fp32": float(got @ real / (np.linalg.norm(got) * np.linalg.norm(real))),
         "npu_mac_share": report.npu_mac_share,
         "total_macs": report.total_macs,
         "host_layers": [f"{o.layer} ({o.kind})" for o in report.fallbacks()],
@@ -133,7 +139,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                   f"NPU {after['npu_cycles']:,} + host {after['host_equivalent_cycles']:,}); "
                   f"NPU roofline {after['npu_roofline_cycles']:,.0f}; DRAM "
                   f"(NPU + host) {dram['before']:,} -> {dram['after']:,} B "
-                  f"({1 - rows[-1]['dram_ratio']:.0%} less; {after['cascades']} cascades)",
+                  f"({1 - rows[-1]['dram_ratio']:.0%} less; {after['cascades']} cascades); "
+                  f"cosine to fp32 {after['cosine_to_fp32']:.4f}",
                   flush=True)
     result = {"benchmark": "npu_network_sim", "spec": spec.name,
               "spec_fingerprint": spec.fingerprint(),

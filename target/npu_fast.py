@@ -196,8 +196,9 @@ def _line_buffer(func: Any, spec: Any, layer: list[int]) -> tuple[list[Any], lis
 
     from lepton_compiler.target.npu_schedule import kernel_plan, sram_needs
 
-    cols = next((b for b in func.body.block.alloc_buffers if b.name == "cols"), None)
-    if cols is None:
+    buffers = {b.name: b for b in func.body.block.alloc_buffers}
+    cols = buffers.get("cols_pad", buffers.get("cols"))  # the A strips load from the padded
+    if cols is None:                                     # copy when M is not whole tiles
         return [], []
     n, h, w, cin, _, kh, _, sh, _, dh, _, top, _, oh, _, _ = layer
     ring = (dh * (kh - 1) + sh) * w * cin

@@ -104,8 +104,39 @@ def plan_from_knobs(m: int, n: int, k: int, spec: LeptonSpec,
     return plan
 
 
+def estimated_cycles(plan: GemmPlan, spec: LeptonSpec) -> int:
+    """The sim's cycles for ``plan`` estimated from its loop structure (the sim's formula:
+    ``max(compute + vector, DMA)``): one tile_m x tile_n slice per cycle, the 7-op requantize
+    per output vector, and per DMA descriptor its fixed cost plus bytes at the DMA rate — the
+    A strips once per row-strip group and K block, the B strips once (stationary) or once
+    per row-strip group, K block and output tile, the int8 output tiles once."""
+    mat, dma = spec.matrix, spec.dma
+    pm, pn, pk = plan.padded
+    groups, kblocks = pm // (mat.tile_m * plan.m_block), pk // plan.k_block
+    tiles = (pm // mat.tile_m) * (pn // mat.tile_n)
+    compute = tiles * pk + tiles * mat.tile_m * mat.tile_n // spec.vector.lanes * 7
+    a = groups * kblocks * dma.cycles(plan.m_block * mat.tile_m * plan.k_block)
+    b = dma.cycles(pk * pn) if plan.weights_stationary else \
+        groups * kblocks * (pn // mat.tile_n) * dma.cycles(plan.k_block * mat.tile_n)
+    out = tiles * dma.cycles(mat.tile_m * mat.tile_n)
+    return max(compute, a + b + out)
+
+
+def estimated_dram_bytes(plan: GemmPlan, spec: LeptonSpec) -> int:
+    """The DRAM bytes of ``plan``'s loop structure (see :func:`estimated_cycles`)."""
+    mat = spec.matrix
+    pm, pn, pk = plan.padded
+    groups = pm // (mat.tile_m * plan.m_block)
+    weights = pk * pn if plan.weights_stationary else groups * pk * pn
+    return pm * pk + weights + pm * pn
+
+
 def plan_gemm(m: int, n: int, k: int, spec: LeptonSpec) -> GemmPlan:
-    """Tile sizes for an ``m x n x k`` product; the deepest K block that fits SRAM.
+    """The default tiling of an ``m x n x k`` product: of the plans that fit the SRAM (any
+    K block; stationary weights; row-strip groups of 1, 2, 4, ... up to every row strip, so
+    that weights too large to stay resident are still loaded once per group), the one with
+    the fewest :func:`estimated_cycles`, then the fewest :func:`estimated_dram_bytes` (then the
+    deepest K block).
 
     Raises
     ------
@@ -113,17 +144,13 @@ def plan_gemm(m: int, n: int, k: int, spec: LeptonSpec) -> GemmPlan:
         When no K block fits (the spec's SRAM is too small for this operator).
     """
     mat = spec.matrix
-    pm, pn, pk = _round_up(m, mat.tile_m), _round_up(n, mat.tile_n), _round_up(k, mat.tile_k)
-    # The deepest strip that divides the padded K and fits every SRAM scope; weights stay
-    # resident when the whole matrix fits the weight SRAM and there is more than one row
-    # strip to reuse them.
-    for stationary in ((True, False) if pm > mat.tile_m else (False,)):
-        for k_block in range(pk, 0, -mat.tile_k):
-            if pk % k_block == 0 and all(
-                need <= getattr(spec.sram, f"{scope}_bytes")
-                for scope, need in _needs(mat, pn, pk, k_block, stationary).items()
-            ):
-                return GemmPlan(m, n, k, (pm, pn, pk), k_block, stationary)
+    strips = -(-m // mat.tile_m)
+    blocks = sorted({1, 2, 4, *(b for b in (8, 16, 32, 64) if b < strips), strips})
+    plans = candidate_plans(m, n, k, spec, m_blocks=tuple(blocks))
+    if plans:
+        return min(plans, key=lambda p: (estimated_cycles(p, spec),
+                                         estimated_dram_bytes(p, spec), -p.k_block,
+                                         not p.weights_stationary, p.m_block))
     raise SramOverflowError(
         f"matmul {m}x{n}x{k} does not fit the SRAM of {spec.name} (input "
         f"{spec.sram.input_bytes} B, weight {spec.sram.weight_bytes} B, accumulator "
