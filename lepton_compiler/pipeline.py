@@ -153,6 +153,10 @@ def front(model: Any, example_inputs: Sequence[Any] | None, options: BuildOption
         return result
     with run.stage("simplify"):
         result.mod = lowering.simplify(result.mod, fold_batch_norm=options.optimize)
+        if options.quantize is not None:  # one GELU op: one int8 table on the NPU
+            from lepton_compiler.passes.canonical_gelu import fold_erf_gelu
+
+            result.mod = fold_erf_gelu(result.mod)
         run.check(result.mod, "simplify")
     with run.stage("layout"):
         if options.optimize:

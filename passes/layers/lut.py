@@ -61,7 +61,8 @@ class Lut(LayerKind):
     ops: ClassVar[tuple[str, ...]] = tuple(FUNCTIONS)
     compute = True
     npu_rules = rules.VECTOR_RULES
-    pattern = "nn.gelu, nn.gelu_tanh, sigmoid, tanh, nn.silu"
+    pattern = ("nn.gelu (also its erf formula, see passes/canonical_gelu.py), nn.gelu_tanh, "
+               "sigmoid, tanh, nn.silu")
     int8_kernel = "256-entry table of the function's int8 answers (exact by construction)"
     runs_on = "NPU vector unit (lut)"
 

@@ -23,8 +23,8 @@ CI_SIZES = {"malformed": 308, "artifacts": 210, "differential": 10, "int8": 6,
 LONG_SIZES = {"malformed": 3000, "artifacts": 2000, "differential": 100, "int8": 50,
               "values": 3000, "float_values": 600}
 FLOAT_VALUE_MODELS = 3     # random fp32 models the float-value cases run on
-GRAPHS_PER_MODEL = 15      # fp32 differential: 14 models x 15 graphs = 210 graphs
-INT8_GRAPHS_PER_MODEL = 3  # int8 differential: 8 x 3 = 24 graphs
+GRAPHS_PER_MODEL = 15      # fp32 differential: 10 models x 15 graphs = 150 graphs (CI)
+INT8_GRAPHS_PER_MODEL = 3  # int8 differential: 6 x 3 = 18 graphs (CI)
 OPT0_EVERY = 4             # every fourth fp32 model is also built with opt_level=0
 TIMEOUT = 120.0
 

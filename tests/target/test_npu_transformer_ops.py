@@ -138,3 +138,27 @@ def test_a_transformer_encoder_block_runs_every_layer_on_the_npu(tmp_path):
         real = model(torch.from_numpy(x)).numpy()
     cosine = expected.ravel() @ real.ravel() / np.linalg.norm(expected) / np.linalg.norm(real)
     assert cosine >= 0.99
+
+
+def test_an_onnx_erf_gelu_becomes_one_table_on_the_npu():
+    from .. import conftest
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.GELU(),
+                                torch.nn.Linear(32, 16)).eval()
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, 16)).astype(np.float32)
+    data = conftest.to_onnx_bytes(model, (torch.from_numpy(x),))
+    assert "Erf" in {n.op_type for n in __import__("onnx").load_from_string(data).graph.node}
+    compiled = lc.build(data, (x,), target="lepton", quantize=lc.QuantConfig(
+        calibration_data=[(rng.standard_normal(x.shape).astype(np.float32),)
+                          for _ in range(4)]))
+    lut = [o for o in compiled.report.ops if o.kind == "lut"]
+    assert len(lut) == 1 and lut[0].unit == "npu"
+    assert all(o.unit == "npu" for o in compiled.report.ops if o.dtype == "int8")
+    assert not compiled.build_info["quantization"]["float"]
+    assert np.array_equal(compiled(x), compiled.quantization.reference(x))
+    with torch.no_grad():
+        real = model(torch.from_numpy(x)).numpy()
+    got = compiled(x)
+    assert got.ravel() @ real.ravel() / np.linalg.norm(got) / np.linalg.norm(real) > 0.99
