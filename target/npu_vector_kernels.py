@@ -1,4 +1,5 @@
-"""Stand-alone kernels on the Lepton vector unit: int8 max pooling and int32 residual add."""
+"""Stand-alone kernels on the Lepton vector unit: int8 max pooling, int32 residual add, and any
+vector-unit layer kernel of the graph build (`build_vector_layer`)."""
 
 from __future__ import annotations
 
