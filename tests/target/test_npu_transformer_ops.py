@@ -162,3 +162,20 @@ def test_an_onnx_erf_gelu_becomes_one_table_on_the_npu():
         real = model(torch.from_numpy(x)).numpy()
     got = compiled(x)
     assert got.ravel() @ real.ravel() / np.linalg.norm(got) / np.linalg.norm(real) > 0.99
+
+
+def test_a_host_build_links_the_integer_transformer_ops(tmp_path):
+    """int8 for the host CPU runs the same integer softmax and layer norm (their C code is
+    linked into the host artifact), bit for bit, also after a reload."""
+    model = lc.zoo.bert_encoder(layers=1, hidden=64, heads=4, ff=128)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 16, 64)).astype(np.float32)
+    calib = [(rng.standard_normal(x.shape).astype(np.float32),) for _ in range(4)]
+    compiled = lc.build(model, (x,), target="host",
+                        quantize=lc.QuantConfig(calibration_data=calib))
+    assert {"softmax", "layer_norm"} <= {o.kind for o in compiled.report.ops
+                                          if o.dtype == "int8"}
+    expected = compiled.quantization.reference(x)
+    assert np.array_equal(compiled(x), expected)
+    session = lepton_runtime.load(compiled.export(tmp_path / "host.lepton"))
+    assert np.array_equal(session.run(x), expected)
