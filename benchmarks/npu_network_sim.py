@@ -83,7 +83,7 @@ def measure(case: Any, workdir: Path, cascade: bool = True) -> dict[str, Any]:
     with tarfile.open(path) as tar:  # the artifact is a plain tar; plan.json lists tensors
         plan = json.loads(tar.extractfile("plan.json").read())
 
-    def session_bytes(path: Any, kernel: Any) -> int:
+    def call_bytes(kernel: Any) -> int:  # what the call reads and writes
         call = plan["calls"][kernel.index]
         return sum(int(np.prod(plan["tensors"][t]["shape"])) * np.dtype(
             plan["tensors"][t]["dtype"]).itemsize for t in call["args"])
@@ -104,7 +104,7 @@ def measure(case: Any, workdir: Path, cascade: bool = True) -> dict[str, Any]:
         "total_cycles": profile.total_cycles,
         "npu_dram_bytes": profile.total_dram_bytes,
         # a host fallback reads its inputs and writes its outputs through DRAM too
-        "host_dram_bytes": sum(session_bytes(path, k) for k in host),
+        "host_dram_bytes": sum(call_bytes(k) for k in host),
         "onchip_bytes": profile.total_onchip_bytes,
         "cascades": len(report.cascades),
         "npu_min_dram_bytes": sum(k.min_dram_bytes for k in npu),

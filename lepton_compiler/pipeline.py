@@ -317,8 +317,8 @@ def link(parts: list[Planned], host: HostTarget, npu: LeptonTarget | None
     # depthwise kernels that call its whole-layer code).
     from lepton_compiler.target.npu_vector import BOTH_MODES
 
-    calls_c = any(f.attrs is not None and (FAST_ATTR in f.attrs or (
-        work_of(f) is not None and work_of(f).op in BOTH_MODES)) for f in scheduled.values())
+    calls_c = any((f.attrs is not None and FAST_ATTR in f.attrs)
+                  or getattr(work_of(f), "op", None) in BOTH_MODES for f in scheduled.values())
     linked = any(p.npu_kernels for p in parts) or calls_c
     if linked and npu is None:  # a host build whose int8 kernels call the NPU library's code
         npu = LeptonTarget(load_spec(), host)

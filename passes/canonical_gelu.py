@@ -71,15 +71,13 @@ def fold_erf_gelu(mod: Any) -> Any:
             if _op(call) != "relax.multiply":
                 return call
             leaves = self.factors(call)
-            if len(leaves) != 3:
-                return call
             halves = [f for f in leaves if _near(_scalar(f), 0.5)]
+            if len(leaves) != 3 or len(halves) != 1:
+                return call
             for inner in leaves:
                 x = self.erf_of(inner)
-                if x is None or len(halves) != 1:
-                    continue
                 others = [f for f in leaves if f is not inner and f is not halves[0]]
-                if len(others) == 1 and others[0].same_as(x):
+                if x is not None and len(others) == 1 and others[0].same_as(x):
                     return relax.op.nn.gelu(x)
             return call
 

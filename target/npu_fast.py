@@ -14,6 +14,7 @@ otherwise (sim mode) unpacks them and runs its instruction stream unchanged.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -204,9 +205,7 @@ def _line_buffer(func: Any, spec: Any, layer: list[int]) -> tuple[list[Any], lis
     ring = (dh * (kh - 1) + sh) * w * cin
     if ring + sram_needs(kernel_plan(func, spec), spec)["input"] > spec.sram.input_bytes:
         return [], []
-    nbytes = 1
-    for d in cols.shape:
-        nbytes *= int(d)
+    nbytes = math.prod(int(d) for d in cols.shape)  # int8
     x = func.params[0]
     begin = tirx.Evaluate(tirx.call_extern(
         "int32", LINE_BUFFER_EXTERNS[0], x.data, cols.data, tirx.const(nbytes, "int64"), n, h,

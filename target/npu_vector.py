@@ -65,9 +65,6 @@ class VectorWork:
                              f"{list(names)}")
         return cls(op, tuple((n, int(values[n])) for n in names))
 
-    def __getitem__(self, name: str) -> int:
-        return dict(self.args)[name]
-
     def mark(self, func: Any) -> Any:
         """``func`` carrying this work (read back by :func:`work_of`)."""
         return func.with_attr(VECTOR_ATTR, self.op).with_attr(

@@ -16,7 +16,7 @@ import json
 import os
 import sys
 from collections.abc import Mapping
-from dataclasses import MISSING, asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -181,11 +181,10 @@ class LeptonSpec:
     sram: Sram
     dma: Dma
     operands: Operands
-    host_fallback: HostFallback = None  # type: ignore[assignment]  # filled in below
+    host_fallback: HostFallback = field(
+        default_factory=lambda: HostFallback(**DEFAULT_HOST_FALLBACK))
 
     def __post_init__(self) -> None:
-        if self.host_fallback is None:
-            object.__setattr__(self, "host_fallback", HostFallback(**DEFAULT_HOST_FALLBACK))
         m = self.matrix
         for scope, need in (("input_bytes", m.input_tile_bytes),
                             ("weight_bytes", m.weight_tile_bytes),

@@ -1259,6 +1259,11 @@ static inline int64_t clamp64(int64_t v, int64_t lo, int64_t hi) {
   return v < lo ? lo : (v > hi ? hi : v);
 }
 
+/* What is left of `total` from `done` on, at most `step`: a band, chunk or block of lanes. */
+static inline int64_t step_of(int64_t total, int64_t done, int64_t step) {
+  return total - done < step ? total - done : step;
+}
+
 /* Input rows [first, last] a band of output rows [y0, y0 + rows) reads, clipped to the image:
  * their count (0 when the band reads padding only). */
 static int64_t band_input_rows(int32_t y0, int32_t rows, int32_t stride, int32_t pad,
@@ -1293,12 +1298,12 @@ int lepton_vconv_i8(const int8_t* X, const uint8_t* W, const int32_t* bias,
   const int64_t zp = qp[0], lo = qp[1], hi = qp[2];
   int32_t acc[LANES];
   for (int32_t c0 = 0; c0 < cout; c0 += LANES) {
-    const int32_t cols = cout - c0 < LANES ? cout - c0 : LANES;
+    const int32_t cols = (int32_t)step_of(cout, c0, LANES);
     const int64_t chans = (int64_t)((c0 + cols - 1) / cout_g - c0 / cout_g + 1) * cin_g;
     sim_dma(NULL, (int64_t)kh * kw * cin_g * cols + 3 * 4 * cols);
     for (int32_t b = 0; b < n; ++b) {
       for (int32_t y0 = 0; y0 < oh; y0 += band) {
-        const int32_t rows = oh - y0 < band ? oh - y0 : band;
+        const int32_t rows = (int32_t)step_of(oh, y0, band);
         sim_dma(X, band_input_rows(y0, rows, sh, top, dh, kh, h) * w * chans);
         for (int32_t y = y0; y < y0 + rows; ++y) {
           for (int32_t x = 0; x < ow; ++x) {
@@ -1350,10 +1355,10 @@ int lepton_vmaxpool_i8(const int8_t* X, int8_t* OUT, int32_t band, int32_t n, in
   if (band <= 0) return 0;
   int32_t m[LANES];
   for (int32_t c0 = 0; c0 < c; c0 += LANES) {
-    const int32_t cols = c - c0 < LANES ? c - c0 : LANES;
+    const int32_t cols = (int32_t)step_of(c, c0, LANES);
     for (int32_t b = 0; b < n; ++b) {
       for (int32_t y0 = 0; y0 < oh; y0 += band) {
-        const int32_t rows = oh - y0 < band ? oh - y0 : band;
+        const int32_t rows = (int32_t)step_of(oh, y0, band);
         sim_dma(X, band_input_rows(y0, rows, sh, top, 1, ph, h) * w * cols);
         for (int32_t y = y0; y < y0 + rows; ++y) {
           for (int32_t x = 0; x < ow; ++x) {
@@ -1394,20 +1399,19 @@ int lepton_vmean_i8(const int8_t* X, int8_t* OUT, int32_t band, int32_t outer, i
   for (int32_t o = 0; o < outer; ++o) {
     memset(acc, 0, sizeof(int32_t) * (size_t)inner);
     for (int32_t r0 = 0; r0 < count; r0 += band) {
-      const int32_t rows = count - r0 < band ? count - r0 : band;
+      const int32_t rows = (int32_t)step_of(count, r0, band);
       sim_dma(X, (int64_t)rows * inner);
       for (int32_t r = r0; r < r0 + rows; ++r) {
         const int8_t* x = X + ((int64_t)o * count + r) * inner;
         for (int32_t c0 = 0; c0 < inner; c0 += LEPTON_VECTOR_LANES) {
-          const int32_t cols = inner - c0 < LEPTON_VECTOR_LANES ? inner - c0
-                                                                 : LEPTON_VECTOR_LANES;
+          const int32_t cols = (int32_t)step_of(inner, c0, LEPTON_VECTOR_LANES);
           for (int32_t j = 0; j < cols; ++j) acc[c0 + j] += x[c0 + j];
           sim_vec(1, cols);
         }
       }
     }
     for (int32_t c0 = 0; c0 < inner; c0 += LEPTON_VECTOR_LANES) {
-      const int32_t cols = inner - c0 < LEPTON_VECTOR_LANES ? inner - c0 : LEPTON_VECTOR_LANES;
+      const int32_t cols = (int32_t)step_of(inner, c0, LEPTON_VECTOR_LANES);
       for (int32_t j = 0; j < cols; ++j) {
         const int64_t wide = ((int64_t)acc[c0 + j] - (int64_t)count * zi) * mult +
                              ((int64_t)1 << (shift - 1));
@@ -1437,12 +1441,11 @@ int lepton_vadd_i8(const int8_t* A, const int8_t* B, int8_t* OUT, int32_t chunk,
   const int64_t c = ((int64_t)1 << (shift - 1)) - (int64_t)za * ma - (int64_t)zb * mb +
                     (int64_t)zo * ((int64_t)1 << shift);
   for (int64_t s0 = 0; s0 < size; s0 += chunk) {
-    const int64_t len = size - s0 < chunk ? size - s0 : chunk;
+    const int64_t len = step_of(size, s0, chunk);
     sim_dma(A, len);
     sim_dma(B, len);
     for (int64_t v0 = 0; v0 < len; v0 += LEPTON_VECTOR_LANES) {
-      const int32_t cols = len - v0 < LEPTON_VECTOR_LANES ? (int32_t)(len - v0)
-                                                           : LEPTON_VECTOR_LANES;
+      const int32_t cols = (int32_t)step_of(len, v0, LEPTON_VECTOR_LANES);
       for (int32_t j = 0; j < cols; ++j) {
         const int64_t e = s0 + v0 + j;
         const int64_t acc = (int64_t)A[e] * ma + (int64_t)B[e] * mb + c;
@@ -1461,11 +1464,10 @@ int lepton_vclamp_i8(const int8_t* A, int8_t* OUT, int32_t chunk, int64_t size, 
   if (g_mode != LEPTON_MODE_SIM) return 0;
   if (chunk <= 0) return 0;
   for (int64_t s0 = 0; s0 < size; s0 += chunk) {
-    const int64_t len = size - s0 < chunk ? size - s0 : chunk;
+    const int64_t len = step_of(size, s0, chunk);
     sim_dma(A, len);
     for (int64_t v0 = 0; v0 < len; v0 += LEPTON_VECTOR_LANES) {
-      const int32_t cols = len - v0 < LEPTON_VECTOR_LANES ? (int32_t)(len - v0)
-                                                           : LEPTON_VECTOR_LANES;
+      const int32_t cols = (int32_t)step_of(len, v0, LEPTON_VECTOR_LANES);
       for (int32_t j = 0; j < cols; ++j)
         OUT[s0 + v0 + j] = (int8_t)clamp64(A[s0 + v0 + j], lo, hi);
       sim_vec(2, cols);
@@ -1504,12 +1506,12 @@ int lepton_vlut_i8(const int8_t* X, const int32_t* T, int8_t* OUT, int32_t chunk
   if (chunk <= 0) return 0;
   if (sim) sim_dma(NULL, 256 * 4);
   for (int64_t s0 = 0; s0 < size; s0 += chunk) {
-    const int64_t len = size - s0 < chunk ? size - s0 : chunk;
+    const int64_t len = step_of(size, s0, chunk);
     if (sim) sim_dma(X, len);
     for (int64_t e = s0; e < s0 + len; ++e) OUT[e] = (int8_t)clamp64(T[X[e] + 128], -128, 127);
     if (sim) {
       for (int64_t v0 = 0; v0 < len; v0 += LEPTON_VECTOR_LANES)
-        sim_vec(2, len - v0 < LEPTON_VECTOR_LANES ? (int32_t)(len - v0) : LEPTON_VECTOR_LANES);
+        sim_vec(2, (int32_t)step_of(len, v0, LEPTON_VECTOR_LANES));
       sim_dma(OUT, len);
     }
   }
@@ -1525,8 +1527,7 @@ int lepton_vsoftmax_i8(const int8_t* X, const int32_t* T, int8_t* OUT, int64_t r
   const int32_t out_shift = recip_bits - 8;
   if (sim) sim_dma(NULL, 256 * 4);
   for (int64_t r0 = 0; r0 < rows; r0 += LEPTON_VECTOR_LANES) {
-    const int32_t nr = rows - r0 < LEPTON_VECTOR_LANES ? (int32_t)(rows - r0)
-                                                        : LEPTON_VECTOR_LANES;
+    const int32_t nr = (int32_t)step_of(rows, r0, LEPTON_VECTOR_LANES);
     if (sim) sim_dma(X + r0 * len, (int64_t)nr * len);
     for (int64_t r = r0; r < r0 + nr; ++r) {
       const int8_t* x = X + r * len;
@@ -1562,8 +1563,7 @@ int lepton_vlayernorm_i8(const int8_t* X, const int32_t* gain, const int64_t* of
   if (h <= 0 || shift < 1 || shift > 62 || eps_term < 1) return 0;
   if (sim) sim_dma(NULL, (int64_t)h * 12);
   for (int64_t r0 = 0; r0 < rows; r0 += LEPTON_VECTOR_LANES) {
-    const int32_t nr = rows - r0 < LEPTON_VECTOR_LANES ? (int32_t)(rows - r0)
-                                                        : LEPTON_VECTOR_LANES;
+    const int32_t nr = (int32_t)step_of(rows, r0, LEPTON_VECTOR_LANES);
     if (sim) sim_dma(X + r0 * h, (int64_t)nr * h);
     for (int64_t r = r0; r < r0 + nr; ++r) {
       const int8_t* x = X + r * h;
@@ -1601,7 +1601,7 @@ int lepton_vtranspose_i8(const int8_t* X, int8_t* OUT, int32_t chunk, int64_t si
   (void)OUT;
   if (g_mode != LEPTON_MODE_SIM || chunk <= 0) return 0;
   for (int64_t s0 = 0; s0 < size; s0 += chunk) {
-    const int64_t len = size - s0 < chunk ? size - s0 : chunk;
+    const int64_t len = step_of(size, s0, chunk);
     sim_dma(X, len);
     sim_dma(OUT, len);
   }
