@@ -46,6 +46,15 @@ def _resign(members: dict[str, bytes], manifest: dict) -> dict[str, bytes]:
             fmt.MANIFEST_DIGEST: hashlib.sha256(raw).hexdigest().encode() + b"\n"}
 
 
+def _with_plan(members: dict[str, bytes], plan: dict) -> dict[str, bytes]:
+    """``members`` with ``plan`` as plan.json and its hash in a re-signed manifest."""
+    data = json.dumps(plan).encode()
+    manifest = json.loads(members[fmt.MANIFEST])
+    manifest["members"][fmt.PLAN] = {"sha256": hashlib.sha256(data).hexdigest(),
+                                     "size": len(data)}
+    return _resign({**members, fmt.PLAN: data}, manifest)
+
+
 @pytest.fixture()
 def no_kernel_load(monkeypatch):
     """Fail the test if kernels.so is ever handed to the loader."""
@@ -193,12 +202,8 @@ def test_plan_pointing_outside_the_arena_is_refused(cnn_artifact, tmp_path, no_k
     plan = json.loads(members[fmt.PLAN])
     arena = next(t for t in plan["tensors"] if t["kind"] == "arena")
     arena["offset"] = plan["arena_bytes"] + 64
-    members[fmt.PLAN] = json.dumps(plan).encode()
-    manifest = json.loads(members[fmt.MANIFEST])
-    manifest["members"][fmt.PLAN] = {"sha256": hashlib.sha256(members[fmt.PLAN]).hexdigest(),
-                                     "size": len(members[fmt.PLAN])}
     with pytest.raises(ArtifactError, match="outside its buffer"):
-        lepton_runtime.load(_write(tmp_path / "plan.lepton", _resign(members, manifest)))
+        lepton_runtime.load(_write(tmp_path / "plan.lepton", _with_plan(members, plan)))
 
 
 def test_inspect_describes_without_loading(cnn_artifact, no_kernel_load):

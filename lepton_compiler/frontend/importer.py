@@ -304,6 +304,18 @@ def _track_nodes(converting: list) -> Any:
 
 
 @contextmanager
+def _converter_override(converter: Any, version: str, impl: Any) -> Any:
+    """While active, TVM's ONNX converter ``converter.<version>`` (a classmethod) is
+    ``impl(original, cls, bb, inputs, attr, params)``, ``original`` being its own function."""
+    original = converter.__dict__[version]
+    setattr(converter, version, classmethod(
+        lambda cls, *args: impl(original.__func__, cls, *args)))
+    try:
+        yield
+    finally:
+        setattr(converter, version, original)
+
+
 def _clip_as_relax_op() -> Any:
     """Import ONNX ``Clip`` with constant finite bounds as ``relax.op.clip``.
 
@@ -317,8 +329,6 @@ def _clip_as_relax_op() -> Any:
 
     from lepton_compiler import tvm_compat
 
-    original = Clip.__dict__["_impl_v13"]
-
     def bound(value: Any) -> float | None:
         if value is None or not tvm_compat.is_tensor_constant(value):
             return None
@@ -327,21 +337,16 @@ def _clip_as_relax_op() -> Any:
             return None
         return float(data.reshape(()))
 
-    def impl(cls: Any, bb: Any, inputs: Any, attr: Any, params: Any) -> Any:
+    def impl(original: Any, cls: Any, bb: Any, inputs: Any, attr: Any, params: Any) -> Any:
         lo, hi = bound(inputs[1]), bound(inputs[2])
         if lo is not None and hi is not None and lo <= hi \
                 and str(inputs[0].ty.dtype).startswith("float"):
             return relax.op.clip(inputs[0], relax.prim_value(lo), relax.prim_value(hi))
-        return original.__func__(cls, bb, inputs, attr, params)
+        return original(cls, bb, inputs, attr, params)
 
-    Clip._impl_v13 = classmethod(impl)
-    try:
-        yield
-    finally:
-        Clip._impl_v13 = original
+    return _converter_override(Clip, "_impl_v13", impl)
 
 
-@contextmanager
 def _softplus_log1p() -> Any:
     """Import float32 ``Softplus`` as ``max(x, 0) + log1p(exp(-|x|))`` in one kernel.
 
@@ -354,8 +359,6 @@ def _softplus_log1p() -> Any:
 
     from lepton_compiler.lower.fast_math import exp_expr
 
-    original = Softplus.__dict__["_impl_v1"]
-
     def softplus(x: Any) -> Any:
         def element(*i: Any) -> Any:
             v, w, u = (tirx.Var(n, "float32") for n in ("v", "w", "u"))
@@ -364,16 +367,12 @@ def _softplus_log1p() -> Any:
                 u, exp_expr(w), body)))
         return te.compute(x.shape, element, name="softplus")
 
-    def impl(cls: Any, bb: Any, inputs: Any, attr: Any, params: Any) -> Any:
+    def impl(original: Any, cls: Any, bb: Any, inputs: Any, attr: Any, params: Any) -> Any:
         if str(inputs[0].ty.dtype) != "float32":
-            return original.__func__(cls, bb, inputs, attr, params)
+            return original(cls, bb, inputs, attr, params)
         return bb.emit_te(softplus, inputs[0], primfunc_name_hint="softplus")
 
-    Softplus._impl_v1 = classmethod(impl)
-    try:
-        yield
-    finally:
-        Softplus._impl_v1 = original
+    return _converter_override(Softplus, "_impl_v1", impl)
 
 
 def _onnx_input_shapes(graph_inputs: list, example_inputs: Sequence[Any] | None) -> dict:

@@ -29,7 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from lepton_compiler.frontend.onnx_prepare import infer, model_opset
+from lepton_compiler.frontend.onnx_prepare import infer, model_opset, value_types
+from lepton_compiler.frontend.onnx_validate import graph_values, static_dims
 
 
 class _Builder:
@@ -82,12 +83,8 @@ def _constants(proto: Any) -> dict[str, np.ndarray]:
 
 
 def _elem_types(proto: Any) -> dict[str, int]:
-    inferred = infer(proto)
-    types = {v.name: v.type.tensor_type.elem_type
-             for v in [*inferred.graph.input, *inferred.graph.value_info,
-                       *inferred.graph.output] if v.type.HasField("tensor_type")}
-    types.update({t.name: t.data_type for t in proto.graph.initializer})
-    return types
+    return {name: t.tensor_type.elem_type for name, t in value_types(proto).items()
+            if t.HasField("tensor_type")}
 
 
 def _mentions_float16(proto: Any) -> bool:
@@ -314,14 +311,8 @@ def _conv_transpose_size(node: Any, shapes: dict[str, list[int]]) -> list[int] |
 
 
 def _static_dims(proto: Any) -> dict[str, list[int]]:
-    inferred = infer(proto)
-    dims = {}
-    for v in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]:
-        if v.type.HasField("tensor_type") and v.type.tensor_type.HasField("shape"):
-            d = v.type.tensor_type.shape.dim
-            if all(x.HasField("dim_value") for x in d):
-                dims[v.name] = [x.dim_value for x in d]
-    return dims
+    values = graph_values(infer(proto).graph)
+    return {v.name: dims for v in values if (dims := static_dims(v)) is not None}
 
 
 def _resize_inexact(node: Any, consts: dict[str, np.ndarray],

@@ -31,6 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from lepton_compiler.frontend.onnx_validate import graph_values, static_dims
+
 #: Ops TVM 0.27 imports wrongly (``Mish``: wrong values; ``Attention``: its converter is
 #: the com.microsoft contrib op's, which fails on ONNX's own); their function bodies are used.
 PREFER_EXPANSION = frozenset({"Mish", "Attention"})
@@ -103,13 +105,11 @@ def model_opset(proto: Any, domain: str = "") -> int:
 
 # -- 1. function expansion ---------------------------------------------------------------------
 
-def _value_types(proto: Any) -> dict[str, Any]:
-    """TypeProto of every value ONNX shape inference can type."""
+def value_types(proto: Any) -> dict[str, Any]:
+    """TypeProto of every value ONNX shape inference can type (initializers included)."""
     import onnx
 
-    inferred = infer(proto)
-    types = {v.name: v.type for v in [*inferred.graph.input, *inferred.graph.value_info,
-                                      *inferred.graph.output]}
+    types = {v.name: v.type for v in graph_values(infer(proto).graph)}
     for t in proto.graph.initializer:
         types[t.name] = onnx.helper.make_tensor_type_proto(t.data_type, list(t.dims))
     return types
@@ -238,7 +238,7 @@ def expand_functions(proto: Any, importable: set[str], max_rounds: int = 4) -> A
                   (n.op_type not in importable or n.op_type in PREFER_EXPANSION)]
         if not wanted:
             return proto
-        types = _value_types(proto)
+        types = value_types(proto)
         out = onnx.ModelProto()
         out.CopyFrom(proto)
         del out.graph.node[:]
@@ -344,16 +344,13 @@ def _static_shapes(proto: Any) -> tuple[dict[str, list[int]], dict[str, np.ndarr
     (a zero-size tensor's value is its shape and dtype: nothing to compute)."""
     import onnx
 
-    inferred = infer(proto, data_prop=True)
     shapes, empty = {}, {}
-    for value in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]:
+    for value in graph_values(infer(proto, data_prop=True).graph):
         t = value.type
-        if not t.HasField("tensor_type") or not t.tensor_type.HasField("shape"):
-            continue
-        dims = t.tensor_type.shape.dim
-        if all(d.HasField("dim_value") for d in dims):
-            shapes[value.name] = [d.dim_value for d in dims]
-            if 0 in shapes[value.name]:
+        dims = static_dims(value)
+        if dims is not None:
+            shapes[value.name] = dims
+            if 0 in dims:
                 try:
                     dtype = onnx.helper.tensor_dtype_to_np_dtype(t.tensor_type.elem_type)
                 except Exception:

@@ -339,16 +339,28 @@ def _check_model(proto: Any, where: str, limits: Limits) -> None:
                                  f"{limits.max_rank})")
 
 
+def graph_values(graph: Any) -> list[Any]:
+    """The ValueInfoProtos a graph declares or inference added: inputs, value infos,
+    outputs."""
+    return [*graph.input, *graph.value_info, *graph.output]
+
+
+def static_dims(value: Any) -> list[int] | None:
+    """The fully known dims of a tensor value (``[]`` for a scalar), or None."""
+    t = value.type
+    if not t.HasField("tensor_type") or not t.tensor_type.HasField("shape"):
+        return None
+    dims = t.tensor_type.shape.dim
+    return [d.dim_value for d in dims] if all(d.HasField("dim_value") for d in dims) else None
+
+
 def _shapes(model: Any) -> dict[str, list[int]]:
-    """Fully known static shapes of the model's values after inference."""
+    """Fully known static shapes of the model's non-scalar values after inference."""
     shapes = {}
-    values = [*model.graph.input, *model.graph.value_info, *model.graph.output]
-    for value in values:
-        if not value.type.HasField("tensor_type"):
-            continue
-        dims = value.type.tensor_type.shape.dim
-        if dims and all(d.HasField("dim_value") for d in dims):
-            shapes[value.name] = [d.dim_value for d in dims]
+    for value in graph_values(model.graph):
+        dims = static_dims(value)
+        if dims:
+            shapes[value.name] = dims
     for tensor in model.graph.initializer:
         shapes[tensor.name] = list(tensor.dims)
     return shapes
