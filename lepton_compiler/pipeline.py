@@ -258,7 +258,8 @@ def plan_kernels(mod: Any, input_names: list[str], output_names: list[str], host
                  npu: LeptonTarget | None, run: Run, layers: set[str] | None = None,
                  fuse: bool = True, tuned: Any = None, schedule_host: bool = True,
                  node_names: dict[str, list[str]] | None = None, source: str = "onnx",
-                 pinned: dict[str, Any] | None = None, cascade: bool = False) -> Planned:
+                 pinned: dict[str, Any] | None = None,
+                 cascade: bool | set[tuple[int, int]] = False) -> Planned:
     """fuse → schedule → plan: a Relax module to a plan and its scheduled kernels.
 
     ``layers``: layer names; a call whose result is bound to one records it as its source op.
@@ -267,8 +268,11 @@ def plan_kernels(mod: Any, input_names: list[str], output_names: list[str], host
     ``source`` "torch": negative indices are invalid, as in PyTorch), and float clamps keep
     NaN (``lepton.PropagateNaN``). ``pinned``: inputs fixed at build time (name -> value),
     checked by the runtime at every call. ``cascade``: keep activations between consecutive
-    NPU layers in SRAM where they fit (``lower/cascade.py``; the plan's ``cascades``).
+    NPU layers in SRAM where they fit (``lower/cascade.py``; the plan's ``cascades``); with a
+    tuning database in ``tuned``, GEMM layers may be replanned to make room, and the build
+    runs again with those plans (``cascade`` then holds the call pairs to cascade).
     """
+    unfused = mod
     with run.stage("fuse"):
         mod = lowering.fuse(safe_semantics(mod, node_names, source), fuse)
         run.check(mod, "fuse")
@@ -300,9 +304,38 @@ def plan_kernels(mod: Any, input_names: list[str], output_names: list[str], host
         if func.attrs is not None and func.attrs.get("lepton.tuned"):
             call["tuned"] = True
     if npu is not None and cascade:
-        built.plan["cascades"] = [c.to_dict() for c in plan_cascades(built.plan, npu.spec)]
+        costs = _cascade_costs(built.plan, scheduled, npu.spec, tuned)
+        found = plan_cascades(built.plan, npu.spec, costs,
+                              None if cascade is True else cascade)
+        if costs is not None and costs.overrides:
+            # The cascades chose other plans for some GEMM layers: schedule them so.
+            tuned.overrides.update(costs.overrides)
+            pairs = {(c.producer_call, c.producer_call + 1) for c in found}
+            return plan_kernels(unfused, input_names, output_names, host, npu, run, layers, fuse,
+                                tuned, schedule_host, node_names, source, pinned, pairs)
+        built.plan["cascades"] = [c.to_dict() for c in found]
     return Planned(built.plan, built.weights, scheduled, kernels, npu_kernels,
                    built.kernel_names)
+
+
+def _cascade_costs(plan: dict, scheduled: dict[str, Any], spec: Any, tuned: Any) -> Any:
+    """The tuning records the cascade planner may replan GEMM layers from (None without a
+    tuning database)."""
+    if tuned is None or getattr(tuned, "database", None) is None:
+        return None
+    from lepton_compiler.lower.cascade import CascadeCosts
+    from lepton_compiler.target.npu_schedule import gemm_extents, kernel_plan
+    from lepton_compiler.target.qkernels import GEMM_ATTR
+    from lepton_compiler.tuning.measure import workload_key
+
+    costs = CascadeCosts(tuned.database, spec, {}, {}, {})
+    for i, call in enumerate(plan["calls"]):
+        func = scheduled[call["kernel"]]
+        if "sim" in call and func.attrs is not None and func.attrs.get(GEMM_ATTR):
+            costs.workloads[i] = workload_key(func, spec)
+            costs.extents[i] = gemm_extents(func)
+            costs.knobs[i] = kernel_plan(func, spec).knobs
+    return costs
 
 
 def link(parts: list[Planned], host: HostTarget, npu: LeptonTarget | None

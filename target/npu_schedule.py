@@ -65,12 +65,23 @@ def _needs(mat, pn: int, pk: int, k_block: int, stationary: bool = False,
     }
 
 
+def _room(spec: LeptonSpec, input_reserved: int = 0) -> dict[str, int]:
+    """Bytes per SRAM scope a kernel's own working set may use: the spec's sizes, less
+    ``input_reserved`` bytes of input SRAM held by cascaded activations."""
+    return {scope: getattr(spec.sram, f"{scope}_bytes") - (input_reserved if scope == "input"
+                                                           else 0)
+            for scope in ("input", "weight", "accumulator")}
+
+
 def candidate_plans(m: int, n: int, k: int, spec: LeptonSpec,
-                    m_blocks: tuple[int, ...] = (1, 2, 4)) -> list[GemmPlan]:
+                    m_blocks: tuple[int, ...] = (1, 2, 4),
+                    input_reserved: int = 0) -> list[GemmPlan]:
     """Every plan of an ``m x n x k`` product that fits the spec's SRAM: the tuning space
     (K block depth, stationary weights, row strips per weight strip). Candidates that would
-    overflow an SRAM scope are left out before anything is measured."""
+    overflow an SRAM scope are left out before anything is measured; ``input_reserved``
+    bytes of input SRAM are held by cascaded activations (``lower/cascade.py``)."""
     mat = spec.matrix
+    room = _room(spec, input_reserved)
     pn, pk = _round_up(n, mat.tile_n), _round_up(k, mat.tile_k)
     plans = []
     for m_block in m_blocks:
@@ -80,8 +91,7 @@ def candidate_plans(m: int, n: int, k: int, spec: LeptonSpec,
         for stationary in ((False, True) if pm > mat.tile_m * m_block else (False,)):
             for k_block in range(pk, 0, -mat.tile_k):
                 if pk % k_block == 0 and all(
-                    need <= getattr(spec.sram, f"{scope}_bytes")
-                    for scope, need in _needs(mat, pn, pk, k_block, stationary,
+                    need <= room[scope] for scope, need in _needs(mat, pn, pk, k_block, stationary,
                                               m_block).items()):
                     plans.append(GemmPlan(m, n, k, (pm, pn, pk), k_block, stationary,
                                           m_block))
@@ -89,9 +99,10 @@ def candidate_plans(m: int, n: int, k: int, spec: LeptonSpec,
 
 
 def plan_from_knobs(m: int, n: int, k: int, spec: LeptonSpec,
-                    knobs: dict[str, int | bool]) -> GemmPlan:
-    """The plan with the given tuning choices (``GemmPlan.knobs``); SramOverflowError if it
-    does not fit this spec."""
+                    knobs: dict[str, int | bool], input_reserved: int = 0) -> GemmPlan:
+    """The plan with the given tuning choices (``GemmPlan.knobs``; a tuning record's other
+    keys, such as ``resident``, are not the plan's); SramOverflowError if it does not fit
+    this spec beside ``input_reserved`` bytes of cascaded activations."""
     mat = spec.matrix
     m_block = int(knobs.get("m_block", 1))
     plan = GemmPlan(m, n, k, (_round_up(m, mat.tile_m * m_block), _round_up(n, mat.tile_n),
@@ -100,7 +111,7 @@ def plan_from_knobs(m: int, n: int, k: int, spec: LeptonSpec,
     if plan.padded[2] % plan.k_block or plan.k_block % mat.tile_k or plan.k_block <= 0:
         raise SramOverflowError(f"K block {plan.k_block} does not divide the padded K "
                                 f"{plan.padded[2]} in whole tiles")
-    check_working_set(plan, spec)
+    check_working_set(plan, spec, input_reserved)
     return plan
 
 
@@ -131,7 +142,7 @@ def estimated_dram_bytes(plan: GemmPlan, spec: LeptonSpec) -> int:
     return pm * pk + weights + pm * pn
 
 
-def plan_gemm(m: int, n: int, k: int, spec: LeptonSpec) -> GemmPlan:
+def plan_gemm(m: int, n: int, k: int, spec: LeptonSpec, input_reserved: int = 0) -> GemmPlan:
     """The default tiling of an ``m x n x k`` product: of the plans that fit the SRAM (any
     K block; stationary weights; row-strip groups of 1, 2, 4, ... up to every row strip, so
     that weights too large to stay resident are still loaded once per group), the one with
@@ -146,15 +157,16 @@ def plan_gemm(m: int, n: int, k: int, spec: LeptonSpec) -> GemmPlan:
     mat = spec.matrix
     strips = -(-m // mat.tile_m)
     blocks = sorted({1, 2, 4, *(b for b in (8, 16, 32, 64) if b < strips), strips})
-    plans = candidate_plans(m, n, k, spec, m_blocks=tuple(blocks))
+    plans = candidate_plans(m, n, k, spec, m_blocks=tuple(blocks),
+                            input_reserved=input_reserved)
     if plans:
         return min(plans, key=lambda p: (estimated_cycles(p, spec),
                                          estimated_dram_bytes(p, spec), -p.k_block,
                                          not p.weights_stationary, p.m_block))
     raise SramOverflowError(
         f"matmul {m}x{n}x{k} does not fit the SRAM of {spec.name} (input "
-        f"{spec.sram.input_bytes} B, weight {spec.sram.weight_bytes} B, accumulator "
-        f"{spec.sram.accumulator_bytes} B) with any K block"
+        f"{spec.sram.input_bytes - input_reserved} B free, weight {spec.sram.weight_bytes} B, "
+        f"accumulator {spec.sram.accumulator_bytes} B) with any K block"
     )
 
 
@@ -164,14 +176,17 @@ def sram_needs(plan: GemmPlan, spec: LeptonSpec) -> dict[str, int]:
                   plan.weights_stationary, plan.m_block)
 
 
-def check_working_set(plan: GemmPlan, spec: LeptonSpec) -> None:
-    """Raise SramOverflowError if ``plan`` stages more than the SRAM scopes hold."""
+def check_working_set(plan: GemmPlan, spec: LeptonSpec, input_reserved: int = 0) -> None:
+    """Raise SramOverflowError if ``plan`` stages more than the SRAM scopes hold (beside
+    ``input_reserved`` bytes of cascaded activations in the input SRAM)."""
+    room = _room(spec, input_reserved)
     for scope, need in sram_needs(plan, spec).items():
-        have = getattr(spec.sram, f"{scope}_bytes")
-        if need > have:
+        if need > room[scope]:
+            held = f" beside {input_reserved} B of cascaded activations" \
+                if input_reserved and scope == "input" else ""
             raise SramOverflowError(
                 f"matmul {plan.m}x{plan.n}x{plan.k}: the {scope} SRAM working set is {need} "
-                f"bytes but the spec's {scope} SRAM holds {have}; reduce k_block"
+                f"bytes but the spec's {scope} SRAM holds {room[scope]}{held}; reduce k_block"
             )
 
 
@@ -264,7 +279,7 @@ def _fuse_epilogue(sch, spec: LeptonSpec, plan: GemmPlan, names, epilogue: str,
     mat = spec.matrix
     requant = sch.get_sblock(epilogue)
     if plan.m % (mat.tile_m * plan.m_block) or plan.n % mat.tile_n:
-        return padding  # a ragged edge: the epilogue stays a host loop over the accumulators
+        return padding  # a ragged edge: a host loop over the accumulators (see _count_ragged)
     sch.reverse_compute_at(requant, at, preserve_unit_loops=True)
     i, j = sch.get_loops(requant)[-2:]
     jo, ji = sch.split(j, [None, mat.tile_n])
@@ -307,6 +322,30 @@ def _stage_operands(sch, block, spec: LeptonSpec, plan: GemmPlan, kb, jo,
         sch.tensorize(loops[-2], register_dma(spec, direction, scope, rows, cols, dtype))
 
 
+def _count_ragged(func, spec: LeptonSpec, plan: GemmPlan, batch: int):
+    """A kernel whose requantize epilogue runs as a host loop (a ragged output edge) still
+    charges the NPU's work in sim mode: the vector unit requantizes every padded row-strip
+    group x 16-column block and stores its valid int8 part (``lepton_requant_count``)."""
+    from tvm import tirx
+
+    mat = spec.matrix
+    pm, pn, _ = plan.padded
+    rows = mat.tile_m * plan.m_block
+    count = tirx.Evaluate(tirx.call_extern(
+        "int32", "lepton_requant_count", func.params[-1].data,
+        tirx.IntImm("int32", batch * (pm // rows) * (pn // mat.tile_n)),
+        tirx.IntImm("int32", rows * mat.tile_n),
+        tirx.IntImm("int64", batch * plan.m * plan.n)))
+    from tvm import s_tir
+
+    root = func.body.block  # the root block holds the whole kernel; the count ends it
+    block = s_tir.SBlock(root.iter_vars, root.reads, root.writes, root.name_hint,
+                         tirx.SeqStmt([root.body, count]), root.init, root.alloc_buffers,
+                         root.match_buffers, root.annotations)
+    return func.with_body(s_tir.SBlockRealize(func.body.iter_values, func.body.predicate,
+                                              block))
+
+
 def _parallel_outer(sch, block) -> None:
     loops = sch.get_loops(block)
     if loops:
@@ -317,6 +356,8 @@ def _parallel_outer(sch, block) -> None:
 
 
 EXTENTS_ATTR = "lepton.gemm_extents"
+BATCH_ATTR = "lepton.gemm_batch"
+FORM_ATTR = "lepton.gemm_form"
 
 
 def gemm_extents(func) -> tuple[int, int, int]:
@@ -332,10 +373,25 @@ def gemm_extents(func) -> tuple[int, int, int]:
     return m, n, k
 
 
+def gemm_form(func) -> str:
+    """How a quantized GEMM kernel reads and writes: ``im2col`` or ``dense`` input,
+    ``requant`` (int8) or ``int32`` output (recorded on the kernel once scheduled)."""
+    from tvm import s_tir
+
+    if func.attrs is not None and FORM_ATTR in func.attrs:
+        return str(func.attrs[FORM_ATTR])
+    sch = s_tir.Schedule(func)
+    blocks = {sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root"))}
+    return f"{'im2col' if 'im2col' in blocks else 'dense'}-" \
+           f"{'requant' if 'requant' in blocks else 'int32'}"
+
+
 def gemm_batch(func) -> int:
     """The batch extent of a quantized GEMM kernel (1 without a batch axis)."""
     from tvm import s_tir
 
+    if func.attrs is not None and BATCH_ATTR in func.attrs:
+        return int(func.attrs[BATCH_ATTR])
     sch = s_tir.Schedule(func)
     batch = 1
     for iv in sch.get(sch.get_sblock("matmul")).iter_vars[:-3]:
@@ -360,9 +416,7 @@ def kernel_plan(func, spec: LeptonSpec) -> GemmPlan:
 def gemm_sim_static(func, spec: LeptonSpec) -> dict[str, int]:
     """The static sim figures (see :func:`sim_static`) of a quantized GEMM kernel."""
     figures = sim_static(kernel_plan(func, spec), spec)
-    batch = int(func.attrs["lepton.gemm_batch"]) if func.attrs is not None and \
-        "lepton.gemm_batch" in func.attrs else 1
-    figures["useful_macs"] *= batch
+    figures["useful_macs"] *= gemm_batch(func)
     return figures
 
 
@@ -381,13 +435,17 @@ def schedule_gemm_kernel(func, spec: LeptonSpec, plan: GemmPlan | None = None):
     plan = plan or plan_gemm(m, n, k, spec)
     sch = s_tir.Schedule(func)
     names_in = {sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root"))}
-    batch = gemm_batch(func)
+    batch, form = gemm_batch(func), gemm_form(func)
     if "im2col" in names_in:
         gather = sch.get_sblock("im2col")
         loops = sch.get_loops(gather)
         sch.parallel(sch.fuse(loops[0], loops[1]))  # images x output rows
     schedule_matmul(sch, sch.get_sblock("matmul"), spec, plan,
                     epilogue="requant" if "requant" in names_in else None)
-    return (sch.mod["main"].with_attr(EXTENTS_ATTR, [m, n, k])
-            .with_attr("lepton.gemm_batch", batch)
+    func = sch.mod["main"]
+    if "requant" in names_in and (m % (spec.matrix.tile_m * plan.m_block)
+                                  or n % spec.matrix.tile_n):
+        func = _count_ragged(func, spec, plan, batch)
+    return (func.with_attr(EXTENTS_ATTR, [m, n, k])
+            .with_attr(BATCH_ATTR, batch).with_attr(FORM_ATTR, form)
             .with_attr(PLAN_ATTR, [plan.k_block, int(plan.weights_stationary), plan.m_block]))

@@ -37,6 +37,11 @@ def knob_key(knobs: dict[str, Any]) -> str:
     return json.dumps(knobs, sort_keys=True)
 
 
+def _resident(knobs: Any) -> list[str]:
+    """The cascade choice of an NPU record (none for host schedules, whose knobs are text)."""
+    return list(knobs.get("resident", ())) if isinstance(knobs, dict) else []
+
+
 class Database:
     """Append-only tuning records of one work directory."""
 
@@ -96,10 +101,18 @@ class Database:
         """Knob keys already recorded (measured or failed) for a workload."""
         return {knob_key(r["knobs"]) for r in self.for_workload(workload)}
 
-    def best(self, workload: str) -> dict[str, Any] | None:
-        """The lowest-cost successful record of a workload (ties: the first recorded)."""
-        ok = [r for r in self.for_workload(workload) if r["status"] == "ok"]
+    def best(self, workload: str, resident: Iterable[str] = ()) -> dict[str, Any] | None:
+        """The lowest-cost successful record of a workload measured with the activations
+        ``resident`` held in SRAM (a cascade choice; default none) (ties: the first
+        recorded)."""
+        ok = self.measured_ok(workload, resident)
         return min(ok, key=lambda r: r["cost"]) if ok else None
+
+    def measured_ok(self, workload: str, resident: Iterable[str] = ()) -> list[dict[str, Any]]:
+        """The successful records of a workload under one cascade choice, in record order."""
+        want = sorted(resident)
+        return [r for r in self.for_workload(workload) if r["status"] == "ok"
+                and sorted(_resident(r["knobs"])) == want]
 
     def workloads(self) -> Iterable[str]:
         return dict.fromkeys(r["workload"] for r in self.records)

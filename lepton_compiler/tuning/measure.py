@@ -17,19 +17,30 @@ import numpy as np
 
 WORKLOAD_PREFIX = "gemm"
 
+#: The cascade choices a GEMM kernel is measured under: which of its activations stay in the
+#: input SRAM (``lower/cascade.py``): ``input`` its first operand (the activation it reads),
+#: ``output`` its result. A record's knobs name them as ``"resident": [...]`` (absent: none).
+RESIDENCY: tuple[tuple[str, ...], ...] = ((), ("input",), ("output",), ("input", "output"))
+
+
+def resident_bytes(func: Any, resident: Any) -> int:
+    """Input SRAM bytes that ``resident`` (roles of :data:`RESIDENCY`) of ``func`` hold."""
+    params = list(func.params)
+    role = {"input": params[0], "output": params[-1]}
+    unknown = set(resident) - set(role)
+    if unknown:
+        raise ValueError(f"unknown residency {sorted(unknown)}; use 'input' or 'output'")
+    return sum(int(np.prod([int(d) for d in role[r].shape], dtype=np.int64))
+               * np.dtype(str(role[r].dtype)).itemsize for r in resident)
+
 
 def workload_key(func: Any, spec: Any) -> str:
-    """The database key of a quantized GEMM kernel: extents, batch, structure, spec."""
-    from tvm import s_tir
-
-    from lepton_compiler.target.npu_schedule import gemm_batch, gemm_extents
+    """The database key of a quantized GEMM kernel (scheduled or not): extents, batch,
+    structure, spec."""
+    from lepton_compiler.target.npu_schedule import gemm_batch, gemm_extents, gemm_form
 
     m, n, k = gemm_extents(func)
-    sch = s_tir.Schedule(func)
-    blocks = {sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root"))}
-    parts = [("im2col" if "im2col" in blocks else "dense"),
-             ("requant" if "requant" in blocks else "int32")]
-    return f"{WORKLOAD_PREFIX}/{m}x{n}x{k}/b{gemm_batch(func)}/{'-'.join(parts)}/" \
+    return f"{WORKLOAD_PREFIX}/{m}x{n}x{k}/b{gemm_batch(func)}/{gemm_form(func)}/" \
            f"{spec.fingerprint()}"
 
 
@@ -64,14 +75,17 @@ def build_candidate(func: Any, spec: Any, knobs: dict[str, Any], cpu: str | None
     )
 
     npu = resolve_lepton(spec, cpu)
-    plan = plan_from_knobs(*gemm_extents(func), npu.spec, knobs)
+    plan = plan_from_knobs(*gemm_extents(func), npu.spec, knobs,
+                           resident_bytes(func, knobs.get("resident", ())))
     scheduled = schedule_gemm_kernel(func, npu.spec, plan)
     return lowering.codegen({"kernel": scheduled}, {}, npu.host.tvm_target(), npu), plan
 
 
 def run_candidate(so_bytes: bytes, func: Any, spec: Any, plan: Any, mode: str,
-                  repeats: int = 5) -> float:
-    """Cycles (sim) or median seconds (host) of one call of a compiled candidate."""
+                  repeats: int = 5, resident: Any = ()) -> float:
+    """Cycles (sim) or median seconds (host) of one call of a compiled candidate; in sim
+    mode the operands named by ``resident`` (:data:`RESIDENCY`) are held in SRAM, as a
+    cascade holds them."""
     import tvm_ffi
 
     from lepton_compiler.target.npu_kernels import MODES, load_kernel_library, read_counters
@@ -80,11 +94,18 @@ def run_candidate(so_bytes: bytes, func: Any, spec: Any, plan: Any, mode: str,
 
     module = load_kernel_library(so_bytes)
     fn = module["kernel"]
-    args = [tvm_ffi.from_dlpack(a) for a in random_args(func)]
+    arrays = random_args(func)
+    args = [tvm_ffi.from_dlpack(a) for a in arrays]
     if mode == "sim":
         module["lepton_npu_set_mode"](MODES["sim"])
+        held = {"input": arrays[0], "output": arrays[-1]}
+        for role in resident:
+            module["lepton_npu_resident"](held[role].ctypes.data, held[role].nbytes)
         read_counters(module, reset=True)
-        fn(*args)
+        try:
+            fn(*args)
+        finally:
+            module["lepton_npu_resident"](0, -1)
         return float(sim_cycles(read_counters(module, reset=True), sim_static(plan, spec)))
     module["lepton_npu_set_mode"](MODES["fast"])
     fn(*args)  # warm-up
@@ -138,7 +159,8 @@ def worker_main() -> None:
                 spec = load_spec(job["spec"])
                 so_bytes, plan = build_candidate(func, spec, job["knobs"], job.get("cpu"))
                 result = {"status": "ok", "cost": run_candidate(
-                    so_bytes, func, spec, plan, job["mode"], job.get("repeats", 5))}
+                    so_bytes, func, spec, plan, job["mode"], job.get("repeats", 5),
+                    job["knobs"].get("resident", ()))}
         except Exception as err:
             first = str(err).strip().splitlines()[0] if str(err).strip() else ""
             result = {"status": "failed", "error": f"{type(err).__name__}: {first}"}

@@ -3,7 +3,7 @@ and MetaSchedule host schedule of each kernel workload."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from lepton_compiler.tuning.database import Database
@@ -14,10 +14,15 @@ from lepton_compiler.tuning.measure import workload_key
 class TunedSchedules:
     """What ``build(..., tuning_db=)`` schedules from: ``npu(func)`` gives the best recorded
     plan of an NPU GEMM kernel, ``host(func)`` the best MetaSchedule schedule of a host
-    kernel; either returns ``None`` when the database has no record of the workload."""
+    kernel; either returns ``None`` when the database has no record of the workload.
+    ``database`` (None without one) answers the cascade planner (measured cycles of each
+    cascade choice); ``overrides`` (workload key -> knobs) are the plans it chose instead of
+    the best uncascaded ones."""
 
     npu: Any
     host: Any
+    database: Any = None
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def tuned_schedules(tuning_db: Any, spec: Any, host: Any) -> TunedSchedules:
@@ -29,10 +34,13 @@ def tuned_schedules(tuning_db: Any, spec: Any, host: Any) -> TunedSchedules:
     db = tuning_db if isinstance(tuning_db, Database) else Database(tuning_db, create=False)
 
     def npu_plan(func: Any) -> Any:
-        best = db.best(workload_key(func, spec))
-        if best is None:
+        key = workload_key(func, spec)
+        knobs = tuned.overrides.get(key) or (db.best(key) or {}).get("knobs")
+        if knobs is None:
             return None
-        return plan_from_knobs(*gemm_extents(func), spec, best["knobs"])
+        return plan_from_knobs(*gemm_extents(func), spec, knobs)
 
-    return TunedSchedules(npu_plan if spec is not None else (lambda func: None),
-                          host_schedules(db, host.tvm_target()))
+    tuned = TunedSchedules(npu_plan if spec is not None else (lambda func: None),
+                           host_schedules(db, host.tvm_target()),
+                           db if spec is not None else None)
+    return tuned

@@ -10,8 +10,13 @@ Tasks are the distinct GEMM workloads of the quantized model (conv2d/dense/matmu
 NPU runs). Each task's space is every plan that fits the spec's SRAM
 (``target.npu_schedule.candidate_plans``: K block depth, stationary weights, row strips per
 weight strip); candidates that would overflow SRAM are pruned before anything is measured.
-The default plan is measured first, then the rest in an order drawn from ``seed``; with the
-``sim`` runner costs are simulated cycles, so the same seed gives the same records. Every
+With the ``sim`` runner the space also holds the cascade choices (:func:`cascade_candidates`):
+the kernel measured with its input, its output or both held in SRAM, each with the plans that
+fit beside them; ``build(..., tuning_db=)`` then takes a cascade whose measured cycles beat the
+uncascaded plans (``lower/cascade.py``).
+The default plan is measured first, then each cascade choice's default plan, then the rest in
+an order drawn from ``seed``; with the ``sim`` runner costs are simulated cycles, so the same
+seed gives the same records. Every
 measurement is appended to the database before the next starts; a resumed session skips
 what is recorded. Tasks are visited round-robin until ``trials`` measurements, the
 ``time_budget`` or every space is exhausted.
@@ -30,7 +35,7 @@ import numpy as np
 from lepton_compiler.errors import OptionError
 from lepton_compiler.progress import progress
 from lepton_compiler.tuning.database import Database, knob_key
-from lepton_compiler.tuning.measure import LocalRunner, workload_key
+from lepton_compiler.tuning.measure import RESIDENCY, LocalRunner, resident_bytes, workload_key
 
 logger = logging.getLogger(__name__)
 
@@ -110,7 +115,7 @@ def extract_tasks(model: Any, example_inputs: Any, quantize: Any, spec: Any = No
     from lepton_compiler.pipeline import fused_module
     from lepton_compiler.target.host import resolve_host
     from lepton_compiler.target.lepton_target import resolve_lepton
-    from lepton_compiler.target.npu_schedule import candidate_plans, gemm_extents, plan_gemm
+    from lepton_compiler.target.npu_schedule import gemm_extents, plan_gemm
     from lepton_compiler.target.qkernels import GEMM_ATTR
 
     npu = resolve_lepton(spec, cpu) if target == "lepton" else None
@@ -128,12 +133,32 @@ def extract_tasks(model: Any, example_inputs: Any, quantize: Any, spec: Any = No
         if key in tasks:
             tasks[key].kernels.append(name)
             continue
-        extents = gemm_extents(func)
         tasks[key] = Task(key, [name], tvm.ir.save_json(func),
-                          plan_gemm(*extents, npu.spec).knobs,
-                          [p.knobs for p in candidate_plans(*extents, npu.spec)])
+                          plan_gemm(*gemm_extents(func), npu.spec).knobs,
+                          cascade_candidates(func, npu.spec))
     return list(tasks.values()), npu.spec if npu is not None else None, host_kernels, \
         host.tvm_target()
+
+
+def cascade_candidates(func: Any, spec: Any) -> list[dict[str, Any]]:
+    """A GEMM kernel's search space: every plan that fits the SRAM (``candidate_plans``),
+    under every cascade choice of :data:`~lepton_compiler.tuning.measure.RESIDENCY` whose
+    resident activations leave room for one: holding an activation in the input SRAM takes
+    room from the plan's staged strips, so a cascade may need a shallower plan."""
+    from lepton_compiler.target.npu_schedule import candidate_plans, gemm_extents, plan_gemm
+
+    extents = gemm_extents(func)
+    found = []
+    for resident in RESIDENCY:
+        held = resident_bytes(func, resident)
+        if held >= spec.sram.input_bytes:
+            continue
+        extra = {"resident": list(resident)} if resident else {}
+        plans = candidate_plans(*extents, spec, input_reserved=held)
+        if plans:  # this choice's default plan first, then the rest of its space
+            first = plan_gemm(*extents, spec, input_reserved=held)
+            found += [{**p.knobs, **extra} for p in [first, *(p for p in plans if p != first)]]
+    return found
 
 
 def tune(model: Any, example_inputs: Sequence[Any] | None, *, target: str = "lepton",
@@ -213,11 +238,19 @@ def tune(model: Any, example_inputs: Sequence[Any] | None, *, target: str = "lep
             host_runner.close()
         logger.info("tuning: %d MetaSchedule trials over %d host kernels", host_ran,
                     len(host_kernels))
+    # Cascade choices are measured by the sim runner (it holds the resident operands in the
+    # emulated SRAM); host timings and remote servers measure the plans alone.
+    cascades = isinstance(runner, LocalRunner) and runner.mode == "sim"
     queues = []
     for i, task in enumerate(tasks):
         rng = np.random.default_rng([seed, i])
-        rest = [k for k in task.candidates if knob_key(k) != knob_key(task.default)]
-        order = [task.default] + [rest[j] for j in rng.permutation(len(rest))]
+        space = [k for k in task.candidates if cascades or not k.get("resident")]
+        # the default plan, then each cascade choice's default plan, then the rest at random
+        firsts = [k for i, k in enumerate(space) if i == 0 or
+                  k.get("resident") != space[i - 1].get("resident")]
+        rest = [k for k in space if k not in firsts]
+        order = [task.default] + [k for k in firsts if knob_key(k) != knob_key(task.default)] \
+            + [rest[j] for j in rng.permutation(len(rest))]
         done = db.measured(task.workload)
         queues.append([k for k in order if knob_key(k) not in done])
     session = TuningSession(str(work_dir), tasks, db, runner.unit, host_trials_run=host_ran)

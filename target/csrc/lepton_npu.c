@@ -281,6 +281,26 @@ int lepton_requant_i32_i8(const int32_t* ACC, const int32_t* bias, const int32_t
   return 0;
 }
 
+/* Sim accounting of a requantize epilogue that the emulation runs as a host loop (an output
+ * with a ragged edge, which the tensorized epilogue does not cover): the vector unit
+ * requantizes `tiles` whole padded blocks of `tile_elems` accumulators each, with the same
+ * 7-op sequence, and each block's valid part leaves in one store descriptor (`bytes` in all,
+ * into OUT). Nothing is computed here; fast mode returns at once. */
+int lepton_requant_count(const int8_t* OUT, int32_t tiles, int32_t tile_elems, int64_t bytes) {
+  if (g_mode != LEPTON_MODE_SIM || tiles <= 0) return 0;
+  enum { REQUANT_VECTOR_OPS = 7 };
+  int64_t vectors = (int64_t)tiles *
+                    (((int64_t)tile_elems + LEPTON_VECTOR_LANES - 1) / LEPTON_VECTOR_LANES);
+  __atomic_fetch_add(&g_counters[C_VECTOR_CYCLES], vectors * REQUANT_VECTOR_OPS,
+                     __ATOMIC_RELAXED);
+  __atomic_fetch_add(&g_counters[C_VECTOR_LANES], (int64_t)tiles * tile_elems *
+                     REQUANT_VECTOR_OPS, __ATOMIC_RELAXED);
+  const int64_t each = bytes / tiles;
+  for (int32_t t = 0; t < tiles; ++t) count_dma(NULL, OUT, t + 1 < tiles ? each
+                                                                  : bytes - each * (tiles - 1));
+  return 0;
+}
+
 /* DMA: copy a rows x row_bytes block between DRAM and an SRAM scope (one descriptor).
  * Strides are in bytes. In the emulation the "SRAM" is a host buffer. */
 static int dma_copy(const int8_t* src, int8_t* dst, int32_t src_stride, int32_t dst_stride,
