@@ -117,20 +117,37 @@ def plan_from_knobs(m: int, n: int, k: int, spec: LeptonSpec,
 
 def estimated_cycles(plan: GemmPlan, spec: LeptonSpec) -> int:
     """The sim's cycles for ``plan`` estimated from its loop structure (the sim's formula:
-    ``max(compute + vector, DMA)``): one tile_m x tile_n slice per cycle, the 7-op requantize
-    per output vector, and per DMA descriptor its fixed cost plus bytes at the DMA rate — the
-    A strips once per row-strip group and K block, the B strips once (stationary) or once
-    per row-strip group, K block and output tile, the int8 output tiles once."""
+    ``lepton_runtime.profile.sim_cycles``): one tile_m x tile_n slice per cycle, the 7-op
+    requantize per output vector (overlapping the products when :func:`overlaps_vector`), and
+    per DMA descriptor its fixed cost plus bytes at the DMA rate — the A strips once per
+    row-strip group and K block, the B strips once (stationary) or once per row-strip group,
+    K block and output tile, the int8 output tiles once."""
     mat, dma = spec.matrix, spec.dma
     pm, pn, pk = plan.padded
     groups, kblocks = pm // (mat.tile_m * plan.m_block), pk // plan.k_block
     tiles = (pm // mat.tile_m) * (pn // mat.tile_n)
-    compute = tiles * pk + tiles * mat.tile_m * mat.tile_n // spec.vector.lanes * 7
+    compute = tiles * pk
+    vector = tiles * mat.tile_m * mat.tile_n // spec.vector.lanes * REQUANT_OPS
+    busy = compute + vector
+    if overlaps_vector(plan):
+        busy = min(busy, max(compute, vector) + sim_static(plan, spec)["epilogue_cycles"])
     a = groups * kblocks * dma.cycles(plan.m_block * mat.tile_m * plan.k_block)
     b = dma.cycles(pk * pn) if plan.weights_stationary else \
         groups * kblocks * (pn // mat.tile_n) * dma.cycles(plan.k_block * mat.tile_n)
     out = tiles * dma.cycles(mat.tile_m * mat.tile_n)
-    return max(compute, a + b + out)
+    return max(busy, a + b + out)
+
+
+#: Vector ops of the requantize sequence per lane group (lepton_requant_i32_i8).
+REQUANT_OPS = 7
+
+
+def overlaps_vector(plan: GemmPlan) -> bool:
+    """Whether the vector unit requantizes while the matrix engine computes: when K fits one
+    block the accumulators are double-buffered (``_needs``), so one output block is
+    requantized while the next accumulates; with K split, a row strip's partial sums occupy
+    the accumulators until its last K block, and the units run in series."""
+    return plan.k_block == plan.padded[2]
 
 
 def estimated_dram_bytes(plan: GemmPlan, spec: LeptonSpec) -> int:
@@ -192,7 +209,9 @@ def check_working_set(plan: GemmPlan, spec: LeptonSpec, input_reserved: int = 0)
 
 def sim_static(plan: GemmPlan, spec: LeptonSpec) -> dict[str, int]:
     """The compiler's static sim figures of a GEMM kernel (recorded in the artifact's plan):
-    the prologue double-buffering cannot hide (the first A and B strips) and the useful MACs.
+    the prologue double-buffering cannot hide (the first A and B strips), the last block's
+    requantize and whether the vector unit overlaps the products (see
+    ``lepton_runtime.profile``), the useful MACs and the SRAM working set.
     """
     mat, dma = spec.matrix, spec.dma
     _, pn, pk = plan.padded
@@ -200,6 +219,10 @@ def sim_static(plan: GemmPlan, spec: LeptonSpec) -> dict[str, int]:
     return {
         "prologue_cycles": dma.cycles(plan.m_block * mat.tile_m * plan.k_block)
         + dma.cycles(weights),
+        # the last output block's requantize, which no product overlaps
+        "epilogue_cycles": plan.m_block * mat.tile_m * mat.tile_n // spec.vector.lanes
+        * REQUANT_OPS,
+        "overlap_vector": int(overlaps_vector(plan)),
         "useful_macs": plan.useful_macs,
         **{f"sram_{scope}_bytes": need for scope, need in sram_needs(plan, spec).items()},
     }

@@ -80,3 +80,88 @@ def test_the_npu_library_refuses_a_bad_residency_range(pair):
     with pytest.raises(ValueError, match="lepton_npu_resident: bad range"):
         resident(0, 64)  # no address
     assert resident(0, -1) == 0  # clearing always works
+
+
+@pytest.fixture(scope="module")
+def tuned_chain(tmp_path_factory):
+    """Three dense layers whose two 37 KB activations cannot both stay in the 64 KiB input
+    SRAM, tuned over every plan and cascade choice with the sim runner."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(16, 48), torch.nn.ReLU(), torch.nn.Linear(48, 48), torch.nn.ReLU(),
+        torch.nn.Linear(48, 16)).eval()
+    x = np.random.default_rng(0).standard_normal((784, 16)).astype(np.float32)
+    config = lc.QuantConfig(calibration_data=[(x,)])
+    work = tmp_path_factory.mktemp("tuned") / "db"
+    session = lc.tune(model, (x,), quantize=config, work_dir=str(work), trials=1000)
+    assert session.stopped == "every candidate measured"
+    return model, x, config, work, session
+
+
+def test_tuning_measures_each_cascade_choice_and_holding_never_costs_cycles(tuned_chain):
+    from lepton_compiler.tuning.database import Database, knob_key
+
+    _, _, _, work, session = tuned_chain
+    db = Database(work)
+    for task in session.tasks:
+        plain = {knob_key(r["knobs"]): r["cost"] for r in db.measured_ok(task.workload)}
+        m, n, k = (int(v) for v in task.workload.split("/")[1].split("x"))
+        for resident in (["input"], ["output"], ["input", "output"]):
+            held = db.measured_ok(task.workload, resident)
+            nbytes = m * k * ("input" in resident) + m * n * ("output" in resident)
+            # every choice that leaves the plans any room is measured
+            assert bool(held) == (nbytes < 65536 - 1024), (task.workload, resident)
+            for r in held:  # the same plan without the cascade: never fewer cycles
+                same = {k: v for k, v in r["knobs"].items() if k != "resident"}
+                assert r["cost"] <= plain[knob_key(same)], (task.workload, r)
+            # a 37 KB activation leaves room for fewer plans
+            assert len(held) <= len(plain)
+
+
+def test_a_tuned_build_takes_the_cascades_and_plans_with_the_fewest_measured_cycles(
+        tuned_chain, tmp_path):
+    """The tuned build's NPU cycles equal the best combination of cascades and plans that a
+    brute force over the tuning records finds, and beat the untuned (greedy) cascades."""
+    from lepton_compiler.target.npu_schedule import plan_from_knobs, sram_needs
+    from lepton_compiler.target.spec import load_spec
+    from lepton_compiler.tuning.database import Database
+
+    model, x, config, work, session = tuned_chain
+    db, spec = Database(work), load_spec()
+    workloads = [next(t.workload for t in session.tasks if f"784x{n}x{k}/" in t.workload)
+                 for n, k in ((48, 16), (48, 48), (16, 48))]
+    size = 784 * 48  # each hidden activation, int8
+
+    def best(workload, resident, room):
+        fits = [r["cost"] for r in db.measured_ok(workload, resident)
+                if sram_needs(plan_from_knobs(*map(int, workload.split("/")[1].split("x")),
+                                              spec, r["knobs"]), spec)["input"] <= room]
+        return min(fits, default=None)
+
+    totals = {}
+    for links in ((), (0,), (1,), (0, 1)):  # which hidden activations stay in SRAM
+        roles = [set() for _ in workloads]
+        for i in links:
+            roles[i].add("output")
+            roles[i + 1].add("input")
+        costs = [best(w, sorted(r), spec.sram.input_bytes - size * len(r))
+                 for w, r in zip(workloads, roles, strict=True)]
+        if None not in costs:
+            totals[links] = sum(costs)
+    assert (0, 1) not in totals  # both activations do not fit at once
+    tuned = lc.build(model, (x,), target="lepton", quantize=config, tuning_db=str(work))
+    plain = lc.build(model, (x,), target="lepton", quantize=config)
+    cycles = {}
+    for name, compiled in (("tuned", tuned), ("plain", plain)):
+        path = compiled.export(tmp_path / f"{name}.lepton")
+        for mode in ("fast", "sim"):
+            out = lepton_runtime.load(path, mode=mode).run(x)
+            assert np.array_equal(out, plain.quantization.reference(x)), (name, mode)
+        profile = lepton_runtime.load(path, mode="sim").profile(x)
+        cycles[name] = sum(k.cycles for k in profile.kernels if k.unit == "npu")
+    assert cycles["tuned"] == min(totals.values())
+    chosen = min(totals, key=lambda k: (totals[k], -len(k)))
+    layers = [f"dense_{i}" for i in range(3)]
+    assert [(c["producer"], c["consumer"]) for c in tuned.report.cascades] == \
+        [(layers[i], layers[i + 1]) for i in chosen]
+    assert cycles["tuned"] <= cycles["plain"] and len(plain.report.cascades) == 1

@@ -3,7 +3,16 @@
 The sim cycle model: every DMA transfer (operand loads, output stores) is double-buffered, so
 DMA overlaps compute except the prologue (the first operand strips)::
 
-    cycles = max(compute_cycles + vector_cycles, dma_cycles) + prologue_cycles
+    cycles = max(busy, dma_cycles) + prologue_cycles
+
+where ``busy`` is the matrix engine's and the vector unit's work. The two units run in
+series (``compute_cycles + vector_cycles``) unless the kernel's accumulators are
+double-buffered (its static figures say ``overlap_vector``: a GEMM whose K fits one block),
+when the vector unit requantizes one output block while the engine computes the next, and
+only the last block's requantize is exposed::
+
+    busy = min(compute_cycles + vector_cycles,
+               max(compute_cycles, vector_cycles) + epilogue_cycles)
 
 A host kernel (a fallback) is charged the spec's stated host cost (:func:`host_cycles`), so
 a profile's total counts NPU and host work in one unit.
@@ -28,9 +37,11 @@ def host_cycles(macs: int, nbytes: int, cost: Mapping[str, int]) -> int:
 
 def sim_cycles(counters: Mapping[str, int], static: Mapping[str, int]) -> int:
     """Cycles of one kernel call from its sim counters and the compiler's static figures."""
-    compute = counters.get("compute_cycles", 0) + counters.get("vector_cycles", 0)
-    dma = counters.get("dma_cycles", 0)
-    return max(compute, dma) + static.get("prologue_cycles", 0)
+    compute, vector = counters.get("compute_cycles", 0), counters.get("vector_cycles", 0)
+    busy = compute + vector
+    if static.get("overlap_vector", 0) and compute:
+        busy = min(busy, max(compute, vector) + static.get("epilogue_cycles", 0))
+    return max(busy, counters.get("dma_cycles", 0)) + static.get("prologue_cycles", 0)
 
 
 @dataclass
