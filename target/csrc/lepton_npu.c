@@ -1656,9 +1656,10 @@ int lepton_line_buffer(const int8_t* X, const int8_t* cols, int64_t cols_bytes, 
   return 1;
 }
 
-int lepton_line_buffer_end(const int8_t* cols) {
+/* Drop the residency range that starts at `lo` (a line buffer's or a padded copy's). */
+static int drop_range(const void* lo) {
   for (int i = 0; i < g_resident_count; ++i) {
-    if (g_resident_lo[i] == (uintptr_t)cols) {
+    if (g_resident_lo[i] == (uintptr_t)lo) {
       g_resident_lo[i] = g_resident_lo[g_resident_count - 1];
       g_resident_hi[i] = g_resident_hi[g_resident_count - 1];
       --g_resident_count;
@@ -1667,3 +1668,20 @@ int lepton_line_buffer_end(const int8_t* cols) {
   }
   return 0;
 }
+
+int lepton_line_buffer_end(const int8_t* cols) { return drop_range(cols); }
+
+/* A GEMM whose input the emulation pads to whole tiles (a ragged M or K edge) reads its A
+ * strips from the padded copy `copy` (`bytes`), which the NPU does not have: its DMA
+ * engine reads `src` and fills the edge with zeros. So in sim mode, while `src` is held in
+ * SRAM (a cascade), the copy is too, until lepton_pad_alias_end. Returns 1 when aliased. */
+int lepton_pad_alias(const int8_t* src, const int8_t* copy, int64_t bytes) {
+  if (g_mode != LEPTON_MODE_SIM || g_resident_count >= MAX_RESIDENT || !is_resident(src))
+    return 0;
+  g_resident_lo[g_resident_count] = (uintptr_t)copy;
+  g_resident_hi[g_resident_count] = (uintptr_t)copy + (uintptr_t)bytes;
+  ++g_resident_count;
+  return 1;
+}
+
+int lepton_pad_alias_end(const int8_t* copy) { return drop_range(copy); }
