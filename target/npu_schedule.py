@@ -138,7 +138,8 @@ def estimated_cycles(plan: GemmPlan, spec: LeptonSpec) -> int:
     return max(busy, a + b + out)
 
 
-#: Vector ops of the requantize sequence per lane group (lepton_requant_i32_i8).
+#: Vector ops of the requantize instruction per lane group (lepton_requant_i32_i8's
+#: REQUANT_OPS: a fixed sequence, so a GEMM's cycles do not depend on its constants).
 REQUANT_OPS = 7
 
 

@@ -229,19 +229,22 @@ def layer_norm(x: np.ndarray, eps_term: int, gain: np.ndarray, offset: np.ndarra
     """int8 layer norm over the last axis (``H`` values) into the output's quantization.
 
     ``sx = sum(x)``, ``D = H * sum(x^2) - sx^2 + eps_term`` (``eps_term = max(1,
-    round(H^2 eps / s^2))``), ``sd = isqrt(D)``, ``k = bit_length(sd)``, ``R = 2^(29+k) //
-    sd``; the normalized value in Q16 is ``n = (H x - sx) R`` shifted right by ``13 + k``
-    (rounding), and ``clamp((n * gain + offset + 2^(shift-1)) >> shift, -128, 127)`` with the
+    round(H^2 eps / s^2))``), scaled by ``4^p`` so that it has at least 30 bits (``p =
+    max(0, (31 - bit_length(D)) // 2)``: a small ``D``'s square root keeps 15 bits), ``sd =
+    isqrt(D 4^p)``, ``k = bit_length(sd)``, ``R = 2^(29+k) // sd``; the normalized value in
+    Q16 is ``n = (H x - sx) R`` shifted right by ``13 + k - p`` (rounding), and ``clamp((n * gain + offset + 2^(shift-1)) >> shift, -128, 127)`` with the
     per-channel ``gain = round(gamma / s_out * 2^(shift-16))`` and ``offset = round((beta /
     s_out + zo) * 2^shift)``."""
     xi = x.astype(np.int64)
     h = xi.shape[-1]
     sx = xi.sum(axis=-1, keepdims=True)
     d = h * (xi * xi).sum(axis=-1, keepdims=True) - sx * sx + eps_term
-    sd = isqrt(d)
-    k = np.frompyfunc(lambda v: int(v).bit_length(), 1, 1)(sd).astype(np.int64)
+    bits = np.frompyfunc(lambda v: int(v).bit_length(), 1, 1)
+    p = np.maximum(0, (31 - bits(d).astype(np.int64)) // 2)
+    sd = isqrt(d << (2 * p))
+    k = bits(sd).astype(np.int64)
     recip = (np.int64(1) << (29 + k)) // sd
-    s = 13 + k
+    s = 13 + k - p
     n = ((h * xi - sx) * recip + (np.int64(1) << (s - 1))) >> s
     y = (n * np.asarray(gain, np.int64) + np.asarray(offset, np.int64)
          + (np.int64(1) << (shift - 1))) >> shift

@@ -64,6 +64,18 @@ static void count_dma(const void* src, const void* dst, int64_t bytes) {
   __atomic_fetch_add(&g_counters[C_DMA_TRANSFERS], 1, __ATOMIC_RELAXED);
 }
 
+/* The GEMM's requantize instruction: add (bias), mul, shift_right_round, add (zero point),
+ * max (lo), min (hi), cast_int8_saturate, on `lanes` accumulators per op. */
+enum { REQUANT_OPS = 7 };
+
+/* Vector ops of a requantize that a vector-unit layer's own instruction stream performs
+ * (depthwise conv, mean, add): the compiler, which emits that stream per layer, leaves out a
+ * max at lo = -128 and a min at hi = 127 (the saturating cast clamps there already, so the
+ * result is the same). */
+static inline int64_t requant_ops(int64_t lo, int64_t hi) {
+  return 5 + (lo > -128) + (hi < 127);
+}
+
 #if defined(__AVX512VNNI__) && defined(__AVX512BW__) && LEPTON_TILE_N == 16
 #include <immintrin.h>
 /* A full tile with AVX-512 VNNI: vpdpbusd sums four u8 x s8 products per int32 lane. A is
@@ -267,14 +279,13 @@ int lepton_requant_i32_i8(const int32_t* ACC, const int32_t* bias, const int32_t
     }
   }
   if (g_mode == LEPTON_MODE_SIM) {
-    /* One vector op per cycle on `lanes` elements; the sequence is add (bias), mul,
-       shift_right_round, add (zero point), max (lo), min (hi), cast_int8_saturate. */
-    enum { REQUANT_VECTOR_OPS = 7 };
+    /* One vector op per cycle on `lanes` elements: the requantize instruction is a fixed
+       sequence of REQUANT_OPS (its clamps always run), so a GEMM layer's cycles do not
+       depend on its requantize terms and a tuner's measurement is the layer's cost. */
+    const int64_t ops = REQUANT_OPS;
     int64_t vectors = ((int64_t)m * n + LEPTON_VECTOR_LANES - 1) / LEPTON_VECTOR_LANES;
-    __atomic_fetch_add(&g_counters[C_VECTOR_CYCLES], vectors * REQUANT_VECTOR_OPS,
-                       __ATOMIC_RELAXED);
-    __atomic_fetch_add(&g_counters[C_VECTOR_LANES], (int64_t)m * n * REQUANT_VECTOR_OPS,
-                       __ATOMIC_RELAXED);
+    __atomic_fetch_add(&g_counters[C_VECTOR_CYCLES], vectors * ops, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&g_counters[C_VECTOR_LANES], (int64_t)m * n * ops, __ATOMIC_RELAXED);
     /* the int8 tile leaves the NPU: one strided store descriptor (none when cascaded) */
     count_dma(NULL, OUT, (int64_t)m * n);
   }
@@ -284,17 +295,17 @@ int lepton_requant_i32_i8(const int32_t* ACC, const int32_t* bias, const int32_t
 /* Sim accounting of a requantize epilogue that the emulation runs as a host loop (an output
  * with a ragged edge, which the tensorized epilogue does not cover): the vector unit
  * requantizes `tiles` whole padded blocks of `tile_elems` accumulators each, with the same
- * 7-op sequence, and each block's valid part leaves in one store descriptor (`bytes` in all,
- * into OUT). Nothing is computed here; fast mode returns at once. */
-int lepton_requant_count(const int8_t* OUT, int32_t tiles, int32_t tile_elems, int64_t bytes) {
+ * instruction (REQUANT_OPS), and each block's valid part leaves in one store descriptor
+ * (`bytes` in all, into OUT). Nothing is computed here; fast mode returns at once. */
+int lepton_requant_count(const int8_t* OUT, int32_t tiles, int32_t tile_elems,
+                         int64_t bytes) {
   if (g_mode != LEPTON_MODE_SIM || tiles <= 0) return 0;
-  enum { REQUANT_VECTOR_OPS = 7 };
+  const int64_t ops = REQUANT_OPS;
   int64_t vectors = (int64_t)tiles *
                     (((int64_t)tile_elems + LEPTON_VECTOR_LANES - 1) / LEPTON_VECTOR_LANES);
-  __atomic_fetch_add(&g_counters[C_VECTOR_CYCLES], vectors * REQUANT_VECTOR_OPS,
+  __atomic_fetch_add(&g_counters[C_VECTOR_CYCLES], vectors * ops, __ATOMIC_RELAXED);
+  __atomic_fetch_add(&g_counters[C_VECTOR_LANES], (int64_t)tiles * tile_elems * ops,
                      __ATOMIC_RELAXED);
-  __atomic_fetch_add(&g_counters[C_VECTOR_LANES], (int64_t)tiles * tile_elems *
-                     REQUANT_VECTOR_OPS, __ATOMIC_RELAXED);
   const int64_t each = bytes / tiles;
   for (int32_t t = 0; t < tiles; ++t) count_dma(NULL, OUT, t + 1 < tiles ? each
                                                                   : bytes - each * (tiles - 1));
@@ -1301,7 +1312,7 @@ static int64_t band_input_rows(int32_t y0, int32_t rows, int32_t stride, int32_t
  * terms load once; per band of output rows the input rows it reads (those channels) load in
  * one descriptor; per output pixel, per tap and input channel of a group, one mul_add (a mul
  * and an add on a spec without it);
- * then the 7-op requantize sequence; the band's output stores in one descriptor. */
+ * then the requantize sequence (requant_ops); the band's output stores in one descriptor. */
 int lepton_vconv_i8(const int8_t* X, const uint8_t* W, const int32_t* bias,
                     const int32_t* mult, const int32_t* shift, const int32_t* qp, int8_t* OUT,
                     int32_t packed, int32_t groups, int32_t band, int32_t n, int32_t h,
@@ -1355,7 +1366,7 @@ int lepton_vconv_i8(const int8_t* X, const uint8_t* W, const int32_t* bias,
                                  ((int64_t)1 << (shift[o] - 1))) >> shift[o];
               out[j] = (int8_t)clamp64(v + zp, lo, hi);
             }
-            sim_vec(7, cols); /* add, mul, shift_right_round, add, max, min, cast */
+            sim_vec(requant_ops(lo, hi), cols);
           }
         }
         sim_dma(OUT, (int64_t)rows * ow * cols);
@@ -1409,7 +1420,7 @@ int lepton_vmaxpool_i8(const int8_t* X, int8_t* OUT, int32_t band, int32_t n, in
 /* The int8 mean of X viewed as [outer, count, inner] over its middle axis, rescaled:
  * clamp(((sum - count * zi) * mult + 2^(shift-1)) >> shift) + zo). Per outer index, `band`
  * rows of inner values load per descriptor, one add per row and block of lanes (the sums stay
- * in the accumulator SRAM), then the 7-op rescale and one store of the inner values. */
+ * in the accumulator SRAM), then the rescale (requant_ops) and one store of the inner values. */
 int lepton_vmean_i8(const int8_t* X, int8_t* OUT, int32_t band, int32_t outer, int32_t count,
                     int32_t inner, int32_t zi, int32_t mult, int32_t shift, int32_t zo) {
   if (g_mode != LEPTON_MODE_SIM) return 0;
@@ -1437,7 +1448,7 @@ int lepton_vmean_i8(const int8_t* X, int8_t* OUT, int32_t band, int32_t outer, i
                              ((int64_t)1 << (shift - 1));
         OUT[(int64_t)o * inner + c0 + j] = (int8_t)clamp64((wide >> shift) + zo, -128, 127);
       }
-      sim_vec(7, cols);
+      sim_vec(requant_ops(-128, 127), cols);
     }
     sim_dma(OUT, inner);
   }
@@ -1447,9 +1458,9 @@ int lepton_vmean_i8(const int8_t* X, int8_t* OUT, int32_t band, int32_t outer, i
 
 /* Residual add of two int8 tensors into a third quantization (reference.add):
  * clamp((((a - za) ma + (b - zb) mb + 2^(shift-1)) >> shift) + zo, lo, hi), `chunk` elements
- * of each operand per descriptor; 7 ops per vector (mul, mul_add, add, shift, max, min, cast;
- * a mul and an add for the mul_add on a spec without it). */
-enum { ADD_OPS = LEPTON_VECTOR_MUL_ADD ? 7 : 8 };
+ * of each operand per descriptor; up to 7 ops per vector (mul, mul_add, add, shift, max, min,
+ * cast; a mul and an add for the mul_add on a spec without it). */
+enum { ADD_OPS = LEPTON_VECTOR_MUL_ADD ? 5 : 6 }; /* and a max, a min: see requant_ops */
 int lepton_vadd_i8(const int8_t* A, const int8_t* B, int8_t* OUT, int32_t chunk, int64_t size,
                    int32_t za, int32_t ma, int32_t zb, int32_t mb, int32_t shift, int32_t zo,
                    int32_t lo, int32_t hi) {
@@ -1471,7 +1482,7 @@ int lepton_vadd_i8(const int8_t* A, const int8_t* B, int8_t* OUT, int32_t chunk,
         const int64_t acc = (int64_t)A[e] * ma + (int64_t)B[e] * mb + c;
         OUT[e] = (int8_t)clamp64(acc >> shift, lo, hi);
       }
-      sim_vec(ADD_OPS, cols);
+      sim_vec(ADD_OPS + (lo > -128) + (hi < 127), cols);
     }
     sim_dma(OUT, len);
   }
@@ -1594,10 +1605,13 @@ int lepton_vlayernorm_i8(const int8_t* X, const int32_t* gain, const int64_t* of
         sxx += (int64_t)x[i] * x[i];
       }
       const int64_t d = (int64_t)h * sxx - sx * sx + eps_term;
-      const int64_t sd = (int64_t)isqrt_u64((uint64_t)d);
+      /* a small variance is scaled by 4^p first, so its square root keeps 15 bits */
+      const int32_t dbits = 64 - __builtin_clzll((uint64_t)d);
+      const int32_t p = dbits < 31 ? (31 - dbits) / 2 : 0;
+      const int64_t sd = (int64_t)isqrt_u64((uint64_t)d << (2 * p));
       const int32_t k = 64 - __builtin_clzll((uint64_t)sd);
       const int64_t recip = ((int64_t)1 << (29 + k)) / sd;
-      const int32_t s = 13 + k;
+      const int32_t s = 13 + k - p;
       for (int32_t i = 0; i < h; ++i) {
         const int64_t n = (((int64_t)h * x[i] - sx) * recip + ((int64_t)1 << (s - 1))) >> s;
         const int64_t y = (n * gain[i] + offset[i] + ((int64_t)1 << (shift - 1))) >> shift;
