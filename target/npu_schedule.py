@@ -36,16 +36,30 @@ class GemmPlan:
     # Row strips (tile_m rows each) staged and computed per weight strip: each staged B strip
     # is reused m_block times (less weight traffic, more input SRAM, M padded further).
     m_block: int = 1
+    # With stationary weights too large for the weight SRAM: the columns are taken in blocks
+    # of n_block (a multiple of tile_n dividing the padded N) outermost, each block's weights
+    # (pk x n_block) staged once and every row strip computed against them (the input is
+    # read once per column block instead of the weights once per row strip). 0: all of N.
+    n_block: int = 0
 
     @property
     def useful_macs(self) -> int:
         return self.m * self.n * self.k
 
     @property
+    def columns(self) -> int:
+        """Columns whose weights are staged at once (stationary) and whose partial sums a row
+        strip keeps: ``n_block`` or all of N."""
+        return self.n_block or self.padded[1]
+
+    @property
     def knobs(self) -> dict[str, int | bool]:
         """The tunable choices of this plan (what a tuning record stores)."""
-        return {"k_block": self.k_block, "weights_stationary": self.weights_stationary,
-                "m_block": self.m_block}
+        knobs: dict[str, int | bool] = {"k_block": self.k_block, "m_block": self.m_block,
+                                        "weights_stationary": self.weights_stationary}
+        if self.n_block:
+            knobs["n_block"] = self.n_block
+        return knobs
 
 
 def _round_up(x: int, to: int) -> int:
@@ -53,14 +67,15 @@ def _round_up(x: int, to: int) -> int:
 
 
 def _needs(mat, pn: int, pk: int, k_block: int, stationary: bool = False,
-           m_block: int = 1) -> dict[str, int]:
+           m_block: int = 1, n_block: int = 0) -> dict[str, int]:
     """SRAM bytes per scope for a K block: staged strips are double-buffered; partial sums of
-    a whole row strip stay in the accumulator SRAM when K spans several blocks; stationary
-    weights occupy ``pk x pn`` bytes for the whole kernel."""
-    acc_tiles = 2 * mat.tile_n if k_block == pk else pn
+    a whole row strip (of a column block) stay in the accumulator SRAM when K spans several
+    blocks; stationary weights occupy ``pk x pn`` bytes (``pk x n_block`` per column block)."""
+    columns = n_block or pn
+    acc_tiles = 2 * mat.tile_n if k_block == pk else columns
     return {
         "input": 2 * m_block * mat.tile_m * k_block,
-        "weight": pk * pn if stationary else 2 * k_block * mat.tile_n,
+        "weight": pk * columns if stationary else 2 * k_block * mat.tile_n,
         "accumulator": m_block * mat.tile_m * acc_tiles * 4,
     }
 
@@ -88,13 +103,20 @@ def candidate_plans(m: int, n: int, k: int, spec: LeptonSpec,
         pm = _round_up(m, mat.tile_m * m_block)
         if m_block > 1 and pm // mat.tile_m < m_block:
             continue  # fewer row strips than the block: same as a smaller block
-        for stationary in ((False, True) if pm > mat.tile_m * m_block else (False,)):
+        # stationary weights: all of N, or column blocks when all of N does not fit
+        layouts = [(False, 0)]
+        if pm > mat.tile_m * m_block:
+            layouts.append((True, 0))
+            if pk * pn > room["weight"]:
+                layouts += [(True, nb) for nb in range(pn - mat.tile_n, 0, -mat.tile_n)
+                            if pn % nb == 0 and pk * nb <= room["weight"]]
+        for stationary, n_block in layouts:
             for k_block in range(pk, 0, -mat.tile_k):
                 if pk % k_block == 0 and all(
-                    need <= room[scope] for scope, need in _needs(mat, pn, pk, k_block, stationary,
-                                              m_block).items()):
+                    need <= room[scope] for scope, need in _needs(
+                        mat, pn, pk, k_block, stationary, m_block, n_block).items()):
                     plans.append(GemmPlan(m, n, k, (pm, pn, pk), k_block, stationary,
-                                          m_block))
+                                          m_block, n_block))
     return plans
 
 
@@ -107,10 +129,15 @@ def plan_from_knobs(m: int, n: int, k: int, spec: LeptonSpec,
     m_block = int(knobs.get("m_block", 1))
     plan = GemmPlan(m, n, k, (_round_up(m, mat.tile_m * m_block), _round_up(n, mat.tile_n),
                               _round_up(k, mat.tile_k)),
-                    int(knobs["k_block"]), bool(knobs["weights_stationary"]), m_block)
+                    int(knobs["k_block"]), bool(knobs["weights_stationary"]), m_block,
+                    int(knobs.get("n_block", 0)))
     if plan.padded[2] % plan.k_block or plan.k_block % mat.tile_k or plan.k_block <= 0:
         raise SramOverflowError(f"K block {plan.k_block} does not divide the padded K "
                                 f"{plan.padded[2]} in whole tiles")
+    if plan.n_block and (plan.padded[1] % plan.n_block or plan.n_block % mat.tile_n
+                         or plan.n_block < 0 or not plan.weights_stationary):
+        raise SramOverflowError(f"N block {plan.n_block} does not divide the padded N "
+                                f"{plan.padded[1]} in whole tiles of stationary weights")
     check_working_set(plan, spec, input_reserved)
     return plan
 
@@ -118,7 +145,7 @@ def plan_from_knobs(m: int, n: int, k: int, spec: LeptonSpec,
 def estimated_cycles(plan: GemmPlan, spec: LeptonSpec) -> int:
     """The sim's cycles for ``plan`` estimated from its loop structure (the sim's formula:
     ``lepton_runtime.profile.sim_cycles``): one tile_m x tile_n slice per cycle, the 7-op
-    requantize per output vector (overlapping the products when :func:`overlaps_vector`), and
+    requantize per output vector (overlapping the products: ``sim_cycles``), and
     per DMA descriptor its fixed cost plus bytes at the DMA rate — the A strips once per
     row-strip group and K block, the B strips once (stationary) or once per row-strip group,
     K block and output tile, the int8 output tiles once."""
@@ -128,11 +155,13 @@ def estimated_cycles(plan: GemmPlan, spec: LeptonSpec) -> int:
     tiles = (pm // mat.tile_m) * (pn // mat.tile_n)
     compute = tiles * pk
     vector = tiles * mat.tile_m * mat.tile_n // spec.vector.lanes * REQUANT_OPS
-    busy = compute + vector
-    if overlaps_vector(plan):
-        busy = min(busy, max(compute, vector) + sim_static(plan, spec)["epilogue_cycles"])
-    a = groups * kblocks * dma.cycles(plan.m_block * mat.tile_m * plan.k_block)
-    b = dma.cycles(pk * pn) if plan.weights_stationary else \
+    static = sim_static(plan, spec)
+    busy = min(compute + vector, compute + static["requant_block_cycles"] + (
+        static["output_blocks"] - 1) * max(0, static["requant_block_cycles"]
+                                           - static["overlap_window"]))
+    nblocks = pn // plan.columns  # the A strips are loaded once per column block
+    a = nblocks * groups * kblocks * dma.cycles(plan.m_block * mat.tile_m * plan.k_block)
+    b = nblocks * dma.cycles(pk * plan.columns) if plan.weights_stationary else \
         groups * kblocks * (pn // mat.tile_n) * dma.cycles(plan.k_block * mat.tile_n)
     out = tiles * dma.cycles(mat.tile_m * mat.tile_n)
     return max(busy, a + b + out)
@@ -143,29 +172,27 @@ def estimated_cycles(plan: GemmPlan, spec: LeptonSpec) -> int:
 REQUANT_OPS = 7
 
 
-def overlaps_vector(plan: GemmPlan) -> bool:
-    """Whether the vector unit requantizes while the matrix engine computes: when K fits one
-    block the accumulators are double-buffered (``_needs``), so one output block is
-    requantized while the next accumulates; with K split, a row strip's partial sums occupy
-    the accumulators until its last K block, and the units run in series."""
-    return plan.k_block == plan.padded[2]
-
-
 def estimated_dram_bytes(plan: GemmPlan, spec: LeptonSpec) -> int:
     """The DRAM bytes of ``plan``'s loop structure (see :func:`estimated_cycles`)."""
     mat = spec.matrix
     pm, pn, pk = plan.padded
     groups = pm // (mat.tile_m * plan.m_block)
     weights = pk * pn if plan.weights_stationary else groups * pk * pn
-    return pm * pk + weights + pm * pn
+    return pm * pk * (pn // plan.columns) + weights + pm * pn
+
+
+#: How much slower than the fastest estimate a default plan may be to move fewer DRAM bytes.
+CYCLE_SLACK = 0.01
 
 
 def plan_gemm(m: int, n: int, k: int, spec: LeptonSpec, input_reserved: int = 0) -> GemmPlan:
     """The default tiling of an ``m x n x k`` product: of the plans that fit the SRAM (any
     K block; stationary weights; row-strip groups of 1, 2, 4, ... up to every row strip, so
     that weights too large to stay resident are still loaded once per group), the one with
-    the fewest :func:`estimated_cycles`, then the fewest :func:`estimated_dram_bytes` (then the
-    deepest K block).
+    the fewest :func:`estimated_dram_bytes` among those within :data:`CYCLE_SLACK` of the
+    fewest :func:`estimated_cycles` (then the fewest cycles, the deepest K block). DRAM
+    traffic costs energy and bandwidth the rest of the chip shares, so a plan that is as fast
+    to within a fraction of a percent and moves half the bytes is the better default.
 
     Raises
     ------
@@ -178,9 +205,11 @@ def plan_gemm(m: int, n: int, k: int, spec: LeptonSpec, input_reserved: int = 0)
     plans = candidate_plans(m, n, k, spec, m_blocks=tuple(blocks),
                             input_reserved=input_reserved)
     if plans:
-        return min(plans, key=lambda p: (estimated_cycles(p, spec),
-                                         estimated_dram_bytes(p, spec), -p.k_block,
-                                         not p.weights_stationary, p.m_block))
+        cycles = {p: estimated_cycles(p, spec) for p in plans}
+        fast = min(cycles.values()) * (1 + CYCLE_SLACK)
+        return min((p for p in plans if cycles[p] <= fast),
+                   key=lambda p: (estimated_dram_bytes(p, spec), cycles[p], -p.k_block,
+                                  not p.weights_stationary, p.m_block))
     raise SramOverflowError(
         f"matmul {m}x{n}x{k} does not fit the SRAM of {spec.name} (input "
         f"{spec.sram.input_bytes - input_reserved} B free, weight {spec.sram.weight_bytes} B, "
@@ -191,7 +220,7 @@ def plan_gemm(m: int, n: int, k: int, spec: LeptonSpec, input_reserved: int = 0)
 def sram_needs(plan: GemmPlan, spec: LeptonSpec) -> dict[str, int]:
     """Peak SRAM bytes per scope of ``plan``'s schedule."""
     return _needs(spec.matrix, plan.padded[1], plan.padded[2], plan.k_block,
-                  plan.weights_stationary, plan.m_block)
+                  plan.weights_stationary, plan.m_block, plan.n_block)
 
 
 def check_working_set(plan: GemmPlan, spec: LeptonSpec, input_reserved: int = 0) -> None:
@@ -210,20 +239,22 @@ def check_working_set(plan: GemmPlan, spec: LeptonSpec, input_reserved: int = 0)
 
 def sim_static(plan: GemmPlan, spec: LeptonSpec) -> dict[str, int]:
     """The compiler's static sim figures of a GEMM kernel (recorded in the artifact's plan):
-    the prologue double-buffering cannot hide (the first A and B strips), the last block's
-    requantize and whether the vector unit overlaps the products (see
-    ``lepton_runtime.profile``), the useful MACs and the SRAM working set.
+    the prologue double-buffering cannot hide (the first A and B strips), the output blocks
+    the vector unit requantizes beside the products (see ``lepton_runtime.profile``), the
+    useful MACs and the SRAM working set.
     """
     mat, dma = spec.matrix, spec.dma
-    _, pn, pk = plan.padded
-    weights = pk * pn if plan.weights_stationary else plan.k_block * mat.tile_n
+    pm, pn, pk = plan.padded
+    weights = pk * plan.columns if plan.weights_stationary else plan.k_block * mat.tile_n
     return {
         "prologue_cycles": dma.cycles(plan.m_block * mat.tile_m * plan.k_block)
         + dma.cycles(weights),
-        # the last output block's requantize, which no product overlaps
-        "epilogue_cycles": plan.m_block * mat.tile_m * mat.tile_n // spec.vector.lanes
+        # the vector unit requantizes each output block (m_block row strips x one tile of
+        # columns) during the next block's last K block (see lepton_runtime.profile)
+        "output_blocks": pm // (mat.tile_m * plan.m_block) * (pn // mat.tile_n),
+        "requant_block_cycles": plan.m_block * mat.tile_m * mat.tile_n // spec.vector.lanes
         * REQUANT_OPS,
-        "overlap_vector": int(overlaps_vector(plan)),
+        "overlap_window": plan.m_block * plan.k_block,
         "useful_macs": plan.useful_macs,
         **{f"sram_{scope}_bytes": need for scope, need in sram_needs(plan, spec).items()},
     }
@@ -276,19 +307,24 @@ def schedule_matmul(sch, block, spec: LeptonSpec, plan: GemmPlan,
     loops = sch.get_loops(block)
     i, j, k = loops[-3:]
     io, ii = sch.split(i, [None, mat.tile_m * plan.m_block])
+    jb = None
+    if plan.n_block:  # column blocks outermost, each block's weights staged once
+        jb, j = sch.split(j, [None, plan.n_block])
     jo, ji = sch.split(j, [None, mat.tile_n])
     kb, kr = sch.split(k, [None, plan.k_block])
     # io: row strips (m_block of them) in parallel; kb: K blocks; jo: output tiles reusing
     # the staged A strips; im: the row strips reusing one staged B strip.
-    outer = loops[-3 - len(batch):-3]
+    outer = [*(() if jb is None else (jb,)), *loops[-3 - len(batch):-3]]
     if plan.m_block > 1:
         im, ii = sch.split(ii, [plan.m_block, mat.tile_m])
         sch.reorder(*outer, io, kb, jo, im, ii, ji, kr)
     else:
         sch.reorder(*outer, io, kb, jo, ii, ji, kr)
+    if jb is not None:
+        outer = outer[1:]
     io = sch.fuse(*outer, io) if outer else io
     sch.parallel(io)
-    _stage_operands(sch, block, spec, plan, kb, jo, store=epilogue is None)
+    _stage_operands(sch, block, spec, plan, kb, jo, store=epilogue is None, jb=jb)
     if epilogue is not None:
         padding = _fuse_epilogue(sch, spec, plan, names, epilogue, padding, io)
     sch.decompose_reduction(block, kb)
@@ -317,22 +353,25 @@ def _fuse_epilogue(sch, spec: LeptonSpec, plan: GemmPlan, names, epilogue: str,
 
 
 def _stage_operands(sch, block, spec: LeptonSpec, plan: GemmPlan, kb, jo,
-                    store: bool = True) -> None:
+                    store: bool = True, jb=None) -> None:
     """DMA the A strip (tile_m x k_block) into input SRAM once per K block, the B strip
     (k_block x tile_n) into weight SRAM per output tile — or, with stationary weights, the
-    whole B once before the loops — and store each int32 output tile from the accumulator
-    SRAM; the GEMM works on the staged copies."""
+    whole B once before the loops (one column block's at each ``jb``) — and store each int32
+    output tile from the accumulator SRAM; the GEMM works on the staged copies."""
     from lepton_compiler.target.intrinsics import register_dma
 
     mat = spec.matrix
-    _, pn, pk = plan.padded
+    pk = plan.padded[2]
     # Only the product reads the staged copies (a kernel may read A or B elsewhere too).
     a_copy = sch.cache_read(block, 0, "global", consumer_blocks=[block])
     b_copy = sch.cache_read(block, 1, "global", consumer_blocks=[block])
     sch.compute_at(a_copy, kb, preserve_unit_loops=True)
-    b_rows, b_cols = (pk, pn) if plan.weights_stationary else (plan.k_block, mat.tile_n)
+    b_rows, b_cols = (pk, plan.columns) if plan.weights_stationary else \
+        (plan.k_block, mat.tile_n)
     if not plan.weights_stationary:
         sch.compute_at(b_copy, jo, preserve_unit_loops=True)
+    elif jb is not None:  # one column block's weights per block
+        sch.compute_at(b_copy, jb, preserve_unit_loops=True)
     copies = [(a_copy, "load", "input", mat.tile_m * plan.m_block, plan.k_block,
                mat.input_dtype),
               (b_copy, "load", "weight", b_rows, b_cols, mat.weight_dtype)]
@@ -453,10 +492,10 @@ def kernel_plan(func, spec: LeptonSpec) -> GemmPlan:
     """The plan a scheduled GEMM kernel was built with (the default plan if unrecorded)."""
     extents = gemm_extents(func)
     if func.attrs is not None and PLAN_ATTR in func.attrs:
-        k_block, stationary, m_block = (int(v) for v in func.attrs[PLAN_ATTR])
+        k_block, stationary, m_block, n_block = (int(v) for v in func.attrs[PLAN_ATTR])
         return plan_from_knobs(*extents, spec, {"k_block": k_block,
                                                 "weights_stationary": bool(stationary),
-                                                "m_block": m_block})
+                                                "m_block": m_block, "n_block": n_block})
     return plan_gemm(*extents, spec)
 
 
@@ -464,6 +503,7 @@ def gemm_sim_static(func, spec: LeptonSpec) -> dict[str, int]:
     """The static sim figures (see :func:`sim_static`) of a quantized GEMM kernel."""
     figures = sim_static(kernel_plan(func, spec), spec)
     figures["useful_macs"] *= gemm_batch(func)
+    figures["output_blocks"] *= gemm_batch(func)
     return figures
 
 
@@ -496,4 +536,5 @@ def schedule_gemm_kernel(func, spec: LeptonSpec, plan: GemmPlan | None = None):
     func = _alias_padded_input(func)
     return (func.with_attr(EXTENTS_ATTR, [m, n, k])
             .with_attr(BATCH_ATTR, batch).with_attr(FORM_ATTR, form)
-            .with_attr(PLAN_ATTR, [plan.k_block, int(plan.weights_stationary), plan.m_block]))
+            .with_attr(PLAN_ATTR, [plan.k_block, int(plan.weights_stationary), plan.m_block,
+                                   plan.n_block]))

@@ -232,9 +232,10 @@ def layer_norm(x: np.ndarray, eps_term: int, gain: np.ndarray, offset: np.ndarra
     round(H^2 eps / s^2))``), scaled by ``4^p`` so that it has at least 30 bits (``p =
     max(0, (31 - bit_length(D)) // 2)``: a small ``D``'s square root keeps 15 bits), ``sd =
     isqrt(D 4^p)``, ``k = bit_length(sd)``, ``R = 2^(29+k) // sd``; the normalized value in
-    Q16 is ``n = (H x - sx) R`` shifted right by ``13 + k - p`` (rounding), and ``clamp((n * gain + offset + 2^(shift-1)) >> shift, -128, 127)`` with the
-    per-channel ``gain = round(gamma / s_out * 2^(shift-16))`` and ``offset = round((beta /
-    s_out + zo) * 2^shift)``."""
+    Q16 is ``n = (H x - sx) R`` shifted right by ``13 + k - p`` (rounding), and
+    ``clamp((n * gain + offset + 2^(shift-1)) >> shift, -128, 127)`` with the per-channel
+    ``gain = round(gamma / s_out * 2^(shift-16))`` and ``offset = round((beta / s_out + zo)
+    * 2^shift)``."""
     xi = x.astype(np.int64)
     h = xi.shape[-1]
     sx = xi.sum(axis=-1, keepdims=True)

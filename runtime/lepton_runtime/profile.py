@@ -5,14 +5,19 @@ DMA overlaps compute except the prologue (the first operand strips)::
 
     cycles = max(busy, dma_cycles) + prologue_cycles
 
-where ``busy`` is the matrix engine's and the vector unit's work. The two units run in
-series (``compute_cycles + vector_cycles``) unless the kernel's accumulators are
-double-buffered (its static figures say ``overlap_vector``: a GEMM whose K fits one block),
-when the vector unit requantizes one output block while the engine computes the next, and
-only the last block's requantize is exposed::
+where ``busy`` is the matrix engine's and the vector unit's work. The vector unit
+requantizes a GEMM's output blocks (``output_blocks`` of them, ``requant_block_cycles``
+each) while the engine computes: a block is ready after its last K block, and its
+requantize overlaps the next block's last K block (``overlap_window`` cycles; the
+accumulators hold a whole row strip, or are double-buffered when K fits one block), so a
+block exposes what exceeds the window, and the last block all of it::
 
-    busy = min(compute_cycles + vector_cycles,
-               max(compute_cycles, vector_cycles) + epilogue_cycles)
+    busy = min(compute + vector,
+               compute + (output_blocks - 1) * max(0, requant_block_cycles - overlap_window)
+               + requant_block_cycles)
+
+Kernels without those figures (the vector unit's own layers) run in series:
+``busy = compute_cycles + vector_cycles``.
 
 A host kernel (a fallback) is charged the spec's stated host cost (:func:`host_cycles`), so
 a profile's total counts NPU and host work in one unit.
@@ -39,8 +44,11 @@ def sim_cycles(counters: Mapping[str, int], static: Mapping[str, int]) -> int:
     """Cycles of one kernel call from its sim counters and the compiler's static figures."""
     compute, vector = counters.get("compute_cycles", 0), counters.get("vector_cycles", 0)
     busy = compute + vector
-    if static.get("overlap_vector", 0) and compute:
-        busy = min(busy, max(compute, vector) + static.get("epilogue_cycles", 0))
+    blocks = static.get("output_blocks", 0)
+    if blocks and compute:
+        block = static.get("requant_block_cycles", 0)
+        exposed = (blocks - 1) * max(0, block - static.get("overlap_window", 0)) + block
+        busy = min(busy, compute + exposed)
     return max(busy, counters.get("dma_cycles", 0)) + static.get("prologue_cycles", 0)
 
 
