@@ -44,9 +44,16 @@ def workload_key(func: Any, spec: Any) -> str:
            f"{spec.fingerprint()}"
 
 
+#: Requantize terms of a measurement: multiplier 2^30, shift 31 (a scale of 1/2), output
+#: zero point 0 in [-128, 127]; the arithmetic stays in range, and the GEMM's requantize
+#: instruction costs the same whatever its terms.
+_REQUANT_TERMS = {"MUL": 1 << 30, "SH": 31}
+
+
 def random_args(func: Any, seed: int = 0) -> list[np.ndarray]:
-    """Operands for every buffer of ``func``: int8 data random, everything else zero (zero
-    multipliers and shifts keep the requantize arithmetic in range)."""
+    """Operands for every buffer of ``func``: int8 data random, the requantize terms
+    :data:`_REQUANT_TERMS` (``QP`` = zero point 0, clamp [-128, 127]), everything else
+    zero."""
     from lepton_runtime import aligned_empty
 
     rng = np.random.default_rng(seed)
@@ -55,10 +62,13 @@ def random_args(func: Any, seed: int = 0) -> list[np.ndarray]:
         shape = [int(d) for d in param.shape]
         dtype = str(param.dtype)
         array = aligned_empty(shape, dtype)
+        name = str(param.name)
         if dtype == "int8":
             array[...] = rng.integers(-128, 128, shape, dtype=np.int8)
+        elif name == "QP" and shape == [3]:
+            array[...] = (0, -128, 127)
         else:
-            array[...] = 0
+            array[...] = _REQUANT_TERMS.get(name, 0)
         arrays.append(array)
     return arrays
 
