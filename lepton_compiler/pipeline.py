@@ -259,7 +259,7 @@ def plan_kernels(mod: Any, input_names: list[str], output_names: list[str], host
                  fuse: bool = True, tuned: Any = None, schedule_host: bool = True,
                  node_names: dict[str, list[str]] | None = None, source: str = "onnx",
                  pinned: dict[str, Any] | None = None,
-                 cascade: bool | set[tuple[int, int]] = False) -> Planned:
+                 cascade: bool | dict[tuple[int, int], tuple[str, ...]] = False) -> Planned:
     """fuse → schedule → plan: a Relax module to a plan and its scheduled kernels.
 
     ``layers``: layer names; a call whose result is bound to one records it as its source op.
@@ -270,7 +270,8 @@ def plan_kernels(mod: Any, input_names: list[str], output_names: list[str], host
     checked by the runtime at every call. ``cascade``: keep activations between consecutive
     NPU layers in SRAM where they fit (``lower/cascade.py``; the plan's ``cascades``); with a
     tuning database in ``tuned``, GEMM layers may be replanned to make room, and the build
-    runs again with those plans (``cascade`` then holds the call pairs to cascade).
+    runs again with those plans (``cascade`` then maps the call pairs to cascade to the layers
+    replanned for them).
     """
     unfused = mod
     with run.stage("fuse"):
@@ -310,7 +311,7 @@ def plan_kernels(mod: Any, input_names: list[str], output_names: list[str], host
         if costs is not None and costs.overrides:
             # The cascades chose other plans for some GEMM layers: schedule them so.
             tuned.overrides.update(costs.overrides)
-            pairs = {(c.producer_call, c.producer_call + 1) for c in found}
+            pairs = {(c.producer_call, c.producer_call + 1): c.replanned for c in found}
             return plan_kernels(unfused, input_names, output_names, host, npu, run, layers, fuse,
                                 tuned, schedule_host, node_names, source, pinned, pairs)
         built.plan["cascades"] = [c.to_dict() for c in found]

@@ -179,6 +179,13 @@ def test_a_tuned_build_takes_the_cascades_and_plans_with_the_fewest_measured_cyc
         k: v for k, v in r["knobs"].items() if k != "resident"} == knobs)
         for w, held, knobs in zip(workloads, roles, plans, strict=True)]
     assert sum(recorded) == totals[chosen]
+    # layers scheduled with another plan than their best uncascaded one are reported
+    replanned = {layer for c in tuned.report.cascades for layer in c["replanned"]}
+    assert replanned == {layer for layer, w, knobs in zip(layers, workloads, plans,
+                                                          strict=True)
+                         if knobs != {k: v for k, v in db.best(w)["knobs"].items()}}
+    assert replanned and all(  # the optimum here replans a layer (dense_2)
+        layer in str(tuned.report).split("replanned ")[1] for layer in replanned)
     # a GEMM layer's sim cycles do not depend on its data: the model runs what was measured
     assert cycles["tuned"] == totals[chosen] <= cycles["plain"]
     assert len(plain.report.cascades) == 1

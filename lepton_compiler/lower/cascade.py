@@ -26,7 +26,7 @@ that share a call may not both fit. Plans it changes go back to the scheduler
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -104,12 +104,13 @@ class _Link:
 
 
 def plan_cascades(plan: dict, spec: LeptonSpec, costs: CascadeCosts | None = None,
-                  only: Collection[tuple[int, int]] | None = None) -> list[Cascade]:
+                  only: Mapping[tuple[int, int], tuple[str, ...]] | None = None
+                  ) -> list[Cascade]:
     """Mark the cascades of ``plan`` (its calls get ``resident`` tensor lists) and return
     them. Only NPU calls (with static sim figures) take part. ``costs``: choose from tuning
     records (see the module's doc; chosen plans land in ``costs.overrides``); ``only``:
-    take just these (producer, consumer) call index pairs (the pass over a replanned
-    build)."""
+    take just these (producer, consumer) call index pairs, mapped to the layers replanned for
+    them (the pass over a replanned build)."""
     tensors, calls = plan["tensors"], plan["calls"]
 
     def base(t: int) -> int:
@@ -154,7 +155,8 @@ def plan_cascades(plan: dict, spec: LeptonSpec, costs: CascadeCosts | None = Non
         cascades.append(Cascade(
             _name(producer), _name(consumer), link.tensor, link.bytes,
             working[i + 1] + held[i + 1] + (links[i + 1].bytes if i + 1 in taken else 0),
-            tuple(_name(calls[j]) for j in (i, i + 1) if j in replanned), i))
+            tuple(_name(calls[j]) for j in (i, i + 1) if j in replanned)
+            if only is None else tuple(only[(i, i + 1)]), i))
     return cascades
 
 

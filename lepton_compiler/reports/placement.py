@@ -98,8 +98,11 @@ class PlacementReport:
                 detail = (detail + "; " if detail else "") + o.reason + cost
             lines.append(f"{o.layer:<20} {o.unit:<5} {o.dtype:<8} {o.macs:>12}  {detail}")
         for c in self.cascades:
+            replanned = c.get("replanned") or ()
             lines.append(f"cascade {c['producer']} -> {c['consumer']}: {c['bytes']} B kept in "
-                         f"SRAM ({c['sram_input_bytes']} B of input SRAM in use)")
+                         f"SRAM ({c['sram_input_bytes']} B of input SRAM in use"
+                         + (f"; replanned {', '.join(replanned)} from tuning records"
+                            if replanned else "") + ")")
         for op, nodes in self.unsupported.items():
             why = self.unsupported_reasons.get(op)
             lines.append(f"unsupported {op}: {', '.join(nodes)}" + (f" ({why})" if why else ""))
