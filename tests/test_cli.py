@@ -154,6 +154,11 @@ def test_compile_int8_from_npz_calibration_and_reuse_the_table(onnx_model, tmp_p
                     "--save-calib-table", str(table))
     assert result.returncode == 0, result.stderr
     assert "int8 (entropy calibration)" in result.stdout and "on the NPU" in result.stdout
+    assert "cascade dense_0 -> dense_1: 96 B kept in SRAM" in result.stdout  # 3 x 32 int8
+    plain = lepton("compile", str(path), "-o", str(tmp_path / "p.lepton"), "--target",
+                   "lepton", "--quantize", "int8", "--calib", str(tmp_path / "calib.npz"),
+                   "--no-cascade")
+    assert plain.returncode == 0 and "cascade" not in plain.stdout, plain.stderr
     x = rng.standard_normal((3, 16)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)
     result = lepton("run", str(out), "--input", str(tmp_path / "x.npy"), "--mode", "sim",

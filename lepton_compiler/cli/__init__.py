@@ -39,7 +39,8 @@ def cmd_compile(args: argparse.Namespace) -> int:
                             skip=[s for s in (args.prune_skip or "").split(",") if s])
     start = time.perf_counter()
     compiled = build(str(model), example_inputs(args, config), cpu=args.cpu, target=args.target,
-                     spec=args.spec, quantize=config, prune=prune, tuning_db=args.tuning_db)
+                     spec=args.spec, quantize=config, prune=prune, tuning_db=args.tuning_db,
+                     cascade=not args.no_cascade)
     out = compiled.export(args.output)
     if args.save_calib_table:
         table = compiled.quantization.table.save(args.save_calib_table)
@@ -70,6 +71,10 @@ def cmd_compile(args: argparse.Namespace) -> int:
         print(f"  on the NPU: {', '.join(info['npu_kernels'])}")
     for fallback in info.get("fallbacks", []):
         print(f"  host fallback {fallback['layer']}: {fallback['reason']}")
+    for c in compiled.report.cascades:
+        replanned = f"; replanned {', '.join(c['replanned'])}" if c.get("replanned") else ""
+        print(f"  cascade {c['producer']} -> {c['consumer']}: {c['bytes']} B kept in SRAM"
+              f"{replanned}")
     return 0
 
 
@@ -283,7 +288,11 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--calib-table", default=None, metavar="TABLE.json",
                    help="use a saved calibration table instead of calibrating")
     p.add_argument("--tuning-db", default=None, metavar="DIR",
-                   help="use the best schedules recorded by `lepton tune`")
+                   help="use the best schedules recorded by `lepton tune` (and its measured "
+                        "cascade choices)")
+    p.add_argument("--no-cascade", action="store_true",
+                   help="--target lepton: keep every activation in DRAM between NPU layers "
+                        "(default: cascade them through SRAM where they fit)")
     p.add_argument("--save-calib-table", default=None, metavar="TABLE.json",
                    help="write the calibration table (reproducible builds)")
     p.set_defaults(func=cmd_compile)
