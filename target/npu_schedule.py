@@ -153,12 +153,10 @@ def estimated_cycles(plan: GemmPlan, spec: LeptonSpec) -> int:
     pm, pn, pk = plan.padded
     groups, kblocks = pm // (mat.tile_m * plan.m_block), pk // plan.k_block
     tiles = (pm // mat.tile_m) * (pn // mat.tile_n)
-    compute = tiles * pk
+    from lepton_runtime.profile import busy_cycles
+
     vector = tiles * mat.tile_m * mat.tile_n // spec.vector.lanes * REQUANT_OPS
-    static = sim_static(plan, spec)
-    busy = min(compute + vector, compute + static["requant_block_cycles"] + (
-        static["output_blocks"] - 1) * max(0, static["requant_block_cycles"]
-                                           - static["overlap_window"]))
+    busy = busy_cycles(tiles * pk, vector, sim_static(plan, spec))
     nblocks = pn // plan.columns  # the A strips are loaded once per column block
     a = nblocks * groups * kblocks * dma.cycles(plan.m_block * mat.tile_m * plan.k_block)
     b = nblocks * dma.cycles(pk * plan.columns) if plan.weights_stationary else \
@@ -338,7 +336,7 @@ def _fuse_epilogue(sch, spec: LeptonSpec, plan: GemmPlan, names, epilogue: str,
     """Requantize straight from the accumulators (see :func:`schedule_matmul`)."""
     mat = spec.matrix
     requant = sch.get_sblock(epilogue)
-    if plan.m % (mat.tile_m * plan.m_block) or plan.n % mat.tile_n:
+    if _ragged_output(plan, spec):
         return padding  # a ragged edge: a host loop over the accumulators (see _count_ragged)
     sch.reverse_compute_at(requant, at, preserve_unit_loops=True)
     i, j = sch.get_loops(requant)[-2:]
@@ -385,6 +383,20 @@ def _stage_operands(sch, block, spec: LeptonSpec, plan: GemmPlan, kb, jo,
         sch.tensorize(loops[-2], register_dma(spec, direction, scope, rows, cols, dtype))
 
 
+def buffer_bytes(buffer) -> int:
+    """Bytes of a TIR buffer (or buffer-typed parameter) of static shape."""
+    import numpy as np
+
+    return int(np.prod([int(d) for d in buffer.shape], dtype=np.int64)) \
+        * np.dtype(str(buffer.dtype)).itemsize
+
+
+def _ragged_output(plan: GemmPlan, spec: LeptonSpec) -> bool:
+    """Whether the output is not a whole number of row-strip groups x 16-column tiles (the
+    requantize epilogue then runs as a host loop, charged by :func:`_count_ragged`)."""
+    return bool(plan.m % (spec.matrix.tile_m * plan.m_block) or plan.n % spec.matrix.tile_n)
+
+
 def _wrap_root(func, first=None, last=None):
     """``func`` with statements before and after its root block's body."""
     from tvm import s_tir, tirx
@@ -400,7 +412,6 @@ def _wrap_root(func, first=None, last=None):
 def _alias_padded_input(func):
     """A dense GEMM whose input the emulation pads (``X_pad``) marks the copy resident while
     the input is (``lepton_pad_alias``), so a cascade into it counts as on chip."""
-    import numpy as np
     from tvm import tirx
 
     source = func.params[0]
@@ -408,7 +419,7 @@ def _alias_padded_input(func):
                 if b.name == f"{source.name}_pad"), None)
     if pad is None:
         return func
-    nbytes = int(np.prod([int(d) for d in pad.shape])) * np.dtype(str(pad.dtype)).itemsize
+    nbytes = buffer_bytes(pad)
     begin = tirx.Evaluate(tirx.call_extern("int32", "lepton_pad_alias", source.data, pad.data,
                                            tirx.IntImm("int64", nbytes)))
     end = tirx.Evaluate(tirx.call_extern("int32", "lepton_pad_alias_end", pad.data))
@@ -502,8 +513,9 @@ def kernel_plan(func, spec: LeptonSpec) -> GemmPlan:
 def gemm_sim_static(func, spec: LeptonSpec) -> dict[str, int]:
     """The static sim figures (see :func:`sim_static`) of a quantized GEMM kernel."""
     figures = sim_static(kernel_plan(func, spec), spec)
-    figures["useful_macs"] *= gemm_batch(func)
-    figures["output_blocks"] *= gemm_batch(func)
+    batch = gemm_batch(func)
+    figures["useful_macs"] *= batch
+    figures["output_blocks"] *= batch
     return figures
 
 
@@ -530,8 +542,7 @@ def schedule_gemm_kernel(func, spec: LeptonSpec, plan: GemmPlan | None = None):
     schedule_matmul(sch, sch.get_sblock("matmul"), spec, plan,
                     epilogue="requant" if "requant" in names_in else None)
     func = sch.mod["main"]
-    if "requant" in names_in and (m % (spec.matrix.tile_m * plan.m_block)
-                                  or n % spec.matrix.tile_n):
+    if "requant" in names_in and _ragged_output(plan, spec):
         func = _count_ragged(func, spec, plan, batch)
     func = _alias_padded_input(func)
     return (func.with_attr(EXTENTS_ATTR, [m, n, k])

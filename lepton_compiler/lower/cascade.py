@@ -26,6 +26,7 @@ that share a call may not both fit. Plans it changes go back to the scheduler
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Collection, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -178,8 +179,7 @@ def _search(costs: CascadeCosts, links: dict[int, _Link], working: list[int], li
     a dynamic program over the calls whose state is whether the call's input is held.
     Returns (producer indices taken, {GEMM call: (knobs, input SRAM bytes)})."""
     n = len(working)
-    shared = {w: list(costs.workloads.values()).count(w) > 1
-              for w in costs.workloads.values()}
+    calls = Counter(costs.workloads.values())  # a kernel shared by calls keeps its plan
     measured = {i for i in costs.workloads if costs.options(i, (), limit, True)}
 
     def choices(i: int, held_in: bool, held_out: bool) -> list[tuple[float, Any]]:
@@ -191,7 +191,7 @@ def _search(costs: CascadeCosts, links: dict[int, _Link], working: list[int], li
         roles = ({"input"} if held_in and links[i - 1].first_operand else set()) | \
             ({"output"} if held_out else set())
         return [(cost, (knobs, need)) for cost, knobs, need in
-                costs.options(i, roles, room, shared[costs.workloads[i]])]
+                costs.options(i, roles, room, calls[costs.workloads[i]] > 1)]
 
     # best[i][h]: (cycles, -cascades, taken, plans) of calls i.. given call i's input held (h)
     best: list[dict[bool, Any]] = [{} for _ in range(n + 1)]

@@ -21,17 +21,18 @@ WORKLOAD_PREFIX = "gemm"
 #: input SRAM (``lower/cascade.py``): ``input`` its first operand (the activation it reads),
 #: ``output`` its result. A record's knobs name them as ``"resident": [...]`` (absent: none).
 RESIDENCY: tuple[tuple[str, ...], ...] = ((), ("input",), ("output",), ("input", "output"))
+#: Which of a GEMM kernel's parameters each residency role names.
+ROLE_PARAM = {"input": 0, "output": -1}
 
 
 def resident_bytes(func: Any, resident: Any) -> int:
     """Input SRAM bytes that ``resident`` (roles of :data:`RESIDENCY`) of ``func`` hold."""
-    params = list(func.params)
-    role = {"input": params[0], "output": params[-1]}
-    unknown = set(resident) - set(role)
+    from lepton_compiler.target.npu_schedule import buffer_bytes
+
+    unknown = set(resident) - set(ROLE_PARAM)
     if unknown:
         raise ValueError(f"unknown residency {sorted(unknown)}; use 'input' or 'output'")
-    return sum(int(np.prod([int(d) for d in role[r].shape], dtype=np.int64))
-               * np.dtype(str(role[r].dtype)).itemsize for r in resident)
+    return sum(buffer_bytes(func.params[ROLE_PARAM[r]]) for r in resident)
 
 
 def workload_key(func: Any, spec: Any) -> str:
@@ -108,9 +109,9 @@ def run_candidate(so_bytes: bytes, func: Any, spec: Any, plan: Any, mode: str,
     args = [tvm_ffi.from_dlpack(a) for a in arrays]
     if mode == "sim":
         module["lepton_npu_set_mode"](MODES["sim"])
-        held = {"input": arrays[0], "output": arrays[-1]}
         for role in resident:
-            module["lepton_npu_resident"](held[role].ctypes.data, held[role].nbytes)
+            held = arrays[ROLE_PARAM[role]]
+            module["lepton_npu_resident"](held.ctypes.data, held.nbytes)
         read_counters(module, reset=True)
         try:
             fn(*args)

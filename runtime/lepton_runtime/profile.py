@@ -40,15 +40,22 @@ def host_cycles(macs: int, nbytes: int, cost: Mapping[str, int]) -> int:
             + -(-int(nbytes) // int(cost["bytes_per_cycle"])))
 
 
-def sim_cycles(counters: Mapping[str, int], static: Mapping[str, int]) -> int:
-    """Cycles of one kernel call from its sim counters and the compiler's static figures."""
-    compute, vector = counters.get("compute_cycles", 0), counters.get("vector_cycles", 0)
+def busy_cycles(compute: int, vector: int, static: Mapping[str, int]) -> int:
+    """The matrix engine's and the vector unit's cycles together (``busy`` above): in series,
+    or overlapped per output block where the static figures say so."""
     busy = compute + vector
     blocks = static.get("output_blocks", 0)
     if blocks and compute:
         block = static.get("requant_block_cycles", 0)
         exposed = (blocks - 1) * max(0, block - static.get("overlap_window", 0)) + block
         busy = min(busy, compute + exposed)
+    return busy
+
+
+def sim_cycles(counters: Mapping[str, int], static: Mapping[str, int]) -> int:
+    """Cycles of one kernel call from its sim counters and the compiler's static figures."""
+    busy = busy_cycles(counters.get("compute_cycles", 0), counters.get("vector_cycles", 0),
+                       static)
     return max(busy, counters.get("dma_cycles", 0)) + static.get("prologue_cycles", 0)
 
 

@@ -65,16 +65,23 @@ static void count_dma(const void* src, const void* dst, int64_t bytes) {
 }
 
 /* The GEMM's requantize instruction: add (bias), mul, shift_right_round, add (zero point),
- * max (lo), min (hi), cast_int8_saturate, on `lanes` accumulators per op. */
+ * max (lo), min (hi), cast_int8_saturate, on `lanes` accumulators per op. The instruction
+ * always runs all seven, so a GEMM layer's cycles do not depend on its requantize terms (a
+ * tuner's measurement is the layer's cost). Counts `elems` accumulators in `vectors` ops. */
 enum { REQUANT_OPS = 7 };
-
-/* Vector ops of a requantize that a vector-unit layer's own instruction stream performs
- * (depthwise conv, mean, add): the compiler, which emits that stream per layer, leaves out a
- * max at lo = -128 and a min at hi = 127 (the saturating cast clamps there already, so the
- * result is the same). */
-static inline int64_t requant_ops(int64_t lo, int64_t hi) {
-  return 5 + (lo > -128) + (hi < 127);
+static void count_requant(int64_t vectors, int64_t elems) {
+  __atomic_fetch_add(&g_counters[C_VECTOR_CYCLES], vectors * REQUANT_OPS, __ATOMIC_RELAXED);
+  __atomic_fetch_add(&g_counters[C_VECTOR_LANES], elems * REQUANT_OPS, __ATOMIC_RELAXED);
 }
+
+/* The clamps a vector-unit layer's own instruction stream performs (depthwise conv, mean,
+ * add): the compiler, which emits that stream per layer, leaves out a max at lo = -128 and a
+ * min at hi = 127 (the saturating cast clamps there already, so the result is the same). */
+static inline int64_t clamp_ops(int64_t lo, int64_t hi) { return (lo > -128) + (hi < 127); }
+
+/* Vector ops of such a stream's requantize: add, mul, shift_right_round, add, the clamps,
+ * cast_int8_saturate. */
+static inline int64_t requant_ops(int64_t lo, int64_t hi) { return 5 + clamp_ops(lo, hi); }
 
 #if defined(__AVX512VNNI__) && defined(__AVX512BW__) && LEPTON_TILE_N == 16
 #include <immintrin.h>
@@ -279,13 +286,9 @@ int lepton_requant_i32_i8(const int32_t* ACC, const int32_t* bias, const int32_t
     }
   }
   if (g_mode == LEPTON_MODE_SIM) {
-    /* One vector op per cycle on `lanes` elements: the requantize instruction is a fixed
-       sequence of REQUANT_OPS (its clamps always run), so a GEMM layer's cycles do not
-       depend on its requantize terms and a tuner's measurement is the layer's cost. */
-    const int64_t ops = REQUANT_OPS;
-    int64_t vectors = ((int64_t)m * n + LEPTON_VECTOR_LANES - 1) / LEPTON_VECTOR_LANES;
-    __atomic_fetch_add(&g_counters[C_VECTOR_CYCLES], vectors * ops, __ATOMIC_RELAXED);
-    __atomic_fetch_add(&g_counters[C_VECTOR_LANES], (int64_t)m * n * ops, __ATOMIC_RELAXED);
+    /* one vector op per cycle on `lanes` elements */
+    count_requant(((int64_t)m * n + LEPTON_VECTOR_LANES - 1) / LEPTON_VECTOR_LANES,
+                  (int64_t)m * n);
     /* the int8 tile leaves the NPU: one strided store descriptor (none when cascaded) */
     count_dma(NULL, OUT, (int64_t)m * n);
   }
@@ -300,12 +303,9 @@ int lepton_requant_i32_i8(const int32_t* ACC, const int32_t* bias, const int32_t
 int lepton_requant_count(const int8_t* OUT, int32_t tiles, int32_t tile_elems,
                          int64_t bytes) {
   if (g_mode != LEPTON_MODE_SIM || tiles <= 0) return 0;
-  const int64_t ops = REQUANT_OPS;
-  int64_t vectors = (int64_t)tiles *
-                    (((int64_t)tile_elems + LEPTON_VECTOR_LANES - 1) / LEPTON_VECTOR_LANES);
-  __atomic_fetch_add(&g_counters[C_VECTOR_CYCLES], vectors * ops, __ATOMIC_RELAXED);
-  __atomic_fetch_add(&g_counters[C_VECTOR_LANES], (int64_t)tiles * tile_elems * ops,
-                     __ATOMIC_RELAXED);
+  count_requant((int64_t)tiles *
+                    (((int64_t)tile_elems + LEPTON_VECTOR_LANES - 1) / LEPTON_VECTOR_LANES),
+                (int64_t)tiles * tile_elems);
   const int64_t each = bytes / tiles;
   for (int32_t t = 0; t < tiles; ++t) count_dma(NULL, OUT, t + 1 < tiles ? each
                                                                   : bytes - each * (tiles - 1));
@@ -1460,7 +1460,7 @@ int lepton_vmean_i8(const int8_t* X, int8_t* OUT, int32_t band, int32_t outer, i
  * clamp((((a - za) ma + (b - zb) mb + 2^(shift-1)) >> shift) + zo, lo, hi), `chunk` elements
  * of each operand per descriptor; up to 7 ops per vector (mul, mul_add, add, shift, max, min,
  * cast; a mul and an add for the mul_add on a spec without it). */
-enum { ADD_OPS = LEPTON_VECTOR_MUL_ADD ? 5 : 6 }; /* and a max, a min: see requant_ops */
+enum { ADD_OPS = LEPTON_VECTOR_MUL_ADD ? 5 : 6 }; /* and the clamps (clamp_ops) */
 int lepton_vadd_i8(const int8_t* A, const int8_t* B, int8_t* OUT, int32_t chunk, int64_t size,
                    int32_t za, int32_t ma, int32_t zb, int32_t mb, int32_t shift, int32_t zo,
                    int32_t lo, int32_t hi) {
@@ -1482,7 +1482,7 @@ int lepton_vadd_i8(const int8_t* A, const int8_t* B, int8_t* OUT, int32_t chunk,
         const int64_t acc = (int64_t)A[e] * ma + (int64_t)B[e] * mb + c;
         OUT[e] = (int8_t)clamp64(acc >> shift, lo, hi);
       }
-      sim_vec(ADD_OPS + (lo > -128) + (hi < 127), cols);
+      sim_vec(ADD_OPS + clamp_ops(lo, hi), cols);
     }
     sim_dma(OUT, len);
   }
